@@ -1,0 +1,43 @@
+"""``detr-studio zoo list|download NAME``: the official checkpoints, fetched only when asked."""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from ..model import zoo
+from . import CommandError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("zoo", help="list or download the official DETR checkpoints")
+    actions = parser.add_subparsers(dest="zoo_action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="show the checkpoints, their COCO figures and whether they are cached")
+    download = actions.add_parser("download", help="download a checkpoint (resumable, hash-checked)")
+    download.add_argument("name", help="a name from `detr-studio zoo list`")
+    download.add_argument("--dest", help="folder to keep it in (default: the user cache folder)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.zoo_action == "list":
+        print(zoo.format_zoo_table())
+        return 0
+    try:
+        entry = zoo.get_entry(args.name)
+    except (KeyError, ValueError) as exc:
+        raise CommandError(str(exc).strip("'\"")) from None
+    with tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name) as bar:
+
+        def progress(done: int, total: int) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            path = zoo.download(entry, dest_dir=args.dest, progress=progress)
+        except zoo.ZooDownloadError as exc:
+            raise CommandError(str(exc)) from None
+    print(path)
+    return 0

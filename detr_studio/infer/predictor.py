@@ -1,0 +1,257 @@
+"""``Predictor``: one loaded model, images in, ``Detections`` out.
+
+Batches images with padding masks, runs on the chosen device and precision, and turns raw outputs
+into Detections with the reference's post-processing. Panoptic results run the mask head only for the
+queries post-processing keeps, which gives the reference's answer at a fraction of its cost.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..data.images import ImageReadError, load_image
+from ..model.box_ops import box_cxcywh_to_xyxy
+from ..model.checkpoint import Checkpoint, build_from_checkpoint, detector_of, load_checkpoint
+from ..model.config import DetrConfig
+from ..model.postprocess import PostProcessPanoptic, default_is_thing_map, rgb2id
+from ..model.sources import default_class_names, resolve
+from . import device as devices
+from .detections import AttentionMaps, Detections, PanopticResult
+from .preprocess import batch as make_batch
+from .preprocess import prepare, resize_image, resized_size
+
+ImageLike = Image.Image | str | os.PathLike
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    tensor: Tensor  # [3, h, w] normalised network input
+    original: tuple[int, int]  # (H, W)
+    source: str
+
+
+class Predictor:
+    """Runs one DETR model. Thread-compatible (one call at a time); keep one per worker thread.
+
+    precision: "fp32" (default), "bf16" (CPU with AMX/AVX-512 or recent GPUs) or "fp16" (GPUs).
+    channels_last: faster convolutions on CPUs and tensor-core GPUs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: DetrConfig,
+        class_names: dict[int, str] | None = None,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        panoptic_threshold: float = 0.85,
+        is_thing_map: dict[int, bool] | None = None,
+        size: int = 800,
+        max_size: int | None = 1333,
+        name: str = "",
+    ):
+        devices.autocast_dtype(precision)
+        self.device = device if isinstance(device, torch.device) else devices.pick_device(device)
+        if self.device.type == "cpu" and precision == "fp16":
+            raise ValueError("fp16 is for GPUs; use bf16 on the CPU")
+        self.config = config
+        self.class_names = class_names or {}
+        self.precision = precision
+        self.channels_last = channels_last
+        self.size = size
+        self.max_size = max_size
+        self.name = name
+        self.model = model.eval().to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.panoptic = PostProcessPanoptic(is_thing_map or default_is_thing_map(config.num_classes), panoptic_threshold)
+        self._detector = detector_of(self.model)
+
+    # ------------------------------------------------------------------------------------ building
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> Predictor:
+        model = build_from_checkpoint(ckpt, aux_loss=False, dropout=0.0)
+        kwargs.setdefault("class_names", ckpt.class_names)
+        kwargs.setdefault("name", str(ckpt.path.name) if ckpt.path else "")
+        return cls(model, ckpt.config, **kwargs)
+
+    @classmethod
+    def from_weights(cls, source: str | os.PathLike, progress: Callable[[int, int], None] | None = None, **kwargs) -> Predictor:
+        """``source``: a checkpoint file or folder, or a model-zoo name (downloaded on first use)."""
+        ckpt = load_checkpoint(resolve(source, progress=progress))
+        if ckpt.class_names is None:
+            ckpt.class_names = default_class_names(ckpt.config)
+        return cls.from_checkpoint(ckpt, **kwargs)
+
+    @property
+    def supports_masks(self) -> bool:
+        return self.config.masks
+
+    @property
+    def description(self) -> str:
+        return f"torch {devices.describe(self.device)} {self.precision}" + (" channels-last" if self.channels_last else "")
+
+    # ------------------------------------------------------------------------------------ running
+
+    def _prepare(self, item: ImageLike) -> _Prepared:
+        if isinstance(item, Image.Image):
+            img, source = item.convert("RGB") if item.mode != "RGB" else item, ""
+        else:
+            img, source = load_image(item), str(item)
+        return _Prepared(prepare(img, self.size, self.max_size), (img.height, img.width), source)
+
+    @torch.inference_mode()
+    def predict(
+        self, images: Sequence[ImageLike], *, attention: bool = False, panoptic: bool = False
+    ) -> list[Detections]:
+        """Predict one batch. Image files that cannot be read raise ImageReadError naming the file."""
+        if not images:
+            return []
+        prepared = [self._prepare(item) for item in images]
+        return self._run(prepared, attention=attention, panoptic=panoptic)
+
+    def predict_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        batch_size: int = 1,
+        attention: bool = False,
+        panoptic: bool = False,
+    ) -> Iterator[tuple[Path, Detections | ImageReadError]]:
+        """Predict many files in batches; unreadable files yield their error and the rest go on."""
+        pending: list[_Prepared] = []
+        for path in paths:
+            try:
+                pending.append(self._prepare(path))
+            except ImageReadError as exc:
+                yield Path(path), exc
+                continue
+            if len(pending) >= batch_size:
+                yield from self._emit(pending, attention, panoptic)
+                pending = []
+        if pending:
+            yield from self._emit(pending, attention, panoptic)
+
+    def _emit(self, prepared: list[_Prepared], attention: bool, panoptic: bool):
+        with torch.inference_mode():
+            results = self._run(prepared, attention=attention, panoptic=panoptic)
+        for item, dets in zip(prepared, results):
+            yield Path(item.source), dets
+
+    def _run(self, prepared: list[_Prepared], *, attention: bool, panoptic: bool) -> list[Detections]:
+        if panoptic and not self.config.masks:
+            raise ValueError("panoptic results need a model with a mask head (a panoptic checkpoint)")
+        samples = make_batch([p.tensor for p in prepared]).to(self.device)
+        if self.channels_last:
+            samples.tensors = samples.tensors.contiguous(memory_format=torch.channels_last)
+        recorder = _AttentionRecorder(self._detector) if attention else None
+        with devices.autocast(self.device, self.precision):
+            if panoptic:
+                out = self.model(samples, select=self.panoptic.select)
+            elif self.config.masks:
+                out = self.model.detr(samples)
+            else:
+                out = self.model(samples)
+        logits = out["pred_logits"].float()  # [B, Q, C+1]
+        boxes = out["pred_boxes"].float()  # [B, Q, 4] normalised cxcywh
+        probs = logits.softmax(-1)
+        scores, labels = probs[..., :-1].max(-1)
+        sizes = torch.tensor([p.original for p in prepared], dtype=torch.float32, device=boxes.device)  # [B, 2]
+        scale = torch.stack((sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]), dim=1)[:, None]  # [B, 1, 4]
+        xyxy = box_cxcywh_to_xyxy(boxes) * scale
+        panoptic_results = None
+        if panoptic:
+            out["pred_masks"] = out["pred_masks"].float()
+            processed = [tuple(p.tensor.shape[-2:]) for p in prepared]
+            panoptic_results = self.panoptic.from_selected(out, processed, [p.original for p in prepared])
+        attn = recorder.collect(samples.mask, prepared) if recorder else [None] * len(prepared)
+        results = []
+        q = logits.shape[1]
+        for i, item in enumerate(prepared):
+            pan = None
+            if panoptic_results is not None:
+                pan = _panoptic_result(panoptic_results[i])
+            results.append(
+                Detections(
+                    image_size=item.original,
+                    boxes=xyxy[i].cpu().numpy(),
+                    scores=scores[i].cpu().numpy(),
+                    labels=labels[i].cpu().numpy().astype(np.int64),
+                    probs=probs[i].cpu().numpy(),
+                    query_ids=np.arange(q),
+                    attention=attn[i],
+                    panoptic=pan,
+                    source=item.source,
+                )
+            )
+        return results
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        return resized_size(width, height, self.size, self.max_size)
+
+    def resize(self, img: Image.Image) -> Image.Image:
+        return resize_image(img, self.size, self.max_size)
+
+
+def _panoptic_result(raw: dict) -> PanopticResult:
+    png = raw["png_string"]
+    with Image.open(io.BytesIO(png)) as img:
+        ids = rgb2id(np.asarray(img.convert("RGB")))
+    return PanopticResult(ids=ids.astype(np.int32), segments_info=raw["segments_info"], png=png)
+
+
+class _AttentionRecorder:
+    """Turns on attention recording in the last encoder and decoder layers for one forward pass,
+    and notes the feature-map size."""
+
+    def __init__(self, detr: nn.Module):
+        self.enc = detr.transformer.encoder.layers[-1]
+        self.dec = detr.transformer.decoder.layers[-1]
+        self.enc.record_attention = True
+        self.dec.record_attention = True
+        self.feature_hw: tuple[int, int] | None = None
+        self.stride = detr.backbone[0].stride
+        self._hook = detr.input_proj.register_forward_hook(self._on_features)
+
+    def _on_features(self, _module, _inputs, output: Tensor) -> None:
+        self.feature_hw = (int(output.shape[-2]), int(output.shape[-1]))
+
+    def collect(self, pad_mask: Tensor, prepared: list[_Prepared]) -> list[AttentionMaps]:
+        self._hook.remove()
+        self.enc.record_attention = False
+        self.dec.record_attention = False
+        enc, dec = self.enc.last_attention, self.dec.last_attention  # [B, nh, HW, HW], [B, nh, Q, HW]
+        self.enc.last_attention = self.dec.last_attention = None
+        if enc is None or dec is None or self.feature_hw is None:
+            raise RuntimeError("attention was not recorded; is this a DETR model?")
+        h, w = self.feature_hw
+        feature_pad = torch.nn.functional.interpolate(pad_mask[None].float(), size=(h, w))[0].bool()  # [B, h, w]
+        maps = []
+        for i, item in enumerate(prepared):
+            valid = ~feature_pad[i]
+            vh, vw = int(valid[:, 0].sum()), int(valid[0].sum())
+            nh = dec.shape[1]
+            d = dec[i].float().view(nh, -1, h, w)[:, :, :vh, :vw]
+            e = enc[i].float().view(nh, h, w, h, w)[:, :vh, :vw, :vh, :vw]
+            in_h, in_w = item.tensor.shape[-2:]
+            scale = (item.original[0] / in_h, item.original[1] / in_w)
+            maps.append(
+                AttentionMaps(
+                    decoder=d.to(torch.float16).cpu().numpy(),
+                    encoder=e.to(torch.float16).cpu().numpy(),
+                    stride=self.stride,
+                    scale=scale,
+                )
+            )
+        return maps

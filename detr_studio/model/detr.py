@@ -1,0 +1,103 @@
+"""The DETR detector: backbone, transformer, class and box heads.
+
+Attribute names are the reference's, so its state dicts load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbone import Joiner, build_backbone
+from .config import DetrConfig
+from .nested import NestedTensor, nested_tensor_from_tensor_list
+from .transformer import Transformer
+
+DetrOutput = dict  # {"pred_logits": [B, Q, C+1], "pred_boxes": [B, Q, 4], "aux_outputs"?, "pred_masks"?}
+
+
+class MLP(nn.Module):
+    """A plain multi-layer perceptron with ReLU between layers (the box head)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        hidden = [hidden_dim] * (num_layers - 1)
+        self.num_layers = num_layers
+        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip([input_dim, *hidden], [*hidden, output_dim]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = F.relu(layer(x)) if i < self.num_layers - 1 else layer(x)
+        return x
+
+
+def as_nested(samples: NestedTensor | list[Tensor] | Tensor) -> NestedTensor:
+    if isinstance(samples, NestedTensor):
+        return samples
+    return nested_tensor_from_tensor_list(samples)
+
+
+class DETR(nn.Module):
+    def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int, aux_loss: bool):
+        super().__init__()
+        self.num_queries = num_queries
+        self.transformer = transformer
+        hidden_dim = transformer.d_model
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
+        self.backbone = backbone
+        self.aux_loss = aux_loss
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_embed.out_features - 1
+
+    def heads(self, hs: Tensor) -> DetrOutput:
+        """Decoder states [L, B, Q, C] -> the output dict (last layer, plus every earlier one as aux)."""
+        logits = self.class_embed(hs)  # [L, B, Q, C+1]
+        boxes = self.bbox_embed(hs).sigmoid()  # [L, B, Q, 4]
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+        return out
+
+    def forward(self, samples: NestedTensor | list[Tensor] | Tensor) -> DetrOutput:
+        """samples: a NestedTensor, a list of [3, H, W] images, or a [B, 3, H, W] batch.
+
+        -> {"pred_logits": [B, Q, C+1], "pred_boxes": [B, Q, 4] normalised cxcywh, "aux_outputs"?: [...]}.
+        """
+        samples = as_nested(samples)
+        features, pos = self.backbone(samples)
+        src, mask = features[-1].decompose()
+        hs = self.transformer(self.input_proj(src), mask, self.query_embed.weight, pos[-1])[0]
+        return self.heads(hs)
+
+
+def build_detr(config: DetrConfig, train_backbone: bool = True) -> nn.Module:
+    """Build the network for ``config``: a ``DETR``, or a ``DETRsegm`` wrapping one when ``config.masks``."""
+    backbone = build_backbone(
+        config.backbone,
+        hidden_dim=config.hidden_dim,
+        position_embedding=config.position_embedding,
+        train_backbone=train_backbone,
+        return_interm_layers=config.masks,
+        dilation=config.dilation,
+    )
+    transformer = Transformer(
+        d_model=config.hidden_dim,
+        nhead=config.nheads,
+        num_encoder_layers=config.enc_layers,
+        num_decoder_layers=config.dec_layers,
+        dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout,
+        normalize_before=config.pre_norm,
+        return_intermediate_dec=True,
+    )
+    model = DETR(backbone, transformer, config.num_classes, config.num_queries, config.aux_loss)
+    if config.masks:
+        from .segmentation import DETRsegm
+
+        return DETRsegm(model)
+    return model
