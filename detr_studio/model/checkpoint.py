@@ -172,6 +172,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if isinstance(args, argparse.Namespace):
             config = _config_from_training_args(args, sd)
             source = "official-training"
+        elif isinstance(extra.get("model_config"), dict):
+            try:
+                config = DetrConfig.from_dict(extra["model_config"])
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{path}: bad model config ({exc})") from None
+            names = {int(k): str(v) for k, v in (extra.get("class_names") or {}).items()} or None
+            return Checkpoint(sd, config, FORMAT_NAME, path, names, extra=extra)
         else:
             config = infer_config(sd, dilation=_dilation_hint(path)) if _looks_official(sd) else None
             source = "official"
@@ -327,7 +334,7 @@ def load_for_finetuning(model: nn.Module, ckpt: Checkpoint) -> list[str]:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -360,8 +367,8 @@ def save_checkpoint(
         "class_names": {str(k): v for k, v in (class_names or {}).items()},
         "provenance": provenance or {},
     }
-    _atomic_write(weights, lambda p: save_file(sd, str(p), metadata={"format": FORMAT_NAME}))
-    _atomic_write(sidecar_path(weights), lambda p: p.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
+    atomic_write(weights, lambda p: save_file(sd, str(p), metadata={"format": FORMAT_NAME}))
+    atomic_write(sidecar_path(weights), lambda p: p.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
     return weights
 
 
@@ -370,5 +377,5 @@ def save_official(model_or_sd: nn.Module | dict[str, Tensor], path: str | os.Pat
     sd = model_or_sd.state_dict() if isinstance(model_or_sd, nn.Module) else model_or_sd
     sd = {k: v.detach().to("cpu") for k, v in sd.items()}
     out = Path(path)
-    _atomic_write(out, lambda p: torch.save({"model": sd}, p))
+    atomic_write(out, lambda p: torch.save({"model": sd}, p))
     return out

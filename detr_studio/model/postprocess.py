@@ -127,7 +127,9 @@ def post_process_segm(
     if masks.ndim == 5 and masks.shape[2] == 1:
         masks = masks[:, :, 0]
     if masks.ndim != 4:
-        raise ValueError(f"post_process_segm: pred_masks must be [B, Q, h, w], got shape {tuple(masks.shape)}")
+        raise ValueError(
+            f"post_process_segm: pred_masks must be [B, Q, h, w], got shape {tuple(masks.shape)}"
+        )
     batch = len(masks)
     _check_sizes(orig_target_sizes, batch, "post_process_segm orig_target_sizes")
     _check_sizes(max_target_sizes, batch, "post_process_segm max_target_sizes")
@@ -180,7 +182,7 @@ def _id_map_to_image(ids: Tensor, target_hw: tuple[int, int]) -> tuple[Image.Ima
     """[h, w] id map -> (RGB id image NEAREST-resized to target_hw, its id map [H, W] read back)."""
     final_h, final_w = target_hw
     image = Image.fromarray(id2rgb(ids.cpu().numpy()))
-    image = image.resize(size=(final_w, final_h), resample=Image.BICUBIC)
+    image = image.resize(size=(final_w, final_h), resample=Image.NEAREST)
     return image, rgb2id(np.asarray(image))
 
 
@@ -333,7 +335,9 @@ class PostProcessPanoptic:
 
     @staticmethod
     def _target_sizes(
-        processed_sizes: Sequence[SizeLike] | Tensor, target_sizes: Sequence[SizeLike] | Tensor | None, batch: int
+        processed_sizes: Sequence[SizeLike] | Tensor,
+        target_sizes: Sequence[SizeLike] | Tensor | None,
+        batch: int,
     ) -> Sequence[SizeLike] | Tensor:
         if target_sizes is None:
             target_sizes = processed_sizes

@@ -116,9 +116,13 @@ def test_detection_scales_boxes_by_each_images_own_size():
     results = post_process_detection(detection_outputs(), torch.tensor([[100, 200], [50, 10]]))
     # image 0 is (h, w) = (100, 200): (cx, cy, w, h) = (0.5, 0.5, 0.2, 0.4) -> (0.4, 0.3, 0.6, 0.7)
     #   * (200, 100, 200, 100) = (80, 30, 120, 70); (0.25, 0.25, 0.5, 0.5) -> (0, 0, 0.5, 0.5) -> (0, 0, 100, 50)
-    torch.testing.assert_close(results[0]["boxes"], torch.tensor([[80.0, 30.0, 120.0, 70.0], [0.0, 0.0, 100.0, 50.0]]))
+    torch.testing.assert_close(
+        results[0]["boxes"], torch.tensor([[80.0, 30.0, 120.0, 70.0], [0.0, 0.0, 100.0, 50.0]])
+    )
     # image 1 is (50, 10): (0.25, 0.5, 0.5, 1) -> (0, 0, 0.5, 1) * (10, 50, 10, 50) = (0, 0, 5, 50)
-    torch.testing.assert_close(results[1]["boxes"], torch.tensor([[0.0, 0.0, 5.0, 50.0], [0.0, 0.0, 10.0, 50.0]]))
+    torch.testing.assert_close(
+        results[1]["boxes"], torch.tensor([[0.0, 0.0, 5.0, 50.0], [0.0, 0.0, 10.0, 50.0]])
+    )
 
 
 def test_detection_callable_matches_the_function():
@@ -280,21 +284,21 @@ def test_panoptic_resizes_the_id_image_with_nearest_neighbour():
     logits = torch.tensor([class_logits(0), class_logits(1), class_logits(3)])
     masks = torch.tensor(
         [
-            [10.0, 0, 0, 0, 10],  # thing 0: columns 0 and 4
-            [0.0, 10, 0, 10, 0],  # thing 1: columns 1 and 3
-            [0.0, 5, 10, 5, 0],  # stuff 3: column 2, second best on columns 1 and 3
+            [[10.0, 0.0]],  # thing 0: left pixel
+            [[-10.0, -10.0]],  # thing 1: never wins a pixel
+            [[0.0, 10.0]],  # stuff 3: right pixel
         ]
-    )[:, None, :].expand(-1, 2, -1)  # [3, 2, 5], at the processed size
+    )  # [3, 1, 2], at the processed size
     outputs = {"pred_logits": logits[None], "pred_masks": masks[None]}
-    (result,) = PostProcessPanoptic(THING_MAP)(outputs, [(2, 5)], [(8, 3)])
-    # First pass: columns -> ids (0, 1, 2, 1, 0). NEAREST 5 -> 3 samples source columns
-    # floor((x + 0.5) * 5 / 3) = 0, 2, 4 -> (0, 2, 0): id 1 vanishes (area 0) and is dropped.
-    # Second pass over (thing 0, stuff 3): columns (0, 1, 1, 1, 0) -> (0, 1, 0); areas 2 * 8 = 16 and 8.
+    (result,) = PostProcessPanoptic(THING_MAP)(outputs, [(1, 2)], [(3, 8)])
+    # First pass: ids (0, 2). NEAREST 2 -> 8 repeats each 4 times: (0, 0, 0, 0, 2, 2, 2, 2); a smooth
+    # filter would give id 1 the blend (0 + 2) / 2 at the border and keep it. Id 1 has area 0 and is
+    # dropped; the second pass renumbers stuff 3 to 1: areas 4 * 3 = 12 each.
     assert result["segments_info"] == [
-        {"id": 0, "isthing": True, "category_id": 0, "area": 16},
-        {"id": 1, "isthing": False, "category_id": 3, "area": 8},
+        {"id": 0, "isthing": True, "category_id": 0, "area": 12},
+        {"id": 1, "isthing": False, "category_id": 3, "area": 12},
     ]
-    np.testing.assert_array_equal(decode_png(result["png_string"]), np.array([[0, 1, 0]] * 8))
+    np.testing.assert_array_equal(decode_png(result["png_string"]), np.array([[0, 0, 0, 0, 1, 1, 1, 1]] * 3))
 
 
 def test_panoptic_with_nothing_kept_gives_a_black_png_and_no_segments():
@@ -328,7 +332,9 @@ def test_panoptic_from_kept_on_the_kept_subset_is_byte_identical_to_the_full_cal
     assert keep.sum() >= 4  # the case exercises several segments
     for b in range(2):
         classes = panoptic_scores(outputs["pred_logits"][b])[1][keep[b]]
-        part = panoptic_from_kept(outputs["pred_masks"][b][keep[b]], classes, processed[b], targets[b], THING_MAP)
+        part = panoptic_from_kept(
+            outputs["pred_masks"][b][keep[b]], classes, processed[b], targets[b], THING_MAP
+        )
         assert part["png_string"] == full[b]["png_string"]
         assert part["segments_info"] == full[b]["segments_info"]
     assert full[0]["segments_info"]  # not a trivially empty result
@@ -348,3 +354,19 @@ def test_panoptic_from_selected_masks_matches_the_full_call():
     selected["mask_index"] = index[1:]
     with pytest.raises(ValueError, match="mask_index"):
         post.from_selected(selected, processed, targets)
+
+
+def test_panoptic_fast_path_through_detrsegm_select_matches_the_full_model_call():
+    from detr_studio.model.config import tiny_config
+    from detr_studio.model.detr import build_detr
+
+    torch.manual_seed(0)
+    model = build_detr(tiny_config(masks=True, num_classes=4), train_backbone=False).eval()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 32, 96)]
+    processed, targets = [(64, 64), (32, 96)], [(100, 120), (30, 70)]
+    post = PostProcessPanoptic(THING_MAP, threshold=0.0)  # keep every query not predicting no-object
+    with torch.no_grad():
+        full = model(images)
+        fast = model(images, select=post.select)
+    assert len(fast["mask_index"]) > 2
+    assert post.from_selected(fast, processed, targets) == post(full, processed, targets)

@@ -1,0 +1,81 @@
+"""``detr-studio eval``: COCO box/mask AP (or panoptic quality) of a model on an annotated dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..model.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+from ..model.sources import resolve
+from . import CommandError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="measure a model's AP (or PQ) on a COCO dataset")
+    p.add_argument("--weights", required=True, help="checkpoint file/folder or zoo name")
+    p.add_argument("--data", required=True, help="COCO instances (or panoptic) JSON")
+    p.add_argument("--images", required=True, help="folder of the images")
+    p.add_argument("--panoptic", action="store_true", help="the JSON is COCO panoptic: report PQ")
+    p.add_argument("--panoptic-masks", help="folder of the panoptic PNGs (default: beside the JSON)")
+    p.add_argument("--masks", action="store_true", help="also mask AP (segmentation models)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--size", type=int, default=800, help="shorter side fed to the network")
+    p.add_argument("--max-size", type=int, default=1333)
+    p.add_argument("-o", "--output", help="write the metrics as JSON here")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, DatasetError
+    from ..data.transforms import make_transforms
+    from ..infer.device import pick_device
+    from ..train.evaluate import evaluate_coco
+
+    try:
+        ckpt = load_checkpoint(resolve(args.weights))
+        model = build_from_checkpoint(ckpt, aux_loss=False)
+        device = pick_device(args.device)
+    except (CheckpointError, ValueError, RuntimeError) as exc:
+        raise CommandError(str(exc)) from None
+    if (args.masks or args.panoptic) and not ckpt.config.masks:
+        raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head")
+    transforms = make_transforms("val", scales=[args.size], max_size=args.max_size)
+    try:
+        if args.panoptic:
+            pan_root = args.panoptic_masks or str(Path(args.data).with_suffix(""))
+            dataset = CocoPanopticDataset(args.data, args.images, pan_root, transforms)
+        else:
+            dataset = CocoDetectionDataset(args.data, args.images, transforms, masks=args.masks)
+    except DatasetError as exc:
+        raise CommandError(str(exc)) from None
+    model.to(device).eval()
+    with tqdm(total=len(dataset), unit="img", desc="evaluating") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        with torch.inference_mode():
+            if args.panoptic:
+                from ..train.panoptic_quality import evaluate_panoptic
+
+                result = evaluate_panoptic(model, dataset, device, progress=progress)
+                report = {"panoptic": result.flat(), "per_class_pq": result.per_class_pq()}
+            else:
+                metrics = evaluate_coco(model, dataset, device, args.batch, args.masks, progress=progress)
+                report = {kind: m.stats for kind, m in metrics.items()}
+                report["per_class_ap"] = metrics["bbox"].per_class
+    for kind, values in report.items():
+        print(f"{kind}:")
+        for name, value in values.items():
+            print(f"  {name:>16}: {value:.4f}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(f"metrics written to {args.output}", file=sys.stderr)
+    return 0

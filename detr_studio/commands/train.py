@@ -1,0 +1,193 @@
+"""``detr-studio train``: fine-tune or train DETR on COCO data; the same line runs under ``torchrun``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+from ..model.config import DetrConfig, tiny_config
+from ..train.config import TrainConfig
+from ..train.events import EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
+from . import CommandError
+
+ARCHITECTURES = {
+    "detr-r50": DetrConfig(),
+    "detr-r101": DetrConfig(backbone="resnet101"),
+    "tiny": tiny_config(),
+    "small": tiny_config(hidden_dim=128, nheads=8, dim_feedforward=512, enc_layers=3, dec_layers=3, num_queries=30),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune or train DETR on a COCO dataset",
+        description="Train DETR with the reference recipe. Runs unchanged under `torchrun --nproc_per_node=N`.",
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data", help="COCO instances (or panoptic, with --panoptic) JSON for training")
+    data.add_argument("--images", help="folder of the training images")
+    data.add_argument("--val-data", help="COCO JSON for validation (default: hold out --val-split)")
+    data.add_argument("--val-images", help="folder of the validation images (default: --images)")
+    data.add_argument("--val-split", type=float, default=None, help="fraction of training images held out")
+    data.add_argument("--panoptic", action="store_true", help="the JSON files are COCO panoptic")
+    data.add_argument("--panoptic-masks", help="folder of the panoptic PNGs (default: beside the JSON)")
+    data.add_argument("--classes", help="comma-separated category names to train on (default: all)")
+    data.add_argument("--image-ids", help="comma-separated image ids to train on (default: all)")
+    model = p.add_argument_group("model")
+    model.add_argument("--weights", help="start from this checkpoint or zoo name (default: from scratch)")
+    model.add_argument("--arch", choices=sorted(ARCHITECTURES), default="detr-r50", help="architecture from scratch")
+    model.add_argument("--masks", action="store_true", help="train the mask head too (segmentation)")
+    model.add_argument("--stage", choices=("full", "masks"), default=None,
+                       help="'masks': second panoptic stage, mask head only on frozen detection weights")
+    model.add_argument("--num-queries", type=int)
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--no-aux-loss", action="store_true", help="turn off the auxiliary decoding losses")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int)
+    opt.add_argument("--lr", type=float)
+    opt.add_argument("--lr-backbone", type=float, help="backbone learning rate; 0 freezes the backbone")
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--lr-drop", type=int, help="epochs between learning-rate drops (×0.1)")
+    opt.add_argument("--clip", type=float, dest="clip_max_norm", help="gradient clipping max norm")
+    opt.add_argument("--batch", type=int, dest="batch_size", help="images per process and step")
+    opt.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    opt.add_argument("--scales", help="comma-separated training shorter sides (default 480..800)")
+    opt.add_argument("--max-size", type=int)
+    opt.add_argument("--val-size", type=int)
+    opt.add_argument("--no-augment", action="store_true", help="no flips, crops or multi-scale")
+    run = p.add_argument_group("run")
+    run.add_argument("--config", help="a TrainConfig JSON file; flags given here override it")
+    run.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
+    run.add_argument("--no-amp", action="store_true", help="full precision on GPUs")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--workers", type=int, dest="num_workers", help="data-loading processes")
+    run.add_argument("--out", dest="out_dir", help="output folder (checkpoints, events, config)")
+    run.add_argument("--resume", help="a run folder or its last.pth to continue")
+    run.add_argument("--eval-every", type=int)
+    run.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    run.add_argument("--events", choices=("jsonl",), help="print training events as JSON lines on stdout")
+    p.set_defaults(run=run_command)
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CommandError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            values = json.loads(open(args.config, encoding="utf-8").read())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CommandError(f"{args.config}: cannot read the training config ({exc})") from None
+    direct = {
+        "train_annotations": args.data,
+        "train_images": args.images,
+        "val_annotations": args.val_data,
+        "val_images": args.val_images,
+        "val_split": args.val_split,
+        "panoptic_masks": args.panoptic_masks,
+        "base_weights": args.weights,
+        "stage": args.stage,
+        "num_queries": args.num_queries,
+        "dropout": args.dropout,
+        "max_size": args.max_size,
+        "val_size": args.val_size,
+        "device": args.device,
+        "seed": args.seed,
+        "out_dir": args.out_dir,
+        "resume": args.resume,
+        "eval_every": args.eval_every,
+        "max_steps": args.max_steps,
+    }
+    for name in ("epochs", "lr", "lr_backbone", "weight_decay", "lr_drop", "clip_max_norm", "batch_size",
+                 "accumulate", "num_workers"):  # fmt: skip
+        direct[name] = getattr(args, name)
+    values.update({k: v for k, v in direct.items() if v is not None})
+    for flag, name in (("panoptic", "panoptic"), ("masks", "masks")):
+        if getattr(args, flag):
+            values[name] = True
+    if args.no_aux_loss:
+        values["aux_loss"] = False
+    if args.no_augment:
+        values["augment"] = False
+    if args.no_amp:
+        values["amp"] = False
+    if args.scales:
+        values["scales"] = _csv_ints(args.scales)
+    if args.image_ids:
+        values["image_ids"] = _csv_ints(args.image_ids)
+    if args.classes:
+        values["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if not args.weights and "model" not in values:
+        values["model"] = {k: v for k, v in ARCHITECTURES[args.arch].to_dict().items()
+                           if k not in ("num_classes", "aux_loss", "masks")}  # fmt: skip
+    if not values.get("train_annotations") or not values.get("train_images"):
+        raise CommandError("--data and --images are required (or a --config that names them)")
+    try:
+        return TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+class _ProgressPrinter:
+    """Human progress on stderr: a bar per epoch and a line per evaluation."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Started):
+            tqdm.write(
+                f"training on {event.train_images} images ({event.val_images} for validation), device "
+                f"{event.device}, {event.world_size} process(es), epochs {event.start_epoch + 1}..{event.epochs}",
+                file=sys.stderr,
+            )
+        elif isinstance(event, Step):
+            if self.bar is None or self.bar.desc != f"epoch {event.epoch}":
+                self._close()
+                self.bar = tqdm(total=event.steps, initial=event.step - 1, desc=f"epoch {event.epoch}", unit="step")
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.1f}")
+        elif isinstance(event, Evaluated):
+            self._close()
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items() if k in ("AP", "AP50", "PQ", "segm_AP"))
+            tqdm.write(f"epoch {event.epoch}: {shown}", file=sys.stderr)
+        elif isinstance(event, EpochEnd) or isinstance(event, (Finished, Failed)):
+            self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from ..train.trainer import fit
+
+    config = config_from_args(args)
+    if args.events == "jsonl":
+
+        def sink(event: Event) -> None:
+            sys.stdout.write(event.to_json() + "\n")
+            sys.stdout.flush()
+
+    else:
+        sink = _ProgressPrinter()
+    final = fit(config, sink)
+    if isinstance(final, Failed):
+        if args.events != "jsonl":
+            print(f"training failed: {final.message}", file=sys.stderr)
+        return 1
+    if args.events != "jsonl" and isinstance(final, Finished):
+        note = " (cancelled)" if final.cancelled else ""
+        print(f"done{note}: best model {final.best_path}; resume from {final.last_path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,637 @@
+"""``fit``: the DETR training loop, headless. The window, the command line and ``torchrun`` all call it.
+
+It reports progress only through the typed events of ``events.py``, checks a cancel flag every step,
+and never lets one bad step destroy the run: a non-finite loss stops with a ``Failed`` event and the
+last good checkpoint stays on disk.
+
+Files in ``out_dir``: ``last.pth`` (everything needed to resume: model, optimizer, scheduler, position
+in the epoch, RNG state; also readable as an official-layout checkpoint), ``best.safetensors`` +
+``best.json`` (the best model so far, for prediction), ``events.jsonl`` (the run's history) and
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, collate_fn
+from ..data.transforms import make_transforms, scaled_recipe
+from ..infer.device import pick_device
+from ..model.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    load_for_finetuning,
+    save_checkpoint,
+)
+from ..model.config import DetrConfig
+from ..model.detr import build_detr
+from ..model.sources import resolve
+from . import distributed
+from .config import TrainConfig
+from .criterion import build_criterion, total_loss
+from .evaluate import evaluate_coco, flatten_metrics
+from .events import CheckpointSaved, EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
+
+EventSink = Callable[[Event], None]
+CancelFlag = threading.Event | Callable[[], bool] | None
+
+
+class TrainingError(Exception):
+    """A problem with the run's set-up (data, weights, options), reported before training starts."""
+
+
+def _cancelled(flag: CancelFlag) -> bool:
+    if flag is None:
+        return False
+    if isinstance(flag, threading.Event):
+        return flag.is_set()
+    return bool(flag())
+
+
+# ---------------------------------------------------------------------------------------- set-up
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Join the process group when launched by torchrun (RANK/WORLD_SIZE set); -> (rank, world, local rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return rank, world, local
+
+
+def _split_ids(ids: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A deterministic held-out split: (train ids, val ids)."""
+    shuffled = sorted(ids)
+    random.Random(seed).shuffle(shuffled)
+    n_val = max(1, round(len(ids) * fraction)) if fraction > 0 else 0
+    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+
+
+def _sizes(cfg: TrainConfig) -> dict[str, Any]:
+    if cfg.scales:
+        return {"scales": tuple(cfg.scales), "max_size": cfg.max_size, "val_size": cfg.val_size}
+    return {"max_size": cfg.max_size, "val_size": cfg.val_size}
+
+
+def only_classes(annotations: str, names: list[str]) -> dict[str, Any]:
+    """The COCO instances file restricted to the categories called ``names`` (ids kept)."""
+    path = Path(annotations)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        categories = data["categories"]
+        by_name = {str(c["name"]): int(c["id"]) for c in categories}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"{path}: cannot read its categories ({exc})") from None
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise TrainingError(
+            f"{path}: no categories named {', '.join(unknown)} (it has: {', '.join(by_name)})"
+        )
+    keep = {by_name[n] for n in names}
+    data["categories"] = [c for c in categories if int(c["id"]) in keep]
+    data["annotations"] = [a for a in data.get("annotations", []) if int(a.get("category_id", -1)) in keep]
+    return data
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[Any, Any | None]:
+    """(train dataset, val dataset or None) with the reference's train and val transforms."""
+    sizes = _sizes(cfg)
+    if cfg.scales and cfg.crop:
+        recipe = scaled_recipe(max(cfg.scales))
+        crop = recipe["crop"]
+        crop_scales = recipe["crop_scales"]
+    else:
+        crop, crop_scales = (384, 600), (400, 500, 600)
+    if cfg.augment:
+        train_tf = make_transforms(
+            "train",
+            crop=crop if cfg.crop else None,
+            crop_scales=crop_scales,
+            **{k: v for k, v in sizes.items() if k != "val_size"},
+        )
+    else:
+        train_tf = make_transforms("val", **sizes)
+    val_tf = make_transforms("val", **sizes)
+
+    def dataset(annotations: Any, images: str, transforms) -> Any:
+        if cfg.panoptic:
+            pan_root = cfg.panoptic_masks or str(Path(annotations).with_suffix(""))
+            return CocoPanopticDataset(
+                annotations, images, pan_root, transforms, masks=cfg.masks, seed=cfg.seed
+            )
+        return CocoDetectionDataset(annotations, images, transforms, masks=cfg.masks, seed=cfg.seed)
+
+    if cfg.classes and cfg.panoptic:
+        raise TrainingError("choosing classes is supported for COCO instances files, not panoptic ones")
+    train_source: Any = (
+        only_classes(cfg.train_annotations, cfg.classes) if cfg.classes else cfg.train_annotations
+    )
+    train = dataset(train_source, cfg.train_images, train_tf)
+    if cfg.image_ids is not None:
+        train = train.subset(cfg.image_ids)
+    val = None
+    if cfg.val_annotations:
+        val_source: Any = (
+            only_classes(cfg.val_annotations, cfg.classes) if cfg.classes else cfg.val_annotations
+        )
+        val = dataset(val_source, cfg.val_images or cfg.train_images, val_tf)
+    elif cfg.val_split > 0:
+        train_ids, val_ids = _split_ids(train.image_ids, cfg.val_split, cfg.seed)
+        val = dataset(train_source, cfg.train_images, val_tf).subset(val_ids)
+        train = train.subset(train_ids)
+    if len(train) == 0:
+        raise TrainingError("no training images (check the annotation file and the image selection)")
+    return train, val
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, DetrConfig, dict[int, str] | None]:
+    """The model to train: from ``base_weights`` (class head reset when the class count differs) or from scratch."""
+    train_backbone = cfg.lr_backbone > 0
+    if cfg.base_weights:
+        try:
+            ckpt = load_checkpoint(resolve(cfg.base_weights))
+        except (CheckpointError, ValueError) as exc:
+            raise TrainingError(str(exc)) from None
+        changes: dict[str, Any] = {"num_classes": num_classes, "aux_loss": cfg.aux_loss, "masks": cfg.masks}
+        if cfg.dropout is not None:
+            changes["dropout"] = cfg.dropout
+        if cfg.num_queries is not None and cfg.num_queries != ckpt.config.num_queries:
+            raise TrainingError(
+                f"{cfg.base_weights} has {ckpt.config.num_queries} queries; fine-tuning keeps them (the trained "
+                "queries are the point of starting from a checkpoint)"
+            )
+        config = ckpt.config.replace(**changes)
+        model = build_detr(config, train_backbone=train_backbone)
+        try:
+            load_for_finetuning(model, ckpt)
+        except CheckpointError as exc:
+            raise TrainingError(str(exc)) from None
+        if cfg.stage == "masks":
+            for p in model.detr.parameters():
+                p.requires_grad_(False)
+        return model, config, ckpt.class_names
+    fields = dict(cfg.model)
+    fields.update({"num_classes": num_classes, "aux_loss": cfg.aux_loss, "masks": cfg.masks})
+    if cfg.dropout is not None:
+        fields["dropout"] = cfg.dropout
+    if cfg.num_queries is not None:
+        fields["num_queries"] = cfg.num_queries
+    try:
+        config = DetrConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"bad model options: {exc}") from None
+    return build_detr(config, train_backbone=train_backbone), config, None
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The reference's two groups: everything but the backbone at ``lr``, the backbone at ``lr_backbone``."""
+    head = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
+    body = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
+    return [{"params": head, "lr": cfg.lr}, {"params": body, "lr": cfg.lr_backbone}]
+
+
+def _rng_state() -> dict[str, Any]:
+    version, internal, _ = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(internal, dtype=torch.int64),
+        "python_version": version,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(int(x) for x in state["python"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class _Position:
+    epoch: int = 0
+    batch: int = 0  # next batch index within the epoch
+    global_step: int = 0
+    best_metric: float = -math.inf
+
+
+# ---------------------------------------------------------------------------------------- the run
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, on_event: EventSink, cancel: CancelFlag):
+        cfg.validate()
+        self.cfg = cfg
+        self.cancel = cancel
+        self.rank, self.world, self.local_rank = init_distributed()
+        self.main = self.rank == 0
+        self._sink = on_event
+        self.out_dir = Path(cfg.out_dir)
+        if cfg.device in ("auto", "", None) and torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = pick_device(cfg.device)
+        self.amp_dtype = None
+        if self.device.type == "cuda" and cfg.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self._log = None
+
+    # -------------------------------------------------------------------------------- helpers
+
+    def emit(self, event: Event) -> None:
+        if not self.main:
+            return
+        if self._log is not None:
+            self._log.write(event.to_json() + "\n")
+            self._log.flush()
+        self._sink(event)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def bare_model(self) -> nn.Module:
+        return (
+            self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        )
+
+    # -------------------------------------------------------------------------------- set-up
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed + self.rank)
+        random.seed(cfg.seed + self.rank)
+        self.train_set, self.val_set = build_datasets(cfg)
+        num_classes = self.train_set.num_classes
+        if self.val_set is not None:
+            num_classes = max(num_classes, self.val_set.num_classes)
+        model, self.model_config, base_names = build_model(cfg, num_classes)
+        self.class_names = (
+            {int(c["id"]): str(c["name"]) for c in self.train_set.categories} or base_names or {}
+        )
+        model.to(self.device)
+        self.criterion, self.weight_dict = build_criterion(
+            num_classes,
+            aux_layers=self.model_config.dec_layers - 1 if cfg.aux_loss else 0,
+            masks=cfg.masks,
+            eos_coef=cfg.eos_coef,
+        )
+        self.criterion.to(self.device)
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_drop)
+        self.position = _Position()
+        if self.world > 1:
+            ids = [self.local_rank] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.model = model
+        if cfg.resume:
+            self._resume(Path(cfg.resume))
+        self.sampler = DistributedSampler(
+            self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed
+        )
+        self.steps_per_epoch = max(1, len(self.sampler) // cfg.batch_size)
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+            self._log = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def _resume(self, path: Path) -> None:
+        if path.is_dir():
+            path = path / "last.pth"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise TrainingError(f"{path}: no such checkpoint to resume from") from None
+        except Exception as exc:
+            raise TrainingError(f"{path}: cannot resume from this file ({exc})") from None
+        if not isinstance(state, dict) or "optimizer" not in state or "position" not in state:
+            raise TrainingError(f"{path}: not a DETR Studio training checkpoint (no optimizer state)")
+        try:
+            self.bare_model.load_state_dict(state["model"], strict=True)
+        except RuntimeError as exc:
+            raise TrainingError(
+                f"{path}: does not fit this run's model ({str(exc).splitlines()[0]})"
+            ) from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.position = _Position(**state["position"])
+        _set_rng_state(state["rng"])
+
+    # -------------------------------------------------------------------------------- saving
+
+    def save_last(self) -> Path:
+        """The full training state; written atomically so a crash mid-write keeps the previous one."""
+        path = self.out_dir / "last.pth"
+        if not self.main:
+            return path
+        state = {
+            "model": {k: v.detach().cpu() for k, v in self.bare_model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "epoch": self.position.epoch,
+            "position": vars(self.position).copy(),
+            "rng": _rng_state(),
+            "model_config": self.model_config.to_dict(),
+            "class_names": {str(k): v for k, v in self.class_names.items()},
+        }
+        atomic_write(path, lambda p: torch.save(state, p))
+        return path
+
+    def save_model(self, name: str, metrics: dict[str, float]) -> Path:
+        provenance = {
+            "base_weights": self.cfg.base_weights,
+            "epoch": self.position.epoch,
+            "metrics": metrics,
+            "train_annotations": self.cfg.train_annotations,
+        }
+        return save_checkpoint(
+            self.bare_model, self.out_dir / name, self.model_config, self.class_names, provenance
+        )
+
+    # -------------------------------------------------------------------------------- loop
+
+    def run(self) -> Event:
+        cfg = self.cfg
+        self.emit(
+            Started(
+                epochs=cfg.epochs,
+                start_epoch=self.position.epoch,
+                steps_per_epoch=self.steps_per_epoch,
+                train_images=len(self.train_set),
+                val_images=len(self.val_set) if self.val_set is not None else 0,
+                device=str(self.device),
+                world_size=self.world,
+                out_dir=str(self.out_dir),
+                class_names={str(k): v for k, v in self.class_names.items()},
+            )
+        )
+        self._t0 = time.perf_counter()
+        self._steps_at_start = self.position.global_step
+        best_path = self.out_dir / "best.safetensors"
+        last_path = self.out_dir / "last.pth"
+        while self.position.epoch < cfg.epochs:
+            outcome = self.train_epoch()
+            if outcome is not None:
+                return outcome
+            metrics = self.evaluate()
+            self.position.epoch += 1
+            self.position.batch = 0
+            self.scheduler.step()
+            score = metrics.get("PQ", metrics.get("AP", -self._epoch_loss))
+            is_best = score > self.position.best_metric
+            if is_best:
+                self.position.best_metric = score
+                if self.main:
+                    best_path = self.save_model("best", metrics)
+            self.save_last()
+            self.emit(CheckpointSaved(epoch=self.position.epoch, path=str(last_path), best=False))
+            if is_best:
+                self.emit(CheckpointSaved(epoch=self.position.epoch, path=str(best_path), best=True))
+            self.emit(
+                EpochEnd(
+                    epoch=self.position.epoch,
+                    train_loss=self._epoch_loss,
+                    train_losses=self._epoch_parts,
+                    metrics=metrics,
+                    seconds=time.perf_counter() - self._epoch_t0,
+                )
+            )
+            if self._stop_requested():
+                break
+        if self.main and not best_path.exists():
+            best_path = self.save_model("best", {})
+        return Finished(
+            epochs_done=self.position.epoch,
+            best_path=str(best_path),
+            last_path=str(last_path),
+            best_metric=self.position.best_metric,
+            cancelled=self._stop_requested() and self.position.epoch < cfg.epochs,
+        )
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([1.0 if _cancelled(self.cancel) else 0.0])
+        if self.world > 1:
+            dist.all_reduce(flag)
+        at_limit = self.cfg.max_steps is not None and self.position.global_step >= self.cfg.max_steps
+        return bool(flag.item() > 0) or at_limit
+
+    def _batches(self) -> list[list[int]]:
+        self.sampler.set_epoch(self.position.epoch)
+        self.train_set.set_epoch(self.position.epoch)
+        indices = list(self.sampler)
+        bs = self.cfg.batch_size
+        return [indices[i : i + bs] for i in range(0, len(indices) - bs + 1, bs)]
+
+    def train_epoch(self) -> Event | None:
+        """One epoch (or the rest of it after a resume). Returns a final event when the run must stop."""
+        cfg = self.cfg
+        self.model.train()
+        self.criterion.train()
+        batches = self._batches()
+        start = self.position.batch
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=batches[start:],
+            collate_fn=collate_fn,
+            num_workers=cfg.num_workers,
+            persistent_workers=False,
+        )
+        self._epoch_t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        count = 0
+        total_sum = 0.0
+        rate = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        step_t0 = time.perf_counter()
+        for offset, (samples, targets) in enumerate(loader):
+            index = start + offset
+            samples = samples.to(self.device)
+            targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+            with self.autocast():
+                outputs = self.model(samples)
+            outputs = _float_outputs(outputs)
+            loss_dict = self.criterion(outputs, targets)
+            loss = total_loss(loss_dict, self.weight_dict)
+            if not self._all_finite(loss):
+                last = self.out_dir / "last.pth"
+                return Failed(
+                    message=(
+                        f"the loss became {loss.item()} at epoch {self.position.epoch + 1}, step {index + 1}: "
+                        "training stopped. Try a lower learning rate, or check the annotations for broken boxes."
+                    ),
+                    last_checkpoint=str(last) if last.exists() else "",
+                )
+            self.scaler.scale(loss / cfg.accumulate).backward()
+            at_boundary = (index + 1) % cfg.accumulate == 0 or index + 1 == len(batches)
+            if at_boundary:
+                if cfg.clip_max_norm > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_max_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.position.global_step += 1
+            self.position.batch = index + 1
+            parts = _reduced_parts(loss_dict, self.weight_dict)
+            reduced_total = sum(parts[k] * self.weight_dict[k] for k in parts if k in self.weight_dict)
+            count += 1
+            total_sum += reduced_total
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            now = time.perf_counter()
+            images = cfg.batch_size * self.world
+            inst = images / max(now - step_t0, 1e-9)
+            rate = inst if rate == 0.0 else 0.8 * rate + 0.2 * inst
+            step_t0 = now
+            self.emit(
+                Step(
+                    epoch=self.position.epoch + 1,
+                    step=index + 1,
+                    steps=len(batches),
+                    global_step=self.position.global_step,
+                    loss=reduced_total,
+                    losses={k: v for k, v in parts.items() if not k[-1].isdigit()},
+                    lr=self.optimizer.param_groups[0]["lr"],
+                    images_per_s=rate,
+                    eta_s=self._eta(index + 1, len(batches)),
+                )
+            )
+            if at_boundary and self._stop_requested():
+                last = self.save_last()
+                self.emit(CheckpointSaved(epoch=self.position.epoch, path=str(last), best=False))
+                return Finished(
+                    epochs_done=self.position.epoch,
+                    best_path=str(self.out_dir / "best.safetensors"),
+                    last_path=str(last),
+                    best_metric=self.position.best_metric,
+                    cancelled=True,
+                )
+        self._epoch_loss = total_sum / max(count, 1)
+        self._epoch_parts = {k: v / max(count, 1) for k, v in sums.items() if not k[-1].isdigit()}
+        return None
+
+    def _all_finite(self, loss: Tensor) -> bool:
+        flag = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(flag)
+        return flag.item() == 0
+
+    def _eta(self, batch: int, batches: int) -> float:
+        elapsed = time.perf_counter() - self._t0
+        done = (self.position.epoch - 0) * batches + batch
+        done_here = max(done - self._steps_at_start, 1)
+        remaining = self.cfg.epochs * batches - done
+        return max(0.0, elapsed / done_here * remaining)
+
+    def evaluate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        due = (
+            self.position.epoch + 1
+        ) % self.cfg.eval_every == 0 or self.position.epoch + 1 == self.cfg.epochs
+        if self.val_set is None or not due:
+            return metrics
+        if self.main:
+            if self.cfg.panoptic:
+                from .panoptic_quality import evaluate_panoptic
+
+                pq = evaluate_panoptic(self.bare_model, self.val_set, self.device, autocast=self.autocast)
+                metrics = pq.flat()
+                per_class = pq.per_class_pq()
+            else:
+                result = evaluate_coco(
+                    self.bare_model,
+                    self.val_set,
+                    self.device,
+                    self.cfg.batch_size,
+                    self.cfg.masks,
+                    self.autocast,
+                )
+                metrics = flatten_metrics(result)
+                per_class = result["bbox"].per_class
+            self.emit(Evaluated(epoch=self.position.epoch + 1, metrics=metrics, per_class_ap=per_class))
+        self.model.train()
+        if self.world > 1:
+            metrics = _broadcast(metrics)
+        return metrics
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _float_outputs(outputs: dict) -> dict:
+    out = {k: (v.float() if isinstance(v, Tensor) else v) for k, v in outputs.items()}
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [{k: v.float() for k, v in aux.items()} for aux in outputs["aux_outputs"]]
+    return out
+
+
+def _reduced_parts(loss_dict: dict[str, Tensor], weight_dict: dict[str, float]) -> dict[str, float]:
+    """Loss parts averaged over processes, as plain floats for events."""
+    keys = sorted(loss_dict)
+    values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in keys])
+    values = distributed.all_reduce_mean(values)
+    return dict(zip(keys, values.tolist()))
+
+
+def _broadcast(metrics: dict[str, float]) -> dict[str, float]:
+    box = [metrics]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def fit(config: TrainConfig, on_event: EventSink | None = None, cancel: CancelFlag = None) -> Event:
+    """Train as ``config`` says. Returns the final event (``Finished`` or ``Failed``), which is also emitted.
+
+    Set-up problems (bad data, bad weights) come back as ``Failed`` too, with a clear message.
+    """
+    sink = on_event or (lambda event: None)
+    run = None
+    try:
+        run = _Run(config, sink, cancel)
+        run.setup()
+        final = run.run()
+    except (TrainingError, ValueError, OSError) as exc:
+        final = Failed(message=str(exc))
+    except torch.cuda.OutOfMemoryError:
+        last = Path(config.out_dir) / "last.pth"
+        final = Failed(
+            message="the GPU ran out of memory: lower the batch size or the image scales",
+            last_checkpoint=str(last) if last.exists() else "",
+        )
+    if run is None or run.main:
+        if run is not None and run._log is not None:
+            run._log.write(final.to_json() + "\n")
+        sink(final)
+    if run is not None:
+        run.close()
+    return final
