@@ -103,7 +103,6 @@ _TV_STEM = re.compile(r"(conv1|bn1)\.(.+)")
 _TV_SHORTCUT = re.compile(r"layer(\d)\.(\d+)\.downsample\.([01])\.(.+)")
 _TV_CONV = re.compile(r"layer(\d)\.(\d+)\.(conv|bn)(\d)\.(.+)")
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 # (block type, blocks per stage, stage output widths) of each ResNet we can build.
 _RESNET_SHAPES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = {
     "resnet18": ("basic", (2, 2, 2, 2), (64, 128, 256, 512)),
@@ -240,7 +239,7 @@ def _backbone_from_hf(hf_config: Mapping[str, Any]) -> tuple[str, bool]:
 def _timm_resnet(name: str) -> str:
     """timm names: 'resnet50', 'timm/resnet50.a1_in1k', 'tv_resnet101' are all plain torchvision ResNets."""
     base = name.removeprefix("timm/").split(".")[0].removeprefix("tv_")
-    if base not in RESNETS:
+    if base not in _RESNET_SHAPES:
         raise ValueError(f"timm backbone {name!r} (only plain resnet18/34/50/101)")
     return base
 
@@ -285,6 +284,8 @@ def convert_hf_state_dict(
     packed: dict[str, dict[int, Tensor]] = {}  # our in_proj key -> {0: q, 1: k, 2: v}
     unmapped: list[str] = []
     for key, value in hf_sd.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{key} is a {type(value).__name__}, not a tensor")
         if _is_dropped(key):
             continue
         target = _from_hf_key(key)
@@ -457,8 +458,11 @@ def _config_for(inferred: dict[str, Any], hf_config: Mapping[str, Any] | None) -
 
 def _check_fits(sd: Mapping[str, Tensor], config: DetrConfig) -> None:
     """Raise unless ``sd`` loads into ``build_detr(config)`` with strict=True (checked on the meta device)."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build_detr(config).state_dict().items()}
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_detr(config).state_dict().items()}
+    except (AssertionError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"no model can be built for {config}: {exc}") from None
     missing = [k for k in expected if k not in sd]
     extra = [k for k in sd if k not in expected]
     wrong = [

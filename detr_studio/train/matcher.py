@@ -190,7 +190,7 @@ class HungarianMatcher(nn.Module):
     The costs are those of the reference, computed for the whole batch at once on the model's device;
     unlike the reference, which builds the [B*Q, sum n_i] matrix of every query against every object of
     the batch and then keeps the diagonal blocks, only each image's own block is computed ([B, Q, max n_i],
-    objects padded), which is B times less work and gives the same numbers.
+    objects padded), which is up to B times less work and gives the same numbers.
 
     Raises NonFinitePredictionError when the predictions hold NaN or infinities, and ValueError
     (naming the image) for invalid targets.
@@ -239,9 +239,11 @@ class HungarianMatcher(nn.Module):
         # Where each object goes in the padded [B * width] layout, worked out on the host.
         slots = np.concatenate([np.arange(n) + i * width for i, n in enumerate(sizes)])
         slots_t = torch.from_numpy(slots).to(logits.device, non_blocking=True)
-        labels = tgt_labels.new_zeros(batch_size * width).index_copy_(0, slots_t, tgt_labels)
+        labels = tgt_labels.new_zeros(batch_size * width)
+        labels[slots_t] = tgt_labels  # (indexed assignment stays allowed under deterministic algorithms)
         # Padding boxes are a valid box (centre 0.5, size 0.5), so that no NaN appears in unused entries.
-        padded_boxes = tgt_boxes.new_full((batch_size * width, 4), 0.5).index_copy_(0, slots_t, tgt_boxes)
+        padded_boxes = tgt_boxes.new_full((batch_size * width, 4), 0.5)
+        padded_boxes[slots_t] = tgt_boxes
         labels = labels.view(batch_size, width)  # [B, n]
         padded_boxes = padded_boxes.view(batch_size, width, 4).float()  # [B, n, 4]
         prob = logits.float().softmax(-1)  # [B, Q, C+1]
@@ -267,8 +269,8 @@ def match_per_image_loop(
 ) -> MatchIndices:
     """The same matching as ``HungarianMatcher``, computing each image's cost separately.
 
-    A plain reference for tests and benchmarks: one cost computation and one device-to-host copy per
-    image instead of one for the batch.
+    A plain reference for tests and benchmarks: one cost computation (with ``box_ops``' GIoU) and one
+    device-to-host copy per image instead of one for the batch. Error messages name image 0.
     """
     logits, boxes = _prediction_tensors(outputs)  # [B, Q, C+1], [B, Q, 4]
     check_targets(targets, logits.shape[0])
@@ -281,6 +283,12 @@ def match_per_image_loop(
         tgt_boxes = target["boxes"].to(logits.device)
         if bool(_problem_flags(logits[i], boxes[i], labels, tgt_boxes).any()):
             raise _explain(logits[i], boxes[i], labels, tgt_boxes, [len(labels)])
-        cost = matching_cost(logits[i], boxes[i], labels, tgt_boxes, cost_class, cost_bbox, cost_giou)
-        indices.append(_solve(cost.cpu().numpy()))
+        cost = (
+            matching_cost(logits[i], boxes[i], labels, tgt_boxes, cost_class, cost_bbox, cost_giou)
+            .cpu()
+            .numpy()
+        )
+        if not np.isfinite(cost).all():
+            raise _explain(logits[i], boxes[i], labels, tgt_boxes, [len(labels)])
+        indices.append(_solve(cost))
     return indices

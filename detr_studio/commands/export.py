@@ -1,0 +1,110 @@
+"""``detr-studio export``: write a checkpoint as an ONNX model with a dynamic batch and image size,
+checked against PyTorch before the file appears."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..data.images import is_image_file
+from ..model.checkpoint import CheckpointError
+from ..model.zoo import ZooDownloadError
+from . import CommandError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX (checked against PyTorch)",
+        description=(
+            "Export a DETR checkpoint to ONNX: inputs images [B,3,H,W] float32 and mask [B,H,W] bool "
+            "(True = padding), batch and size dynamic; class names and preprocessing in the file's metadata. "
+            "The file is written only when ONNX Runtime matches PyTorch."
+        ),
+    )
+    p.add_argument(
+        "--weights", required=True, help="checkpoint file/folder, or a model-zoo name (`zoo list`)"
+    )
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--panoptic", action="store_true", help="also output per-query masks (panoptic checkpoints)"
+    )
+    p.add_argument("--fp16", action="store_true", help="half-precision weights and activations, for GPUs")
+    p.add_argument(
+        "--opset", type=int, default=17, help="ONNX opset (17 keeps LayerNorm one node for TensorRT)"
+    )
+    p.add_argument(
+        "--exporter",
+        choices=("auto", "torchscript", "dynamo"),
+        default="auto",
+        help="auto: TorchScript below opset 18, dynamo from 18",
+    )
+    p.add_argument(
+        "--check", nargs="+", metavar="IMAGE", help="also compare ONNX and PyTorch on these images"
+    )
+    p.add_argument("--atol", type=float, default=None, help="parity tolerance (default 1e-4, 2e-2 for fp16)")
+    p.add_argument("--size", type=int, default=800, help="shorter image side recorded for runtimes")
+    p.add_argument("--max-size", type=int, default=1333, help="cap on the longer side recorded for runtimes")
+    p.set_defaults(run=run)
+
+
+def _check_images(items: list[str] | None) -> list[Path] | None:
+    if not items:
+        return None
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p)))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise CommandError(f"{path}: no such image file or folder")
+    if not paths:
+        raise CommandError("--check: no images found")
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..infer.onnx_export import OnnxExportError, export_onnx
+    from ..model.checkpoint import build_from_checkpoint, load_checkpoint
+    from ..model.sources import default_class_names, resolve
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".onnx":
+        raise CommandError(f"{output}: the output file must end in .onnx")
+    check = _check_images(args.check)
+    try:
+        ckpt = load_checkpoint(resolve(args.weights))
+        model = build_from_checkpoint(ckpt, aux_loss=False, dropout=0.0)
+    except (CheckpointError, ZooDownloadError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    if args.panoptic and not ckpt.config.masks:
+        raise CommandError(f"{args.weights}: --panoptic needs a panoptic checkpoint (one with a mask head)")
+    names = ckpt.class_names or default_class_names(ckpt.config)
+    task = "panoptic" if args.panoptic else "detection"
+    print(
+        f"exporting {args.weights} ({task}, {'fp16' if args.fp16 else 'fp32'}) to {output} ...",
+        file=sys.stderr,
+    )
+    try:
+        report = export_onnx(
+            model,
+            ckpt.config,
+            output,
+            panoptic=args.panoptic,
+            fp16=args.fp16,
+            opset=args.opset,
+            class_names=names,
+            source=str(ckpt.path or args.weights),
+            check_inputs=check,
+            exporter=args.exporter,
+            size=args.size,
+            max_size=args.max_size,
+            atol=args.atol,
+        )
+    except (OnnxExportError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    print(report)
+    return 0

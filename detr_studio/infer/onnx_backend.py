@@ -1,0 +1,382 @@
+"""``OnnxPredictor``: the ONNX Runtime backend, with the same interface and results as ``Predictor``.
+
+It runs a file written by ``export_onnx`` (inputs ``images`` [B, 3, H, W] and ``mask`` [B, H, W], the
+preprocessing and class names in its metadata) on TensorRT, CUDA or the CPU, and turns the outputs into
+the same ``Detections`` as the PyTorch backend, panoptic results included (through the reference's
+post-processing on the masks of every query). Attention maps cannot be had from ONNX.
+
+When a GPU provider was asked for and ONNX Runtime quietly fell back to the CPU, ``provider_note``
+says why: onnxruntime without CUDA, no GPU or driver, or missing CUDA / cuDNN libraries.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..data.images import ImageReadError, load_image
+from ..model.box_ops import box_cxcywh_to_xyxy
+from ..model.postprocess import PostProcessPanoptic, default_is_thing_map, rgb2id
+from .detections import Detections, PanopticResult
+from .onnx_export import DETECTION_OUTPUTS, INPUT_NAMES, MASK_OUTPUT, OnnxMetadata
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare, resize_image, resized_size
+from .preprocess import batch as make_batch
+
+ImageLike = Image.Image | str | os.PathLike
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+class OnnxModelError(ValueError):
+    """An ONNX file that cannot serve as a DETR model; the message names the file and the problem."""
+
+
+# ------------------------------------------------------------------------------------------- providers
+
+
+def provider_order(choice: str | Sequence[str]) -> list[str]:
+    """The providers to ask ONNX Runtime for, best first.
+
+    "auto": CUDA when this onnxruntime has it, then CPU (TensorRT builds an engine per input shape, which
+    takes minutes for DETR, so it is only used when asked for); "tensorrt": TensorRT, CUDA, CPU;
+    "cuda": CUDA, CPU; "cpu": CPU. A sequence of provider names is used as given.
+    """
+    if not isinstance(choice, str):
+        return list(choice)
+    if choice not in PROVIDER_CHOICES:
+        raise ValueError(f"providers must be one of {', '.join(PROVIDER_CHOICES)}, got {choice!r}")
+    import onnxruntime as ort
+
+    if choice == "auto":
+        return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
+    return {"tensorrt": [TENSORRT, CUDA, CPU], "cuda": [CUDA, CPU], "cpu": [CPU]}[choice]
+
+
+def _library_name(stem: str) -> str:
+    return f"{stem}.dll" if sys.platform == "win32" else f"lib{stem}.so"
+
+
+def cuda_unavailable_reason() -> str:
+    """Why ONNX Runtime cannot use CUDA on this machine, in one line."""
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        return "this onnxruntime has no CUDA support (install onnxruntime-gpu instead of onnxruntime)"
+    provider_lib = Path(ort.__file__).parent / "capi" / _library_name("onnxruntime_providers_cuda")
+    try:
+        ctypes.CDLL(str(provider_lib))
+    except OSError as exc:
+        detail = str(exc).strip()
+        if "libcuda.so" in detail or "nvcuda" in detail:
+            return f"no NVIDIA GPU driver found, so no GPU to run on ({detail})"
+        if "cudnn" in detail.lower():
+            return f"cuDNN libraries are missing ({detail})"
+        return f"CUDA libraries are missing or of the wrong version ({detail})"
+    count = _cuda_device_count()
+    if count == 0:
+        return "the NVIDIA driver reports no usable CUDA GPU"
+    return "ONNX Runtime could not create the CUDA provider (its log above says more)"
+
+
+def _cuda_device_count() -> int | None:
+    """GPUs the driver reports, or None when the driver cannot be asked."""
+    try:
+        driver = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+        if driver.cuInit(0) != 0:
+            return 0
+        count = ctypes.c_int(0)
+        if driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    except (OSError, AttributeError):
+        return None
+
+
+def _provider_options(name: str) -> dict:
+    if name != TENSORRT:
+        return {}
+    from ..model.zoo import cache_dir
+
+    engines = cache_dir().parent / "tensorrt"
+    engines.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines)}
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+def outputs_to_detections(
+    logits: Tensor,
+    boxes: Tensor,
+    original_sizes: Sequence[tuple[int, int]],
+    sources: Sequence[str],
+    panoptic: Sequence[dict] | None = None,
+) -> list[Detections]:
+    """Raw DETR outputs of a batch -> one ``Detections`` per image, as the PyTorch backend builds them.
+
+    logits [B, Q, C+1], boxes [B, Q, 4] normalised cxcywh; original_sizes (H, W) per image; panoptic:
+    per image {"png_string", "segments_info"} from ``PostProcessPanoptic``, or None.
+    """
+    logits, boxes = logits.float(), boxes.float()
+    probs = logits.softmax(-1)  # [B, Q, C+1]
+    scores, labels = probs[..., :-1].max(-1)  # [B, Q]
+    sizes = torch.tensor(list(original_sizes), dtype=torch.float32)  # [B, 2]
+    scale = torch.stack((sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]), dim=1)[:, None]  # [B, 1, 4]
+    xyxy = box_cxcywh_to_xyxy(boxes) * scale  # [B, Q, 4]
+    q = logits.shape[1]
+    results = []
+    for i, (size, source) in enumerate(zip(original_sizes, sources)):
+        results.append(
+            Detections(
+                image_size=(int(size[0]), int(size[1])),
+                boxes=xyxy[i].numpy(),
+                scores=scores[i].numpy(),
+                labels=labels[i].numpy().astype(np.int64),
+                probs=probs[i].numpy(),
+                query_ids=np.arange(q),
+                panoptic=None if panoptic is None else panoptic_result(panoptic[i]),
+                source=source,
+            )
+        )
+    return results
+
+
+def panoptic_result(raw: dict) -> PanopticResult:
+    """The post-processor's {"png_string", "segments_info"} -> ``PanopticResult`` with its id map."""
+    png = raw["png_string"]
+    with Image.open(io.BytesIO(png)) as img:
+        ids = rgb2id(np.asarray(img.convert("RGB")))
+    return PanopticResult(ids=ids.astype(np.int32), segments_info=raw["segments_info"], png=png)
+
+
+# ------------------------------------------------------------------------------------------- predictor
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    tensor: Tensor  # [3, h, w] normalised network input
+    original: tuple[int, int]  # (H, W)
+    source: str
+
+
+class OnnxPredictor:
+    """Runs an exported DETR ONNX file; the same calls and results as ``Predictor``.
+
+    providers: "auto" (CUDA, else CPU), "tensorrt", "cuda", "cpu", or a list of ONNX Runtime provider
+    names. ``provider`` is the one that actually runs; ``provider_note`` says why a GPU provider that
+    was asked for is not used (empty otherwise). size / max_size: None takes them from the file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        providers: str | Sequence[str] = "auto",
+        *,
+        panoptic_threshold: float = 0.85,
+        is_thing_map: dict[int, bool] | None = None,
+        class_names: dict[int, str] | None = None,
+        size: int | None = None,
+        max_size: int | None = None,
+        threads: int | None = None,
+        name: str = "",
+    ):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise OnnxModelError(f"{self.path}: no such file")
+        wanted = provider_order(providers)
+        if CUDA in wanted or TENSORRT in wanted:
+            _preload_cuda_libraries()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = self._open(options, wanted)
+        self._check_signature()
+        try:
+            self.meta = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
+        except ValueError as exc:
+            raise OnnxModelError(str(exc)) from None
+        if tuple(self.meta.mean) != IMAGENET_MEAN or tuple(self.meta.std) != IMAGENET_STD:
+            raise OnnxModelError(
+                f"{self.path}: unsupported normalisation in the metadata (mean/std not ImageNet's)"
+            )
+        self.config = self.meta.config
+        self.class_names = class_names or self.meta.class_names
+        self.precision = self.meta.precision
+        self.size = size if size is not None else self.meta.size
+        self.max_size = max_size if max_size is not None else self.meta.max_size
+        self.name = name or self.path.name
+        self.providers = list(self.session.get_providers())
+        self.provider = self.providers[0]
+        self.provider_note = self._fallback_note(wanted)
+        self.panoptic = PostProcessPanoptic(
+            is_thing_map or default_is_thing_map(self.config.num_classes), panoptic_threshold
+        )
+
+    def _open(self, options, wanted: list[str]):
+        import onnxruntime as ort
+
+        available = set(ort.get_available_providers())
+        chosen = [(p, _provider_options(p)) for p in wanted if p in available] or [(CPU, {})]
+        ort.set_default_logger_severity(4)  # a failed GPU provider is explained by provider_note instead
+        try:
+            return ort.InferenceSession(
+                str(self.path),
+                sess_options=options,
+                providers=[p for p, _ in chosen],
+                provider_options=[o for _, o in chosen],
+            )
+        except Exception as exc:  # ORT raises InvalidProtobuf, InvalidGraph, Fail, NoSuchFile ...
+            lines = str(exc).strip().splitlines()
+            raise OnnxModelError(
+                f"{self.path}: not a readable ONNX model ({lines[0] if lines else exc})"
+            ) from None
+        finally:
+            ort.set_default_logger_severity(2)
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        expected = (
+            "inputs images [B, 3, H, W] float32 and mask [B, H, W] bool; outputs pred_logits and pred_boxes"
+        )
+        if set(inputs) != set(INPUT_NAMES) or not set(DETECTION_OUTPUTS) <= set(outputs):
+            raise OnnxModelError(
+                f"{self.path}: not a DETR Studio ONNX model: it has inputs {sorted(inputs)} and outputs {outputs}; "
+                f"expected {expected}"
+            )
+        if (
+            inputs["images"].type != "tensor(float)"
+            or inputs["mask"].type != "tensor(bool)"
+            or len(inputs["images"].shape) != 4
+        ):
+            raise OnnxModelError(f"{self.path}: not a DETR Studio ONNX model: expected {expected}")
+        self._has_masks = MASK_OUTPUT in outputs
+
+    def _fallback_note(self, wanted: list[str]) -> str:
+        notes = []
+        if TENSORRT in wanted and TENSORRT not in self.providers:
+            notes.append("TensorRT is not used (onnxruntime without TensorRT, or TensorRT libraries missing)")
+        if CUDA in wanted and CUDA not in self.providers:
+            notes.append(f"CUDA is not used: {cuda_unavailable_reason()}; running on {self.provider}")
+        return "; ".join(notes)
+
+    @classmethod
+    def from_weights(cls, source: str | os.PathLike, **kwargs) -> OnnxPredictor:
+        """Same entry point as ``Predictor.from_weights``, for an ``.onnx`` file."""
+        return cls(source, **kwargs)
+
+    @property
+    def supports_masks(self) -> bool:
+        return self._has_masks
+
+    @property
+    def description(self) -> str:
+        short = self.provider.replace("ExecutionProvider", "")
+        text = f"onnxruntime {short} {self.precision}"
+        return f"{text} ({self.provider_note})" if self.provider_note else text
+
+    # ------------------------------------------------------------------------------------ running
+
+    def _prepare(self, item: ImageLike) -> _Prepared:
+        if isinstance(item, Image.Image):
+            img, source = item.convert("RGB") if item.mode != "RGB" else item, ""
+        else:
+            img, source = load_image(item), str(item)
+        return _Prepared(prepare(img, self.size, self.max_size), (img.height, img.width), source)
+
+    def predict(
+        self, images: Sequence[ImageLike], *, attention: bool = False, panoptic: bool = False
+    ) -> list[Detections]:
+        """Predict one batch. Image files that cannot be read raise ImageReadError naming the file."""
+        self._check_request(attention, panoptic)
+        if not images:
+            return []
+        return self._run([self._prepare(item) for item in images], panoptic=panoptic)
+
+    def predict_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        batch_size: int = 1,
+        attention: bool = False,
+        panoptic: bool = False,
+    ) -> Iterator[tuple[Path, Detections | ImageReadError]]:
+        """Predict many files in batches; unreadable files yield their error and the rest go on."""
+        self._check_request(attention, panoptic)
+        pending: list[_Prepared] = []
+        for path in paths:
+            try:
+                pending.append(self._prepare(path))
+            except ImageReadError as exc:
+                yield Path(path), exc
+                continue
+            if len(pending) >= batch_size:
+                yield from self._emit(pending, panoptic)
+                pending = []
+        if pending:
+            yield from self._emit(pending, panoptic)
+
+    def _emit(self, prepared: list[_Prepared], panoptic: bool):
+        for item, dets in zip(prepared, self._run(prepared, panoptic=panoptic)):
+            yield Path(item.source), dets
+
+    def _check_request(self, attention: bool, panoptic: bool) -> None:
+        if attention:
+            raise ValueError(
+                f"{self.path.name}: attention maps are not available from an ONNX model; "
+                "use the PyTorch backend (the checkpoint) to see attention"
+            )
+        if panoptic and not self.supports_masks:
+            raise ValueError(
+                f"{self.path.name}: panoptic results need a model with a mask head "
+                "(export a panoptic checkpoint with --panoptic)"
+            )
+
+    def _run(self, prepared: list[_Prepared], *, panoptic: bool) -> list[Detections]:
+        samples = make_batch([p.tensor for p in prepared])
+        feed = {"images": samples.tensors.numpy(), "mask": samples.mask.numpy()}
+        names = [*DETECTION_OUTPUTS, MASK_OUTPUT] if panoptic else list(DETECTION_OUTPUTS)
+        values = self.session.run(names, feed)  # only the outputs asked for are computed
+        logits = torch.from_numpy(values[0])  # [B, Q, C+1]
+        boxes = torch.from_numpy(values[1])  # [B, Q, 4]
+        raw_panoptic = None
+        if panoptic:
+            masks = torch.from_numpy(values[2])  # [B, Q, H/4, W/4]
+            processed = [tuple(p.tensor.shape[-2:]) for p in prepared]
+            raw_panoptic = self.panoptic(
+                {"pred_logits": logits, "pred_masks": masks}, processed, [p.original for p in prepared]
+            )
+        return outputs_to_detections(
+            logits, boxes, [p.original for p in prepared], [p.source for p in prepared], raw_panoptic
+        )
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        return resized_size(width, height, self.size, self.max_size)
+
+    def resize(self, img: Image.Image) -> Image.Image:
+        return resize_image(img, self.size, self.max_size)
+
+
+def _preload_cuda_libraries() -> None:
+    """Let ONNX Runtime find the CUDA and cuDNN libraries that pip packages (e.g. torch's) installed."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception:  # a missing library is reported by provider_note when the session falls back
+        return
