@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -28,6 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-size", type=int, default=1333)
     p.add_argument("-o", "--output", help="write the metrics as JSON here")
     p.set_defaults(run=run)
+
+
+@contextlib.contextmanager
+def _as_command_error():
+    """Bad data found while evaluating (a missing PNG, an unreadable image) becomes one clear line."""
+    from ..data.dataset import DatasetError
+    from ..data.images import ImageReadError
+
+    try:
+        yield
+    except (DatasetError, ImageReadError, ValueError, OSError) as exc:
+        raise CommandError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        with torch.inference_mode():
+        with torch.inference_mode(), _as_command_error():
             if args.panoptic:
                 from ..train.panoptic_quality import evaluate_panoptic
 

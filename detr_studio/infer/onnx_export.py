@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import time
 import uuid
@@ -265,18 +266,24 @@ def _export_dynamo(wrapper: nn.Module, sample: tuple[Tensor, Tensor], path: Path
     height = Dim("height", min=32, max=8192)
     width = Dim("width", min=32, max=8192)
     shapes = {"images": {0: batch, 2: height, 3: width}, "mask": {0: batch, 1: height, 2: width}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            wrapper,
-            sample,
-            dynamo=True,
-            opset_version=opset,
-            input_names=list(INPUT_NAMES),
-            output_names=_output_names(panoptic),
-            dynamic_shapes=shapes,
-            verbose=False,
-        )
+    optimizer_log = logging.getLogger("onnxscript")
+    level = optimizer_log.level
+    optimizer_log.setLevel(logging.ERROR)  # one "skipping constant folding" line per attention layer
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper,
+                sample,
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(INPUT_NAMES),
+                output_names=_output_names(panoptic),
+                dynamic_shapes=shapes,
+                verbose=False,
+            )
+    finally:
+        optimizer_log.setLevel(level)
     program.save(str(path))
 
 
@@ -291,7 +298,9 @@ def _keep_softmax_fp32(proto) -> int:
     }
     nodes = []
     wrapped = 0
-    for node in proto.graph.node:
+    for original in proto.graph.node:
+        node = onnx.NodeProto()
+        node.CopyFrom(original)
         if node.op_type != "Softmax" or types.get(node.input[0]) != TensorProto.FLOAT16:
             nodes.append(node)
             continue
@@ -645,6 +654,7 @@ def export_onnx(
         del proto.metadata_props[:]
         for key, value in meta.to_props().items():
             proto.metadata_props.add(key=key, value=value)
+        written_opset = _opset_of(proto, opset)
         proto.producer_name = "detr-studio"
         proto.producer_version = __version__
         onnx.save(proto, str(tmp))
@@ -673,7 +683,7 @@ def export_onnx(
     return ExportReport(
         path=target,
         exporter=used,
-        opset=_opset_of(target, opset),
+        opset=written_opset,
         task=meta.task,
         precision=meta.precision,
         seconds=time.perf_counter() - start,
@@ -716,10 +726,7 @@ def _run_exporter(
     return "torchscript"
 
 
-def _opset_of(path: Path, requested: int) -> int:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
+def _opset_of(proto, requested: int) -> int:
     for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return int(entry.version)

@@ -154,7 +154,8 @@ class PanopticMetrics:
 
 
 def _is_thing(category: Mapping[str, Any]) -> bool:
-    return int(category.get("isthing", 0) or 0) == 1
+    """A category's ``isthing`` flag; a category without one counts as a thing, as in the datasets."""
+    return bool(category.get("isthing", 1))
 
 
 def _display_names(categories: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
@@ -172,7 +173,7 @@ def _display_names(categories: Mapping[int, Mapping[str, Any]]) -> dict[int, str
 def _int_field(value: Any, what: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)):
         raise PanopticError(f"{where}: {what} must be an integer, got {value!r}")
-    if float(value) != int(value):
+    if not float(value).is_integer():
         raise PanopticError(f"{where}: {what} must be an integer, got {value!r}")
     return int(value)
 
@@ -549,7 +550,7 @@ def evaluate_panoptic(
     read_gt = _id_reader(dataset.panoptic_root, gt_name)
 
     is_thing_map = default_is_thing_map(model.num_classes)
-    is_thing_map.update({cat_id: _is_thing(cat) for cat_id, cat in categories.items()})
+    is_thing_map.update(dataset.is_thing)
     post = PostProcessPanoptic(is_thing_map, threshold=threshold)
     select = _fp32_select(post)
 

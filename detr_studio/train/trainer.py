@@ -47,6 +47,7 @@ from .config import TrainConfig
 from .criterion import build_criterion, total_loss
 from .evaluate import evaluate_coco, flatten_metrics
 from .events import CheckpointSaved, EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
+from .matcher import NonFinitePredictionError
 
 EventSink = Callable[[Event], None]
 CancelFlag = threading.Event | Callable[[], bool] | None
@@ -433,7 +434,22 @@ class _Run:
             best_path=str(best_path),
             last_path=str(last_path),
             best_metric=self.position.best_metric,
-            cancelled=self._stop_requested() and self.position.epoch < cfg.epochs,
+            cancelled=_cancelled(self.cancel) and self.position.epoch < cfg.epochs,
+        )
+
+    def _stop_early(self) -> Finished:
+        """Cancelled (or at ``max_steps``) mid-epoch: save where we are so that ``resume`` continues here."""
+        last = self.save_last()
+        self.emit(CheckpointSaved(epoch=self.position.epoch, path=str(last), best=False))
+        best = self.out_dir / "best.safetensors"
+        if self.main and not best.exists():
+            best = self.save_model("best", {})
+        return Finished(
+            epochs_done=self.position.epoch,
+            best_path=str(best),
+            last_path=str(last),
+            best_metric=self.position.best_metric,
+            cancelled=_cancelled(self.cancel),
         )
 
     def _stop_requested(self) -> bool:
@@ -478,8 +494,11 @@ class _Run:
             with self.autocast():
                 outputs = self.model(samples)
             outputs = _float_outputs(outputs)
-            loss_dict = self.criterion(outputs, targets)
-            loss = total_loss(loss_dict, self.weight_dict)
+            try:
+                loss_dict = self.criterion(outputs, targets)
+                loss = total_loss(loss_dict, self.weight_dict)
+            except NonFinitePredictionError:
+                loss_dict, loss = {}, torch.tensor(float("nan"), device=self.device)
             if not self._all_finite(loss):
                 last = self.out_dir / "last.pth"
                 return Failed(
@@ -525,15 +544,7 @@ class _Run:
                 )
             )
             if at_boundary and self._stop_requested():
-                last = self.save_last()
-                self.emit(CheckpointSaved(epoch=self.position.epoch, path=str(last), best=False))
-                return Finished(
-                    epochs_done=self.position.epoch,
-                    best_path=str(self.out_dir / "best.safetensors"),
-                    last_path=str(last),
-                    best_metric=self.position.best_metric,
-                    cancelled=True,
-                )
+                return self._stop_early()
         self._epoch_loss = total_sum / max(count, 1)
         self._epoch_parts = {k: v / max(count, 1) for k, v in sums.items() if not k[-1].isdigit()}
         return None

@@ -161,9 +161,18 @@ def test_fp16_export_matches_within_the_fp16_tolerance(tmp_path):
         and parity.atol == onnx_export.FP16_ATOL
         and read_metadata(report.path).precision == "fp16"
     )
-    assert any("Softmax" in note for note in report.notes)
-    weights = [t for t in onnx.load(str(report.path)).graph.initializer if len(t.dims) >= 2]
+    graph = onnx.load(str(report.path)).graph
+    weights = [t for t in graph.initializer if len(t.dims) >= 2]
     assert weights and all(t.data_type == TensorProto.FLOAT16 for t in weights)
+    producers = {out: node for node in graph.node for out in node.output}
+
+    def fed_fp32(node) -> bool:
+        source = producers.get(node.input[0])
+        return source is not None and source.op_type == "Cast" and source.attribute[0].i == TensorProto.FLOAT
+
+    for kind in ("LayerNormalization", "Softmax"):  # both run in fp32 inside the fp16 graph
+        nodes = [n for n in graph.node if n.op_type == kind]
+        assert nodes and all(fed_fp32(n) for n in nodes), kind
 
 
 def test_panoptic_export_of_a_detection_model_is_refused(tmp_path):
@@ -217,7 +226,7 @@ def test_onnx_panoptic_results_match_predictor(panoptic):
             s["category_id"] for s in b.panoptic.segments_info
         ]
         assert a.panoptic.ids.shape == b.panoptic.ids.shape == a.image_size
-        assert (a.panoptic.ids == b.panoptic.ids).mean() > 0.99
+        assert (a.panoptic.ids == b.panoptic.ids).mean() > 0.999
 
 
 def test_attention_and_panoptic_requests_are_refused_clearly(detection):
@@ -255,7 +264,7 @@ def test_non_detr_onnx_model_is_refused(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "other", [x], [y])
     path = tmp_path / "other.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     with pytest.raises(OnnxModelError, match=r"other\.onnx: not a DETR Studio ONNX model.*inputs \['x'\]"):
         OnnxPredictor(path, providers="cpu")
 
