@@ -160,3 +160,26 @@ def test_finetuning_a_detector_into_a_segmentation_model_keeps_the_mask_head_fre
     fresh = load_for_finetuning(segm, ckpt)
     assert all(k.startswith(("bbox_attention.", "mask_head.")) for k in fresh) and fresh
     assert torch.equal(segm.detr.query_embed.weight, detector.query_embed.weight)
+
+
+def test_hugging_face_files_are_read_and_written_back_in_the_official_layout(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from detr_studio.model.hf import to_hf_config, to_hf_state_dict
+
+    config = tiny_config(backbone="resnet50", num_classes=4)
+    model = build_detr(config).eval()
+    folder = tmp_path / "detr-hub"
+    folder.mkdir()
+    save_file(to_hf_state_dict(model.state_dict()), str(folder / "model.safetensors"))
+    hf_config = to_hf_config(config, class_names={0: "N/A", 1: "cat", 2: "dog", 3: "cow", 4: "emu"})
+    (folder / "config.json").write_text(json.dumps(hf_config))
+    ckpt = load_checkpoint(folder)
+    assert ckpt.source == "huggingface"
+    assert ckpt.class_names[1] == "cat"
+    assert same_weights(build_from_checkpoint(ckpt, aux_loss=True, dropout=0.0), model)
+    official = load_checkpoint(save_official(build_from_checkpoint(ckpt), tmp_path / "back.pth"))
+    assert official.source == "official"
+    assert official.state_dict.keys() == model.state_dict().keys()
