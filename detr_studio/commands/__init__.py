@@ -7,7 +7,7 @@ class CommandError(Exception):
     """A failure to report to the user in one line, with exit status 1."""
 
 
-from . import demo, predict, train, zoo  # noqa: E402  (the modules import CommandError from here)
+from . import demo, export, predict, train, zoo  # noqa: E402  (the modules import CommandError from here)
 from . import eval as evaluate  # noqa: E402
 
-COMMANDS = (predict, train, evaluate, demo, zoo)
+COMMANDS = (predict, train, evaluate, export, demo, zoo)

@@ -22,18 +22,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run DETR over images and folders of images; write COCO results JSON.",
     )
     p.add_argument("images", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--weights", required=True, help="checkpoint file/folder, or a model-zoo name (`zoo list`)")
+    p.add_argument(
+        "--weights", required=True, help="checkpoint file/folder, or a model-zoo name (`zoo list`)"
+    )
     p.add_argument("-o", "--output", default="predictions.json", help="COCO results JSON to write")
-    p.add_argument("--threshold", type=float, default=0.7, help="keep detections scoring above this (0 keeps all)")
-    p.add_argument("--panoptic", action="store_true", help="also write panoptic PNGs + JSON (panoptic models)")
-    p.add_argument("--panoptic-threshold", type=float, default=0.85, help="query confidence for panoptic segments")
+    p.add_argument(
+        "--threshold", type=float, default=0.7, help="keep detections scoring above this (0 keeps all)"
+    )
+    p.add_argument(
+        "--panoptic", action="store_true", help="also write panoptic PNGs + JSON (panoptic models)"
+    )
+    p.add_argument(
+        "--panoptic-threshold", type=float, default=0.85, help="query confidence for panoptic segments"
+    )
     p.add_argument("--batch", type=int, default=1, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout (faster on CPUs)")
-    p.add_argument("--backend", choices=("torch",), default="torch", help="inference engine")
-    p.add_argument("--size", type=int, default=800, help="shorter image side fed to the network")
-    p.add_argument("--max-size", type=int, default=1333, help="cap on the longer side")
+    p.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory layout (faster on CPUs)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default=None,
+        help="inference engine (default: onnx for .onnx files, else torch)",
+    )
+    p.add_argument(
+        "--size", type=int, default=None, help="shorter image side fed to the network (default 800)"
+    )
+    p.add_argument("--max-size", type=int, default=None, help="cap on the longer side (default 1333)")
     p.set_defaults(run=run)
 
 
@@ -53,17 +70,31 @@ def expand_images(items: list[str]) -> list[Path]:
 
 
 def load_predictor(args: argparse.Namespace):
-    from ..infer.predictor import Predictor
-
+    """The torch Predictor, or the ONNX Runtime one for ``.onnx`` files / ``--backend onnx``."""
+    backend = args.backend or ("onnx" if str(args.weights).endswith(".onnx") else "torch")
+    sizes = {k: v for k, v in (("size", args.size), ("max_size", args.max_size)) if v is not None}
     try:
+        if backend == "onnx":
+            from ..infer.onnx_backend import OnnxPredictor
+
+            providers = (
+                "cpu" if args.device == "cpu" else "cuda" if args.device.startswith("cuda") else "auto"
+            )
+            predictor = OnnxPredictor(
+                args.weights, providers=providers, panoptic_threshold=args.panoptic_threshold, **sizes
+            )
+            if predictor.provider_note:
+                print(f"note: {predictor.provider_note}", file=sys.stderr)
+            return predictor
+        from ..infer.predictor import Predictor
+
         return Predictor.from_weights(
             args.weights,
             device=args.device,
             precision=args.precision,
             channels_last=args.channels_last,
             panoptic_threshold=args.panoptic_threshold,
-            size=args.size,
-            max_size=args.max_size,
+            **sizes,
         )
     except (CheckpointError, ZooDownloadError, ValueError, RuntimeError) as exc:
         raise CommandError(str(exc)) from None
@@ -113,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
         doc = {
             "images": images,
             "annotations": panoptic_annotations,
-            "categories": [{"id": c, "name": names.get(c, str(c)), "isthing": int(c <= 90)} for c in categories],
+            "categories": [
+                {"id": c, "name": names.get(c, str(c)), "isthing": int(c <= 90)} for c in categories
+            ],
         }
         pan_json = output.with_name(output.stem + "_panoptic.json")
         pan_json.write_text(json.dumps(doc), encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -85,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = {}
     if args.config:
         try:
-            values = json.loads(open(args.config, encoding="utf-8").read())
+            values = json.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise CommandError(f"{args.config}: cannot read the training config ({exc})") from None
     direct = {
@@ -112,6 +113,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                  "accumulate", "num_workers"):  # fmt: skip
         direct[name] = getattr(args, name)
     values.update({k: v for k, v in direct.items() if v is not None})
+    if values.get("resume") and "out_dir" not in values:  # a resumed run goes on writing in its own folder
+        resume = Path(values["resume"])
+        values["out_dir"] = str(resume if resume.is_dir() else resume.parent)
     for flag, name in (("panoptic", "panoptic"), ("masks", "masks")):
         if getattr(args, flag):
             values[name] = True
@@ -161,7 +165,7 @@ class _ProgressPrinter:
             self._close()
             shown = ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items() if k in ("AP", "AP50", "PQ", "segm_AP"))
             tqdm.write(f"epoch {event.epoch}: {shown}", file=sys.stderr)
-        elif isinstance(event, EpochEnd) or isinstance(event, (Finished, Failed)):
+        elif isinstance(event, (EpochEnd, Finished, Failed)):
             self._close()
 
     def _close(self) -> None:

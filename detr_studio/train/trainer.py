@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, collate_fn
+from ..data.images import ImageReadError
 from ..data.transforms import make_transforms, scaled_recipe
 from ..infer.device import pick_device
 from ..model.checkpoint import (
@@ -570,7 +571,7 @@ class _Run:
         if self.val_set is None or not due:
             return metrics
         if self.main:
-            if self.cfg.panoptic:
+            if self.cfg.panoptic and self.cfg.masks:
                 from .panoptic_quality import evaluate_panoptic
 
                 pq = evaluate_panoptic(self.bare_model, self.val_set, self.device, autocast=self.autocast)
@@ -620,6 +621,17 @@ def _broadcast(metrics: dict[str, float]) -> dict[str, float]:
     return box[0]
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc``; for one re-raised from a DataLoader worker (its text is "Caught X in
+    DataLoader worker process N." and the worker's traceback), the original message only."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "\n" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    _, found, message = last.partition(f"{type(exc).__name__}: ")
+    return message if found else last
+
+
 def fit(config: TrainConfig, on_event: EventSink | None = None, cancel: CancelFlag = None) -> Event:
     """Train as ``config`` says. Returns the final event (``Finished`` or ``Failed``), which is also emitted.
 
@@ -631,8 +643,8 @@ def fit(config: TrainConfig, on_event: EventSink | None = None, cancel: CancelFl
         run = _Run(config, sink, cancel)
         run.setup()
         final = run.run()
-    except (TrainingError, ValueError, OSError) as exc:
-        final = Failed(message=str(exc))
+    except (TrainingError, ValueError, OSError, ImageReadError) as exc:
+        final = Failed(message=_one_line(exc))
     except torch.cuda.OutOfMemoryError:
         last = Path(config.out_dir) / "last.pth"
         final = Failed(

@@ -1,7 +1,8 @@
 """Run every benchmark module: ``python -m tests.benchmarks [--only NAME] [--quick] [--out PATH]``.
 
-Modules are the ``tests/benchmarks/bench_*.py`` files that define ``run(report)``, run in name order.
-A module that raises is reported and the others still run. Prints one table at the end and writes the
+Modules are the ``tests/benchmarks/bench_*.py`` files that define ``run(report)``, run in name order
+(``--only inference`` runs ``bench_inference.py``); a ``bench_*.py`` without ``run`` is skipped. A module
+that raises is reported and the others still run. Prints one table at the end and writes the
 rows as JSON (default ``bench-out/results.json``). Exit status: 1 if a module failed to run, or, with
 ``--strict``, if a target was missed; else 0.
 """
@@ -33,16 +34,18 @@ def discover() -> list[str]:
     )
 
 
-def load(name: str) -> Callable[[Report], None]:
+def load(name: str) -> Callable[[Report], None] | None:
+    """The module's ``run(report)``, or None when it defines none (a helper module)."""
     module: ModuleType = importlib.import_module(f"{__package__}.{PREFIX}{name}")
     run = getattr(module, "run", None)
-    if not callable(run):
-        raise TypeError(f"{module.__file__}: a benchmark module must define run(report)")
-    return run
+    return run if callable(run) else None
 
 
 def parse_args(argv: list[str] | None, available: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks",
+        description="Run the tests/benchmarks/bench_*.py modules and report each speed figure as a ratio to a peer.",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -75,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name}", flush=True)
         start = time.perf_counter()
         try:
-            load(name)(report)
+            run = load(name)
+            if run is None:
+                print(f"{PREFIX}{name}.py defines no run(report): skipped")
+                continue
+            run(report)
         except Exception as exc:
             traceback.print_exc()
             report.errors.append(f"{name}: {type(exc).__name__}: {exc}")

@@ -29,7 +29,7 @@ from detr_studio.model.config import DetrConfig
 from detr_studio.model.detr import build_detr
 from detr_studio.model.nested import NestedTensor
 
-from .common import Report, cpu_has_fast_bf16, set_threads, time_interleaved
+from .common import Report, cpu_has_fast_bf16, set_threads
 
 FULL = (800, 1066, 800, 1333)  # network input (H, W); Predictor size, max_size
 QUICK = (400, 533, 400, 667)
@@ -160,25 +160,31 @@ def run(report: Report) -> None:
     set_threads()
     torch.manual_seed(0)
     height, width, size, max_size = QUICK if report.quick else FULL
-    warmup, repeats = report.warmup, report.repeats
     config = DetrConfig()
-    fast_bf16 = cpu_has_fast_bf16()
     report.note(
         f"DETR R50 (DetrConfig() defaults, random weights, eval, inference_mode), batch 1, input {height}x{width}, "
-        f"{torch.get_num_threads()} threads, warm-up {warmup}, median of {repeats}; timings interleave the "
-        "candidates so load changes hit all alike"
+        f"{torch.get_num_threads()} threads, warm-up {report.warmup}, median of {report.repeats}; timings "
+        "interleave the candidates so that load changes hit all alike"
     )
-    if not fast_bf16:
+    if not cpu_has_fast_bf16():
         report.note(
             "this CPU has no native bf16 (no AMX / AVX-512 BF16): oneDNN does not take bf16 convolutions here and "
             "PyTorch falls back to its slow reference convolution, so bf16 is expected to be SLOWER than fp32"
         )
-
     ours = build_detr(config).eval()
     hf, hf_note = build_hf_peer(ours, config)
     report.note(hf_note)
     ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    _forward(report, ours, ours_cl, hf, (height, width))
+    _end_to_end(report, ours, ours_cl, hf, config, size, max_size)
+    _demo_agreement(report, size, max_size)
 
+
+def _forward(
+    report: Report, ours: nn.Module, ours_cl: nn.Module, hf: nn.Module | None, hw: tuple[int, int]
+) -> None:
+    """The network alone on a ready [1, 3, H, W] batch: ours fp32 vs HF fp32, channels-last, bf16."""
+    height, width = hw
     x = torch.randn(1, 3, height, width)  # [B, 3, H, W]
     samples = NestedTensor(x, torch.zeros(1, height, width, dtype=torch.bool))
     samples_cl = NestedTensor(x.contiguous(memory_format=torch.channels_last), samples.mask)
@@ -188,18 +194,19 @@ def run(report: Report) -> None:
         with devices.autocast(CPU, "bf16"):
             return ours_cl(samples_cl)
 
-    candidates = {
-        "ours fp32": _Last(lambda: ours(samples)),
-        "ours fp32 channels-last": _Last(lambda: ours_cl(samples_cl)),
-        "ours bf16 channels-last": _Last(ours_bf16),
-    }
+    candidates = {"ours fp32": _Last(lambda: ours(samples))}
     if hf is not None:
         candidates["HF fp32"] = _Last(lambda: hf(pixel_values=x, pixel_mask=pixel_mask))
+    candidates["ours fp32 channels-last"] = _Last(lambda: ours_cl(samples_cl))
+    candidates["ours bf16 channels-last"] = _Last(ours_bf16)
     with torch.inference_mode():
-        times = time_interleaved(candidates, warmup, repeats)
+        times = report.time(candidates)
     fp32 = times["ours fp32"].median
+    ref = candidates["ours fp32"].value  # {"pred_logits": [1, Q, C+1], "pred_boxes": [1, Q, 4]}
 
-    if hf is not None:
+    if hf is None:
+        report.add("forward fp32", fp32, "s", note="no Hugging Face peer")
+    else:
         report.add(
             "forward fp32",
             fp32,
@@ -208,12 +215,10 @@ def run(report: Report) -> None:
             peer_value=times["HF fp32"].median,
             target=FORWARD_TARGET,
         )
-        ref, theirs = candidates["ours fp32"].value, candidates["HF fp32"].value
+        theirs = candidates["HF fp32"].value
         diff = (ref["pred_logits"] - theirs.logits).abs().max().item()
         box_diff = (ref["pred_boxes"] - theirs.pred_boxes).abs().max().item()
         report.note(f"same weights, ours vs HF: max |logit diff| {diff:.2e}, max |box diff| {box_diff:.2e}")
-    else:
-        report.add("forward fp32", fp32, "s", note="no Hugging Face peer")
     report.add(
         "forward fp32 channels-last",
         times["ours fp32 channels-last"].median,
@@ -229,26 +234,18 @@ def run(report: Report) -> None:
         peer="ours fp32",
         peer_value=fp32,
         target=BF16_TARGET,
-        note="" if fast_bf16 else "CPU without native bf16",
+        note="" if cpu_has_fast_bf16() else "CPU without native bf16",
     )
-
-    ref, low = candidates["ours fp32"].value, candidates["ours bf16 channels-last"].value
+    low = candidates["ours bf16 channels-last"].value
     agree = agreement(
-        ref["pred_logits"][0],
-        ref["pred_boxes"][0],
-        low["pred_logits"][0],
-        low["pred_boxes"][0],
-        (height, width),
+        ref["pred_logits"][0], ref["pred_boxes"][0], low["pred_logits"][0], low["pred_boxes"][0], hw
     )
-    spread = ref["pred_logits"][0].std(0).mean().item()
     _add_agreement(report, "random weights", agree, f"{height}x{width} input")
+    spread = ref["pred_logits"][0].std(0).mean().item()
     report.note(
         f"random weights give near-identical queries (logit spread across queries {spread:.1e}), so their "
-        "bf16 agreement says little; the trained demo model is the real check"
+        "bf16 agreement says little; a trained model is the real check"
     )
-
-    _end_to_end(report, ours, ours_cl, hf, config, size, max_size)
-    _demo_agreement(report, size, max_size)
 
 
 def _add_agreement(report: Report, what: str, agree: Agreement, pixels: str) -> None:
@@ -283,7 +280,7 @@ def _end_to_end(
         processor = transformers.DetrImageProcessor(size={"shortest_edge": size, "longest_edge": max_size})
         candidates["HF pipeline fp32"] = lambda: hf_pipeline(processor, hf, picture)
     with torch.inference_mode():
-        times = time_interleaved(candidates, report.warmup, report.repeats)
+        times = report.time(candidates)
     e2e = times["predict fp32"].median
     h, w = fp32.resized_size(picture.width, picture.height)
     shape = f"{picture.width}x{picture.height} picture -> {h}x{w} input"
@@ -307,7 +304,7 @@ def _end_to_end(
 def _demo_agreement(report: Report, size: int, max_size: int) -> None:
     """bf16 vs fp32 on a trained model, whose confident answers make agreement meaningful."""
     if not DEMO_DIR.is_dir():
-        report.add("bf16 agreement (trained demo model)", None, "", note="not available yet")
+        report.add("bf16 agreement (demo model)", None, "", note="not available yet")
         report.note(
             f"bf16 agreement on a trained model: not available yet (no demo checkpoint at {DEMO_DIR})"
         )
@@ -318,7 +315,7 @@ def _demo_agreement(report: Report, size: int, max_size: int) -> None:
             DEMO_DIR, device=CPU, precision="bf16", channels_last=True, size=size, max_size=max_size
         )
     except (CheckpointError, ValueError, OSError) as exc:
-        report.add("bf16 agreement (trained demo model)", None, "", note="demo checkpoint unreadable")
+        report.add("bf16 agreement (demo model)", None, "", note="demo checkpoint unreadable")
         report.note(f"bf16 agreement on the demo model skipped: {exc}")
         return
     pictures = sorted(p for p in DEMO_DIR.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

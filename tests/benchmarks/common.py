@@ -105,23 +105,28 @@ class Report:
         print(f"  {_format_row_line(row)}", flush=True)
         return row
 
+    def time(self, candidates: Mapping[str, Callable[[], object]]) -> dict[str, Timing]:
+        """``time_interleaved`` with this run's warm-up and repeat counts."""
+        return time_interleaved(candidates, self.warmup, self.repeats)
+
     def note(self, text: str) -> None:
         """A line of explanation printed under the table (and kept in the JSON)."""
         self.notes.append(f"[{self.current}] {text}" if self.current else text)
         print(f"  note: {text}", flush=True)
 
     def table(self) -> str:
-        headers = ("bench", "measure", "value", "peer", "peer value", "ratio", "target", "result")
+        headers = ("bench", "measure", "value", "peer", "peer value", "ratio", "target", "result", "note")
         lines = [
             (
                 row.bench,
                 row.name,
-                _number(row.value, row.unit),
+                _number(row.value, row.unit) or "n/a",
                 row.peer,
                 _number(row.peer_value, row.unit),
                 "" if row.ratio is None else f"{row.ratio:.3f}x",
-                "" if row.target is None else f"<= {row.target:g}x",
+                "" if row.target is None else f"<= {row.target:.1f}x",
                 {True: "PASS", False: "FAIL", None: ""}[row.passed],
+                row.note,
             )
             for row in self.rows
         ]
@@ -160,7 +165,9 @@ def _number(value: float | None, unit: str) -> str:
     if value is None:
         return ""
     if unit == "s":
-        return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.2f} s"
+        if value >= 1:
+            return f"{value:.3f} s"
+        return f"{value * 1000:.1f} ms" if value >= 1e-3 else f"{value * 1e6:.0f} us"
     if unit == "%":
         return f"{value:.1f} %"
     return f"{value:.4g} {unit}".rstrip()
@@ -173,7 +180,7 @@ def _format_row_line(row: Row) -> str:
     if row.ratio is not None:
         text += f" -> {row.ratio:.3f}x"
     if row.target is not None:
-        text += f" (target <= {row.target:g}x: {'PASS' if row.passed else 'FAIL'})"
+        text += f" (target <= {row.target:.1f}x: {'PASS' if row.passed else 'FAIL'})"
     if row.note:
         text += f"  [{row.note}]"
     return text

@@ -101,3 +101,24 @@ def test_the_console_script_runs(workspace):
         [sys.executable, "-m", "detr_studio.cli", "predict", "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "--weights" in proc.stdout
+
+
+def test_predict_through_onnx_runtime_matches_torch(workspace, tmp_path):
+    from detr_studio.infer.onnx_export import export_onnx
+    from detr_studio.model.checkpoint import build_from_checkpoint, load_checkpoint
+
+    root, weights, _, images = workspace
+    ckpt = load_checkpoint(weights)
+    model = build_from_checkpoint(ckpt, aux_loss=False).eval()
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(model, ckpt.config, onnx_path, class_names=ckpt.class_names, sample_size=(64, 96), size=64, max_size=100)
+    common = [str(images / "a.jpg"), "--threshold", "0", "--size", "64", "--max-size", "100"]
+    assert main(["predict", "--weights", str(weights), *common, "-o", str(tmp_path / "torch.json")]) == 0
+    assert main(["predict", "--weights", str(onnx_path), *common, "-o", str(tmp_path / "onnx.json")]) == 0
+    by_torch = json.loads((tmp_path / "torch.json").read_text())
+    by_onnx = json.loads((tmp_path / "onnx.json").read_text())
+    assert len(by_torch) == len(by_onnx) == 10
+    for a, b in zip(by_torch, by_onnx):
+        assert a["category_id"] == b["category_id"]
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=0.05)

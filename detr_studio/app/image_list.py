@@ -1,0 +1,351 @@
+"""The image list: a virtual list model over the document's images, thumbnails made lazily off the Qt
+thread, and the filter bar above it.
+
+`ImageListModel` holds only image ids (no widget per row), so 100,000 images cost one list of ints. A row's
+thumbnail is asked for the first time the view paints that row; `ThumbnailLoader` decodes it on a
+`QThreadPool` (newest request first, so a fast scroll does not wait for rows scrolled past) and keeps an LRU
+cache of small QImages.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+)
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from detr_studio.data.coco import CocoDocument
+from detr_studio.data.images import ImageReadError, load_image
+
+from .filters import ImageFilter, matching_image_ids
+from .overlays import rgb_to_qimage
+from .predictions import PredictionStore
+
+THUMB_SIZE = 48
+IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+
+def make_thumbnail(path: Path, size: int) -> QImage:
+    """Decode ``path`` and shrink it to fit ``size`` pixels (runs on a pool thread)."""
+    import numpy as np
+
+    img = load_image(path)
+    img.thumbnail((size, size))
+    return rgb_to_qimage(np.asarray(img))
+
+
+class _ThumbnailSignals(QObject):
+    ready = Signal(int, QImage)
+    failed = Signal(int)
+
+
+class _ThumbnailJob(QRunnable):
+    def __init__(self, image_id: int, path: Path, size: int, signals: _ThumbnailSignals):
+        super().__init__()
+        self.image_id = image_id
+        self.path = path
+        self.size = size
+        self.signals = signals
+
+    def run(self) -> None:
+        try:
+            image = make_thumbnail(self.path, self.size)
+        except (ImageReadError, OSError, ValueError):
+            self.signals.failed.emit(self.image_id)
+            return
+        self.signals.ready.emit(self.image_id, image)
+
+
+class ThumbnailLoader(QObject):
+    """Thumbnails by image id: ``get`` answers from the cache or starts a load; ``ready(id)`` says one came."""
+
+    ready = Signal(int)
+
+    def __init__(self, capacity: int = 2000, size: int = THUMB_SIZE, parent: QObject | None = None):
+        super().__init__(parent)
+        self.capacity = capacity
+        self.size = size
+        self._cache: OrderedDict[int, QImage] = OrderedDict()
+        self._waiting: set[int] = set()
+        self._failed: set[int] = set()
+        self._order = itertools.count(1)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._signals = _ThumbnailSignals()
+        self._signals.ready.connect(self._store)
+        self._signals.failed.connect(self._on_failed)
+
+    def get(self, image_id: int, path: Path) -> QImage | None:
+        image = self._cache.get(image_id)
+        if image is not None:
+            self._cache.move_to_end(image_id)
+            return image
+        if image_id not in self._waiting and image_id not in self._failed:
+            self._waiting.add(image_id)
+            priority = min(next(self._order), 2**31 - 1)  # newest first
+            self._pool.start(_ThumbnailJob(image_id, path, self.size, self._signals), priority)
+        return None
+
+    def clear(self) -> None:
+        self._pool.clear()
+        self._cache.clear()
+        self._waiting.clear()
+        self._failed.clear()
+
+    def wait(self, msecs: int = 5000) -> bool:
+        return self._pool.waitForDone(msecs)
+
+    def _store(self, image_id: int, image: QImage) -> None:
+        self._waiting.discard(image_id)
+        self._cache[image_id] = image
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        self.ready.emit(image_id)
+
+    def _on_failed(self, image_id: int) -> None:
+        self._waiting.discard(image_id)
+        self._failed.add(image_id)
+
+
+class ImageListModel(QAbstractListModel):
+    """One row per shown image id; text, thumbnail and tooltip are computed when the view asks."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.doc: CocoDocument | None = None
+        self.store = PredictionStore()
+        self.threshold = 0.5
+        self.predicted_names: dict[int, str] = {}
+        self.filter = ImageFilter()
+        self._ids: list[int] = []
+        self._rows: dict[int, int] = {}
+        self.thumbnails = ThumbnailLoader(parent=self)
+        self.thumbnails.ready.connect(self._thumbnail_ready)
+        placeholder = QPixmap(THUMB_SIZE, THUMB_SIZE)
+        placeholder.fill(QColor(128, 128, 128, 60))
+        self._placeholder = placeholder
+
+    # ---- contents ----------------------------------------------------------------------------------------
+
+    def set_document(self, doc: CocoDocument | None, store: PredictionStore) -> None:
+        self.beginResetModel()
+        self.doc = doc
+        self.store = store
+        self.thumbnails.clear()
+        self._recompute()
+        self.endResetModel()
+
+    def set_filter(self, flt: ImageFilter) -> None:
+        self.beginResetModel()
+        self.filter = flt
+        self._recompute()
+        self.endResetModel()
+
+    def refilter(self) -> None:
+        """Recompute the rows when the data the filter reads (predictions, threshold, reviews) changed."""
+        if not self.filter.is_empty:
+            self.set_filter(self.filter)
+        else:
+            self.refresh()
+
+    def refresh(self, image_ids: list[int] | None = None) -> None:
+        """Redraw the text of some rows (all when ``image_ids`` is None)."""
+        if not self._ids:
+            return
+        if image_ids is None:
+            self.dataChanged.emit(self.index(0), self.index(len(self._ids) - 1))
+            return
+        for iid in image_ids:
+            row = self._rows.get(iid)
+            if row is not None:
+                self.dataChanged.emit(self.index(row), self.index(row))
+
+    def _recompute(self) -> None:
+        if self.doc is None:
+            self._ids = []
+        else:
+            self._ids = matching_image_ids(self.doc, self.store, self.filter, self.threshold, self.predicted_names)
+        self._rows = {iid: row for row, iid in enumerate(self._ids)}
+
+    def image_id_at(self, row: int) -> int | None:
+        return self._ids[row] if 0 <= row < len(self._ids) else None
+
+    def row_of(self, image_id: int) -> int:
+        return self._rows.get(image_id, -1)
+
+    @property
+    def image_ids(self) -> list[int]:
+        return list(self._ids)
+
+    # ---- Qt model ----------------------------------------------------------------------------------------
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008 (Qt's signature)
+        return 0 if parent.isValid() else len(self._ids)
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or self.doc is None or not 0 <= index.row() < len(self._ids):
+            return None
+        iid = self._ids[index.row()]
+        if role == IMAGE_ID_ROLE:
+            return iid
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(iid)
+        if role == Qt.ItemDataRole.DecorationRole:
+            image = self.thumbnails.get(iid, self.doc.image_path(iid))
+            return image if image is not None else self._placeholder
+        if role == Qt.ItemDataRole.ToolTipRole:
+            info = self.doc.image(iid)
+            return f"{self.doc.image_path(iid)}\n{info.width} × {info.height} px, image id {iid}"
+        return None
+
+    def _text(self, iid: int) -> str:
+        doc = self.doc
+        assert doc is not None
+        info = doc.image(iid)
+        count = len(doc.segments_for(iid)) if doc.is_panoptic else len(doc.annotations_for(iid))
+        parts = [f"{count} labels"]
+        if iid in self.store:
+            visible = self.store.visible(iid, self.threshold)
+            parts.append(f"{0 if visible is None else len(visible)} predicted")
+        if info.reviewed:
+            parts.append("✓ reviewed")
+        return f"{Path(info.file_name).name}\n{' · '.join(parts)}"
+
+    def _thumbnail_ready(self, image_id: int) -> None:
+        row = self._rows.get(image_id)
+        if row is not None:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+
+class ImageListPanel(QWidget):
+    """Filter bar plus the list view; ``image_chosen(id)`` when the user picks a row."""
+
+    image_chosen = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = ImageListModel(self)
+        self.view = QListView(self)
+        self.view.setModel(self.model)
+        self.view.setUniformItemSizes(True)  # constant row height: no per-row size queries
+        self.view.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
+        self.view.setSelectionMode(QListView.SelectionMode.SingleSelection)
+        self.view.selectionModel().currentChanged.connect(self._current_changed)
+
+        self.name_edit = QLineEdit(self)
+        self.name_edit.setPlaceholderText("Filter by name…")
+        self.name_edit.setClearButtonEnabled(True)
+        self.unreviewed_box = QCheckBox("Unreviewed", self)
+        self.predicted_box = QCheckBox("Has predictions", self)
+        self.class_combo = QComboBox(self)
+        self.min_score = QDoubleSpinBox(self)
+        self.max_score = QDoubleSpinBox(self)
+        for spin, value in ((self.min_score, 0.0), (self.max_score, 1.0)):
+            spin.setRange(0.0, 1.0)
+            spin.setSingleStep(0.05)
+            spin.setDecimals(2)
+            spin.setValue(value)
+        self.count_label = QLabel(self)
+
+        checks = QHBoxLayout()
+        checks.addWidget(self.unreviewed_box)
+        checks.addWidget(self.predicted_box)
+        scores = QHBoxLayout()
+        scores.addWidget(QLabel("Score", self))
+        scores.addWidget(self.min_score)
+        scores.addWidget(QLabel("to", self))
+        scores.addWidget(self.max_score)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.name_edit)
+        layout.addLayout(checks)
+        layout.addWidget(self.class_combo)
+        layout.addLayout(scores)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.count_label)
+
+        self.name_edit.textChanged.connect(self._apply_filter)
+        self.unreviewed_box.toggled.connect(self._apply_filter)
+        self.predicted_box.toggled.connect(self._apply_filter)
+        self.class_combo.currentIndexChanged.connect(self._apply_filter)
+        self.min_score.valueChanged.connect(self._apply_filter)
+        self.max_score.valueChanged.connect(self._apply_filter)
+        self.model.modelReset.connect(self._update_count)
+
+    def set_document(self, doc: CocoDocument | None, store: PredictionStore) -> None:
+        self.class_combo.blockSignals(True)
+        self.class_combo.clear()
+        self.class_combo.addItem("Any class", None)
+        if doc is not None:
+            for cat in doc.categories:
+                self.class_combo.addItem(cat.name, cat.id)
+        self.class_combo.blockSignals(False)
+        self.model.set_document(doc, store)
+
+    def current_filter(self) -> ImageFilter:
+        return ImageFilter(
+            name=self.name_edit.text(),
+            unreviewed=self.unreviewed_box.isChecked(),
+            has_predictions=self.predicted_box.isChecked(),
+            category_id=self.class_combo.currentData(),
+            min_score=self.min_score.value(),
+            max_score=self.max_score.value(),
+        )
+
+    def select_image(self, image_id: int) -> bool:
+        """Make ``image_id`` the current row (False when the filter hides it)."""
+        row = self.model.row_of(image_id)
+        if row < 0:
+            return False
+        index = self.model.index(row)
+        if self.view.currentIndex() != index:
+            self.view.setCurrentIndex(index)
+        self.view.scrollTo(index)
+        return True
+
+    def current_image_id(self) -> int | None:
+        index = self.view.currentIndex()
+        return self.model.image_id_at(index.row()) if index.isValid() else None
+
+    def _apply_filter(self) -> None:
+        current = self.current_image_id()
+        self.model.set_filter(self.current_filter())
+        if current is not None:
+            self.view.blockSignals(True)
+            self.select_image(current)
+            self.view.blockSignals(False)
+
+    def _update_count(self) -> None:
+        total = len(self.model.doc.images) if self.model.doc is not None else 0
+        shown = self.model.rowCount()
+        self.count_label.setText(f"{shown:,} of {total:,} images" if shown != total else f"{total:,} images")
+
+    def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        iid = self.model.image_id_at(current.row()) if current.isValid() else None
+        if iid is not None:
+            self.image_chosen.emit(iid)

@@ -1,0 +1,120 @@
+"""The model chooser: a zoo entry or a local checkpoint, the device, the precision and the input size.
+
+The dialog only builds a `ModelChoice`; loading happens in the inference worker. A zoo entry that is not
+downloaded yet is fetched by the worker when chosen (with a clear message when offline).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from detr_studio.model import zoo
+
+from .workers import ModelChoice
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin);;All files (*)"
+
+
+def zoo_label(entry: zoo.ZooEntry) -> str:
+    figures = f"box AP {entry.box_ap}" if entry.box_ap is not None else ""
+    if entry.pq is not None:
+        figures += f", PQ {entry.pq}"
+    where = "downloaded" if zoo.cached_path(entry) is not None else f"download {entry.size_mb} MB"
+    return f"{entry.name} — {entry.backbone_label} {entry.task}, {figures} ({where})"
+
+
+class ModelDialog(QDialog):
+    """Pick what to load; `choice()` reads the answer."""
+
+    def __init__(self, parent: QWidget | None = None, previous: ModelChoice | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Choose a model")
+        self.zoo_radio = QRadioButton("Model zoo", self)
+        self.file_radio = QRadioButton("Checkpoint file", self)
+        group = QButtonGroup(self)
+        group.addButton(self.zoo_radio)
+        group.addButton(self.file_radio)
+        self.zoo_combo = QComboBox(self)
+        for entry in zoo.list_entries():
+            self.zoo_combo.addItem(zoo_label(entry), entry.name)
+        self.path_edit = QLineEdit(self)
+        self.path_edit.setPlaceholderText("a .safetensors (ours or Hugging Face) or official .pth file")
+        browse = QPushButton("Browse…", self)
+        browse.clicked.connect(self._browse)
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItems(DEVICES)
+        self.precision_combo = QComboBox(self)
+        self.precision_combo.addItems(PRECISIONS)
+        self.size_spin = QSpinBox(self)
+        self.size_spin.setRange(32, 2048)
+        self.size_spin.setValue(800)
+        self.size_spin.setSuffix(" px (shorter side)")
+
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.path_edit, 1)
+        file_row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow(self.zoo_radio, self.zoo_combo)
+        form.addRow(self.file_radio, file_row)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Precision", self.precision_combo)
+        form.addRow("Input size", self.size_spin)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+        self.zoo_radio.setChecked(True)
+        self.path_edit.textEdited.connect(lambda _text: self.file_radio.setChecked(True))
+        self.zoo_combo.activated.connect(lambda _index: self.zoo_radio.setChecked(True))
+        if previous is not None:
+            self._show(previous)
+
+    def _show(self, choice: ModelChoice) -> None:
+        index = self.zoo_combo.findData(choice.source)
+        if index >= 0:
+            self.zoo_combo.setCurrentIndex(index)
+            self.zoo_radio.setChecked(True)
+        else:
+            self.path_edit.setText(choice.source)
+            self.file_radio.setChecked(True)
+        self.device_combo.setCurrentText(choice.device or "auto")
+        self.precision_combo.setCurrentText(choice.precision)
+        self.size_spin.setValue(choice.size)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", CHECKPOINT_FILTER)
+        if path:
+            self.path_edit.setText(path)
+            self.file_radio.setChecked(True)
+
+    def choice(self) -> ModelChoice | None:
+        source = self.zoo_combo.currentData() if self.zoo_radio.isChecked() else self.path_edit.text().strip()
+        if not source:
+            return None
+        device = self.device_combo.currentText()
+        return ModelChoice(
+            source=str(source),
+            device=None if device == "auto" else device,
+            precision=self.precision_combo.currentText(),
+            size=self.size_spin.value(),
+            max_size=round(self.size_spin.value() * 1333 / 800),
+        )

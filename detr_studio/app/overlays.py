@@ -1,0 +1,76 @@
+"""Pictures drawn over the image: class-coloured masks, panoptic segments and attention heatmaps.
+
+The numpy functions build [H, W, 4] RGBA arrays (they run off the Qt thread); `to_qimage` hands one to Qt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+Rgb = tuple[int, int, int]
+
+# A perceptual dark-to-bright ramp (black, purple, red, orange, pale yellow) for attention heatmaps.
+_HEAT_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_HEAT_COLOURS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
+)
+
+
+def masks_rgba(masks: Iterable[tuple[np.ndarray, Rgb]], height: int, width: int) -> np.ndarray:
+    """[H, W] bool masks with their colours -> [H, W, 4] RGBA (opaque where covered; later masks on top)."""
+    out = np.zeros((height, width, 4), dtype=np.uint8)
+    for mask, colour in masks:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (height, width):
+            continue
+        out[m, :3] = colour
+        out[m, 3] = 255
+    return out
+
+
+def segments_rgba(ids: np.ndarray, colours: dict[int, Rgb]) -> np.ndarray:
+    """[H, W] segment ids -> [H, W, 4] RGBA; ids without a colour (0: unlabelled) stay transparent."""
+    ids = np.asarray(ids)
+    values, inverse = np.unique(ids, return_inverse=True)
+    lut = np.zeros((len(values), 4), dtype=np.uint8)  # [U, 4]
+    for i, v in enumerate(values.tolist()):
+        colour = colours.get(int(v))
+        if colour is not None:
+            lut[i] = (*colour, 255)
+    return lut[inverse.reshape(ids.shape)]
+
+
+def vary(colour: Rgb, index: int) -> Rgb:
+    """A slightly different shade of ``colour`` per instance, so touching instances of a class separate."""
+    if index == 0:
+        return colour
+    step = ((index * 37) % 61) - 30  # -30..30
+    return tuple(int(min(255, max(0, c + step))) for c in colour)  # type: ignore[return-value]
+
+
+def heatmap_rgba(values: np.ndarray) -> np.ndarray:
+    """[h, w] attention -> [h, w, 4] RGBA: scaled to its own maximum, low values transparent."""
+    v = np.asarray(values, dtype=np.float32)
+    top = float(v.max()) if v.size else 0.0
+    low = float(v.min()) if v.size else 0.0
+    norm = (v - low) / (top - low) if top > low else np.zeros_like(v)
+    rgb = np.stack([np.interp(norm, _HEAT_STOPS, _HEAT_COLOURS[:, c]) for c in range(3)], axis=-1)
+    alpha = np.clip(norm * 1.6, 0.0, 1.0) * 220
+    return np.concatenate([rgb, alpha[..., None]], axis=-1).round().astype(np.uint8)
+
+
+def to_qimage(rgba: np.ndarray) -> QImage:
+    """[H, W, 4] uint8 RGBA -> a QImage that owns its pixels."""
+    rgba = np.ascontiguousarray(rgba, dtype=np.uint8)
+    h, w = rgba.shape[:2]
+    return QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """[H, W, 3] uint8 RGB -> a QImage that owns its pixels."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()

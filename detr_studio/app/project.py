@@ -1,0 +1,101 @@
+"""What the window has open: a `Project` is a `CocoDocument` plus where it came from and where Save writes.
+
+The three ways in (a folder, some image files, a COCO file) are plain functions that run on a background
+thread; they call `CocoDocument.load` / `CocoDocument.from_images` and add nothing but the file listing.
+A folder that already holds our ``annotations.json`` reopens that file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from detr_studio.data.coco import CocoDocument
+from detr_studio.data.images import is_image_file
+
+DEFAULT_ANNOTATIONS = "annotations.json"
+FOLDER, IMAGES, COCO = "folder", "images", "coco"
+
+
+@dataclass
+class Project:
+    doc: CocoDocument
+    kind: str  # FOLDER | IMAGES | COCO
+    location: Path  # the folder, the images' common folder, or the JSON file
+    default_save: Path | None  # where the first Save writes when the document has no file yet
+
+    @property
+    def title(self) -> str:
+        path = self.doc.path or self.default_save or self.location
+        return path.name
+
+    def recent_entry(self) -> str:
+        """How the recent-projects list remembers this project (a JSON string)."""
+        if self.doc.path is not None:
+            root = str(self.doc.image_root) if self.doc.image_root is not None else None
+            return json.dumps({"kind": COCO, "path": str(self.doc.path), "image_root": root})
+        return json.dumps({"kind": self.kind, "path": str(self.location)})
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (sub-folders included, hidden ones skipped), sorted by path."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if is_image_file(f) and not f.startswith("."))
+    return sorted(found)
+
+
+def open_folder(folder: str | os.PathLike[str]) -> Project:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    saved = folder / DEFAULT_ANNOTATIONS
+    if saved.is_file():
+        doc = CocoDocument.load(saved, image_root=folder)
+        return Project(doc, COCO, saved, None)
+    files = list_image_files(folder)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no image files found (looked for {', '.join(_suffixes())})")
+    doc = CocoDocument.from_images(files, image_root=folder)
+    return Project(doc, FOLDER, folder, saved)
+
+
+def open_images(paths: Iterable[str | os.PathLike[str]]) -> Project:
+    files = [Path(p) for p in paths if is_image_file(p)]
+    if not files:
+        raise FileNotFoundError("none of the dropped or chosen files is an image")
+    doc = CocoDocument.from_images(files)
+    root = doc.image_root or files[0].parent
+    return Project(doc, IMAGES, root, root / DEFAULT_ANNOTATIONS)
+
+
+def open_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None) -> Project:
+    doc = CocoDocument.load(path, image_root=image_root)
+    return Project(doc, COCO, Path(path), None)
+
+
+def open_recent(entry: str) -> Project:
+    data = json.loads(entry)
+    kind, path = data.get("kind"), data.get("path")
+    if kind == COCO:
+        return open_coco(path, data.get("image_root"))
+    if kind in (FOLDER, IMAGES):
+        return open_folder(path)
+    raise ValueError(f"unknown recent project entry: {entry}")
+
+
+def recent_label(entry: str) -> str:
+    try:
+        return str(json.loads(entry).get("path", entry))
+    except ValueError:
+        return entry
+
+
+def _suffixes() -> list[str]:
+    from detr_studio.data.images import IMAGE_SUFFIXES
+
+    return list(IMAGE_SUFFIXES)
