@@ -96,7 +96,9 @@ class LabelItem(QGraphicsItem):
         w, h = self._size
         return QRectF(0.0, -h, w, h)
 
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
         rect = self.boundingRect()
         painter.fillRect(rect, self.colour)
         painter.setFont(self.font)
@@ -513,7 +515,9 @@ class Canvas(QGraphicsView):
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()
-        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._space_down):
+        if button == Qt.MouseButton.MiddleButton or (
+            button == Qt.MouseButton.LeftButton and self._space_down
+        ):
             self._pan_from = event.position()
             self._space_panned = self._space_panned or self._space_down
             self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
@@ -552,7 +556,10 @@ class Canvas(QGraphicsView):
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
+        if self._pan_from is not None and event.button() in (
+            Qt.MouseButton.MiddleButton,
+            Qt.MouseButton.LeftButton,
+        ):
             self._pan_from = None
             self.set_mode(self.mode)  # restore the mode's cursor
             event.accept()
@@ -605,8 +612,9 @@ class Canvas(QGraphicsView):
 
     def keyReleaseEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            tapped = self._space_down and not self._space_panned
             self._space_down = False
-            if not self._space_panned:
+            if tapped:
                 self.accept_requested.emit()  # a tap accepts; a hold with a drag pans
             self._space_panned = False
             event.accept()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detr_studio.data.coco import CocoDocument
+from detr_studio.data.coco import CocoDocument, ImageInfo
 
 from .predictions import PredictionStore
 
@@ -45,10 +45,11 @@ def matching_image_ids(
     flt: ImageFilter,
     threshold: float,
     predicted_names: dict[int, str] | None = None,
+    images: list[ImageInfo] | None = None,
 ) -> list[int]:
     """Ids of the images that pass ``flt``, in document order. ``predicted_names``: model label -> name, to
-    match predictions to a document category by name."""
-    images = doc.images
+    match predictions to a document category by name; ``images``: ``doc.images`` when the caller has it."""
+    images = doc.images if images is None else images
     if flt.is_empty:
         return [img.id for img in images]
     needle = flt.name.strip().lower()

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from detr_studio.data.coco import CocoDocument
+from detr_studio.data.coco import CocoDocument, ImageInfo
 from detr_studio.data.images import ImageReadError, load_image
 
 from .filters import ImageFilter, matching_image_ids
@@ -141,6 +141,7 @@ class ImageListModel(QAbstractListModel):
         self.threshold = 0.5
         self.predicted_names: dict[int, str] = {}
         self.filter = ImageFilter()
+        self.total = 0  # images in the document, shown or not
         self._ids: list[int] = []
         self._rows: dict[int, int] = {}
         self.thumbnails = ThumbnailLoader(parent=self)
@@ -151,12 +152,18 @@ class ImageListModel(QAbstractListModel):
 
     # ---- contents ----------------------------------------------------------------------------------------
 
-    def set_document(self, doc: CocoDocument | None, store: PredictionStore) -> None:
+    def set_document(
+        self, doc: CocoDocument | None, store: PredictionStore, images: list[ImageInfo] | None = None
+    ) -> None:
+        """Show ``doc``; ``images`` is ``doc.images`` when the caller has it (100,000 records take a while)."""
         self.beginResetModel()
         self.doc = doc
         self.store = store
+        if images is None:
+            images = doc.images if doc is not None else []
+        self.total = len(images)
         self.thumbnails.clear()
-        self._recompute()
+        self._recompute(images)
         self.endResetModel()
 
     def set_filter(self, flt: ImageFilter) -> None:
@@ -184,11 +191,13 @@ class ImageListModel(QAbstractListModel):
             if row is not None:
                 self.dataChanged.emit(self.index(row), self.index(row))
 
-    def _recompute(self) -> None:
+    def _recompute(self, images: list[ImageInfo] | None = None) -> None:
         if self.doc is None:
             self._ids = []
         else:
-            self._ids = matching_image_ids(self.doc, self.store, self.filter, self.threshold, self.predicted_names)
+            self._ids = matching_image_ids(
+                self.doc, self.store, self.filter, self.threshold, self.predicted_names, images
+            )
         self._rows = {iid: row for row, iid in enumerate(self._ids)}
 
     def image_id_at(self, row: int) -> int | None:
@@ -227,7 +236,7 @@ class ImageListModel(QAbstractListModel):
         assert doc is not None
         info = doc.image(iid)
         count = len(doc.segments_for(iid)) if doc.is_panoptic else len(doc.annotations_for(iid))
-        parts = [f"{count} labels"]
+        parts = [f"{count} label" + ("" if count == 1 else "s")]
         if iid in self.store:
             visible = self.store.visible(iid, self.threshold)
             parts.append(f"{0 if visible is None else len(visible)} predicted")
@@ -253,6 +262,8 @@ class ImageListPanel(QWidget):
         self.view = QListView(self)
         self.view.setModel(self.model)
         self.view.setUniformItemSizes(True)  # constant row height: no per-row size queries
+        self.view.setLayoutMode(QListView.LayoutMode.Batched)  # lay out 100,000 rows in steps, not at once
+        self.view.setBatchSize(2000)
         self.view.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
         self.view.setSelectionMode(QListView.SelectionMode.SingleSelection)
         self.view.selectionModel().currentChanged.connect(self._current_changed)
@@ -297,7 +308,9 @@ class ImageListPanel(QWidget):
         self.max_score.valueChanged.connect(self._apply_filter)
         self.model.modelReset.connect(self._update_count)
 
-    def set_document(self, doc: CocoDocument | None, store: PredictionStore) -> None:
+    def set_document(
+        self, doc: CocoDocument | None, store: PredictionStore, images: list[ImageInfo] | None = None
+    ) -> None:
         self.class_combo.blockSignals(True)
         self.class_combo.clear()
         self.class_combo.addItem("Any class", None)
@@ -305,7 +318,7 @@ class ImageListPanel(QWidget):
             for cat in doc.categories:
                 self.class_combo.addItem(cat.name, cat.id)
         self.class_combo.blockSignals(False)
-        self.model.set_document(doc, store)
+        self.model.set_document(doc, store, images)
 
     def current_filter(self) -> ImageFilter:
         return ImageFilter(
@@ -336,12 +349,13 @@ class ImageListPanel(QWidget):
         current = self.current_image_id()
         self.model.set_filter(self.current_filter())
         if current is not None:
-            self.view.blockSignals(True)
+            selection = self.view.selectionModel()
+            selection.blockSignals(True)  # the same image stays shown: no new image_chosen
             self.select_image(current)
-            self.view.blockSignals(False)
+            selection.blockSignals(False)
 
     def _update_count(self) -> None:
-        total = len(self.model.doc.images) if self.model.doc is not None else 0
+        total = self.model.total
         shown = self.model.rowCount()
         self.count_label.setText(f"{shown:,} of {total:,} images" if shown != total else f"{total:,} images")
 

@@ -58,7 +58,7 @@ def heatmap_rgba(values: np.ndarray) -> np.ndarray:
     low = float(v.min()) if v.size else 0.0
     norm = (v - low) / (top - low) if top > low else np.zeros_like(v)
     rgb = np.stack([np.interp(norm, _HEAT_STOPS, _HEAT_COLOURS[:, c]) for c in range(3)], axis=-1)
-    alpha = np.clip(norm * 1.6, 0.0, 1.0) * 220
+    alpha = np.clip(norm, 0.0, 1.0) ** 1.5 * 190  # the image stays visible where attention is low
     return np.concatenate([rgb, alpha[..., None]], axis=-1).round().astype(np.uint8)
 
 

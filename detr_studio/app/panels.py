@@ -84,7 +84,9 @@ class ReviewPanel(QWidget):
 
         layers_box = QGroupBox("Layers", self)
         layers_layout = QGridLayout(layers_box)
-        for i, name in enumerate(("layer_annotations", "layer_predictions", "layer_masks", "layer_attention")):
+        for i, name in enumerate(
+            ("layer_annotations", "layer_predictions", "layer_masks", "layer_attention")
+        ):
             layers_layout.addWidget(_button(actions[name], self), i // 2, i % 2)
         layers_layout.addWidget(QLabel("Mask opacity", self), 2, 0)
         layers_layout.addWidget(self.opacity_slider, 2, 1)

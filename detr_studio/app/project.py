@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from detr_studio.data.coco import CocoDocument
+from detr_studio.data.coco import CocoDocument, ImageInfo
 from detr_studio.data.images import is_image_file
 
 DEFAULT_ANNOTATIONS = "annotations.json"
@@ -26,6 +26,11 @@ class Project:
     kind: str  # FOLDER | IMAGES | COCO
     location: Path  # the folder, the images' common folder, or the JSON file
     default_save: Path | None  # where the first Save writes when the document has no file yet
+    images: list[ImageInfo] | None = None  # doc.images, built on the background thread that opened it
+
+    def __post_init__(self) -> None:
+        if self.images is None:
+            self.images = self.doc.images
 
     @property
     def title(self) -> str:

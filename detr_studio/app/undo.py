@@ -66,7 +66,11 @@ class EditCommand(QUndoCommand):
         return _MERGE_ID if self._merge_key is not None else -1
 
     def mergeWith(self, other: QUndoCommand) -> bool:
-        if not isinstance(other, EditCommand) or other._merge_key != self._merge_key or self._merge_key is None:
+        if (
+            not isinstance(other, EditCommand)
+            or other._merge_key != self._merge_key
+            or self._merge_key is None
+        ):
             return False
         self._forward = other._forward  # redo goes straight to the last position; undo to the first
         return True
@@ -98,7 +102,10 @@ class History(QObject):
         super().__init__(parent)
         self.doc = doc
         self.stack = QUndoStack(self)
-        self.stack.indexChanged.connect(lambda _index: self.changed.emit())
+        self.stack.indexChanged.connect(self._on_index_changed)
+
+    def _on_index_changed(self, _index: int) -> None:
+        self.changed.emit()
 
     def apply(
         self,

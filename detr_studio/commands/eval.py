@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         for name, value in values.items():
             print(f"  {name:>16}: {value:.4f}")
     if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        try:
+            Path(args.output).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"{args.output}: cannot write the metrics ({exc.strerror or exc})") from None
         print(f"metrics written to {args.output}", file=sys.stderr)
     return 0

@@ -89,6 +89,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             values = json.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise CommandError(f"{args.config}: cannot read the training config ({exc})") from None
+        if not isinstance(values, dict):
+            raise CommandError(f"{args.config}: a training config must be a JSON object of its options")
     direct = {
         "train_annotations": args.data,
         "train_images": args.images,
@@ -139,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     try:
         return TrainConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(f"{args.config}: {exc}" if args.config else str(exc)) from None
 
 
 class _ProgressPrinter:

@@ -495,6 +495,9 @@ def _decode_prediction(
     """
     with Image.open(io.BytesIO(result["png_string"])) as png:
         ids = rgb2id(np.asarray(png.convert("RGB"))).astype(np.int64) + 1  # [H, W]
+    # Nothing kept (or everything dropped as too small) leaves an all-zero map with no segments: unlabelled.
+    listed = [int(s["id"]) + 1 for s in result["segments_info"]]
+    ids[~np.isin(ids, listed)] = VOID
     segments = []
     dropped = 0
     for segment in result["segments_info"]:

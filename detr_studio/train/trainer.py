@@ -465,7 +465,8 @@ class _Run:
         self.train_set.set_epoch(self.position.epoch)
         indices = list(self.sampler)
         bs = self.cfg.batch_size
-        return [indices[i : i + bs] for i in range(0, len(indices) - bs + 1, bs)]
+        full = [indices[i : i + bs] for i in range(0, len(indices) - bs + 1, bs)]
+        return full or [indices]  # fewer images than a batch: one smaller batch, not an epoch of nothing
 
     def train_epoch(self) -> Event | None:
         """One epoch (or the rest of it after a resume). Returns a final event when the run must stop."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from .common import Report, environment, set_threads
+from .common import LEGEND, Report, environment, set_threads
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PREFIX = "bench_"
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} took {time.perf_counter() - start:.0f} s", flush=True)
     report.current = ""
     print("\n" + report.table())
+    print(LEGEND)
     if report.notes:
         print("\nNotes:")
         for line in report.notes:

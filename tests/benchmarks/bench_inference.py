@@ -201,38 +201,31 @@ def _forward(
     candidates["ours bf16 channels-last"] = _Last(ours_bf16)
     with torch.inference_mode():
         times = report.time(candidates)
-    fp32 = times["ours fp32"].median
+    fp32 = times["ours fp32"]
     ref = candidates["ours fp32"].value  # {"pred_logits": [1, Q, C+1], "pred_boxes": [1, Q, 4]}
 
     if hf is None:
-        report.add("forward fp32", fp32, "s", note="no Hugging Face peer")
+        report.add_timing("forward fp32", fp32, note="no Hugging Face peer")
     else:
-        report.add(
-            "forward fp32",
-            fp32,
-            "s",
-            peer="HF fp32",
-            peer_value=times["HF fp32"].median,
-            target=FORWARD_TARGET,
+        report.add_timing(
+            "forward fp32", fp32, peer="HF fp32", peer_timing=times["HF fp32"], target=FORWARD_TARGET
         )
         theirs = candidates["HF fp32"].value
         diff = (ref["pred_logits"] - theirs.logits).abs().max().item()
         box_diff = (ref["pred_boxes"] - theirs.pred_boxes).abs().max().item()
         report.note(f"same weights, ours vs HF: max |logit diff| {diff:.2e}, max |box diff| {box_diff:.2e}")
-    report.add(
+    report.add_timing(
         "forward fp32 channels-last",
-        times["ours fp32 channels-last"].median,
-        "s",
+        times["ours fp32 channels-last"],
         peer="ours fp32",
-        peer_value=fp32,
+        peer_timing=fp32,
         note="informative",
     )
-    report.add(
+    report.add_timing(
         "forward bf16 channels-last",
-        times["ours bf16 channels-last"].median,
-        "s",
+        times["ours bf16 channels-last"],
         peer="ours fp32",
-        peer_value=fp32,
+        peer_timing=fp32,
         target=BF16_TARGET,
         note="" if cpu_has_fast_bf16() else "CPU without native bf16",
     )
@@ -281,23 +274,22 @@ def _end_to_end(
         candidates["HF pipeline fp32"] = lambda: hf_pipeline(processor, hf, picture)
     with torch.inference_mode():
         times = report.time(candidates)
-    e2e = times["predict fp32"].median
+    e2e = times["predict fp32"]
     h, w = fp32.resized_size(picture.width, picture.height)
     shape = f"{picture.width}x{picture.height} picture -> {h}x{w} input"
     if hf is not None:
-        report.add(
+        report.add_timing(
             "predict() fp32 end-to-end",
             e2e,
-            "s",
             peer="HF pipeline fp32",
-            peer_value=times["HF pipeline fp32"].median,
+            peer_timing=times["HF pipeline fp32"],
             target=FORWARD_TARGET,
             note=shape,
         )
     else:
-        report.add("predict() fp32 end-to-end", e2e, "s", note=shape)
-    report.add(
-        "predict() bf16 end-to-end", times["predict bf16"].median, "s", peer="predict() fp32", peer_value=e2e
+        report.add_timing("predict() fp32 end-to-end", e2e, note=shape)
+    report.add_timing(
+        "predict() bf16 end-to-end", times["predict bf16"], peer="predict() fp32", peer_timing=e2e
     )
 
 

@@ -19,21 +19,34 @@ from typing import Any
 import torch
 
 THREADS = 2
+LEGEND = (
+    "ratio: median wall time / the peer's, both measured in this run (the target applies to it); "
+    "cpu ratio: the same in process CPU time, which other programs on the machine disturb less; "
+    "noise: (slowest - fastest) / median of the repeats, the larger of the two sides"
+)
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Wall-clock seconds of the timed repeats of one candidate."""
+    """Seconds of the timed repeats of one candidate: wall clock (``perf_counter``, the figure that counts)
+    and this process's CPU time (``process_time``, all threads), a cross-check that other programs on the
+    machine disturb less."""
 
     samples: tuple[float, ...]
+    cpu_samples: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
 
     @property
-    def best(self) -> float:
-        return min(self.samples)
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_samples) if self.cpu_samples else None
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest) / median: how noisy the repeats were."""
+        return (max(self.samples) - min(self.samples)) / self.median if self.median > 0 else 0.0
 
 
 def time_interleaved(
@@ -45,13 +58,15 @@ def time_interleaved(
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    wall: dict[str, list[float]] = {name: [] for name in candidates}
+    cpu: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: Timing(tuple(values)) for name, values in samples.items()}
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: Timing(tuple(wall[name]), tuple(cpu[name])) for name in candidates}
 
 
 @dataclass
@@ -69,6 +84,8 @@ class Row:
     target: float | None = None
     passed: bool | None = None
     note: str = ""
+    cpu_ratio: float | None = None  # the same ratio in process CPU time, for timed rows
+    spread: float | None = None  # the noisier side's (slowest - fastest) / median, for timed rows
 
 
 @dataclass
@@ -96,14 +113,49 @@ class Report:
     ) -> Row:
         """Record a figure; with ``peer_value`` the ratio value/peer_value is computed and checked against
         ``target`` (the ratio must be at most the target)."""
+        return self._record(self._row(name, value, unit, peer, peer_value, target, note))
+
+    def _row(
+        self,
+        name: str,
+        value: float | None,
+        unit: str,
+        peer: str,
+        peer_value: float | None,
+        target,
+        note: str,
+    ) -> Row:
         ratio = None
         if value is not None and peer_value:
             ratio = value / peer_value
         passed = None if target is None or ratio is None else ratio <= target
-        row = Row(self.current, name, value, unit, peer, peer_value, ratio, target, passed, note)
+        return Row(self.current, name, value, unit, peer, peer_value, ratio, target, passed, note)
+
+    def _record(self, row: Row) -> Row:
         self.rows.append(row)
         print(f"  {_format_row_line(row)}", flush=True)
         return row
+
+    def add_timing(
+        self,
+        name: str,
+        timing: Timing,
+        *,
+        peer: str = "",
+        peer_timing: Timing | None = None,
+        target: float | None = None,
+        note: str = "",
+    ) -> Row:
+        """Record a timed figure (median seconds) and, with a peer, the ratio to it, its CPU-time
+        cross-check and how noisy the repeats were."""
+        peer_value = None if peer_timing is None else peer_timing.median
+        row = self._row(name, timing.median, "s", peer, peer_value, target, note)
+        row.spread = timing.spread
+        if peer_timing is not None:
+            row.spread = max(timing.spread, peer_timing.spread)
+            if timing.cpu_median is not None and peer_timing.cpu_median:
+                row.cpu_ratio = timing.cpu_median / peer_timing.cpu_median
+        return self._record(row)
 
     def time(self, candidates: Mapping[str, Callable[[], object]]) -> dict[str, Timing]:
         """``time_interleaved`` with this run's warm-up and repeat counts."""
@@ -115,7 +167,19 @@ class Report:
         print(f"  note: {text}", flush=True)
 
     def table(self) -> str:
-        headers = ("bench", "measure", "value", "peer", "peer value", "ratio", "target", "result", "note")
+        headers = (
+            "bench",
+            "measure",
+            "value",
+            "peer",
+            "peer value",
+            "ratio",
+            "target",
+            "result",
+            "cpu ratio",
+            "noise",
+            "note",
+        )
         lines = [
             (
                 row.bench,
@@ -126,6 +190,8 @@ class Report:
                 "" if row.ratio is None else f"{row.ratio:.3f}x",
                 "" if row.target is None else f"<= {row.target:.1f}x",
                 {True: "PASS", False: "FAIL", None: ""}[row.passed],
+                "" if row.cpu_ratio is None else f"{row.cpu_ratio:.3f}x",
+                "" if row.spread is None else f"{row.spread * 100:.0f}%",
                 row.note,
             )
             for row in self.rows
@@ -181,6 +247,10 @@ def _format_row_line(row: Row) -> str:
         text += f" -> {row.ratio:.3f}x"
     if row.target is not None:
         text += f" (target <= {row.target:.1f}x: {'PASS' if row.passed else 'FAIL'})"
+    if row.cpu_ratio is not None:
+        text += f", cpu-time ratio {row.cpu_ratio:.3f}x"
+    if row.spread is not None:
+        text += f", noise {row.spread * 100:.0f}%"
     if row.note:
         text += f"  [{row.note}]"
     return text

@@ -1,0 +1,60 @@
+"""Helpers that drive the window: open and wait, load the tiny model, drag with the mouse, screenshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtWidgets import QApplication
+
+from detr_studio.app.main import MainWindow
+
+SHOTS = Path("/tmp/gui-shots")
+
+
+def open_and_wait(qtbot, window: MainWindow, opener, *args) -> None:
+    with qtbot.waitSignal(window.project_opened, timeout=20_000):
+        opener(*args)
+    wait_for_pixels(qtbot, window)
+
+
+def wait_for_pixels(qtbot, window: MainWindow) -> None:
+    qtbot.waitUntil(lambda: window.canvas.has_pixmap, timeout=10_000)
+
+
+def load_tiny_model(qtbot, window: MainWindow, checkpoint: Path) -> None:
+    with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
+        window.load_model(checkpoint, device="cpu", size=96, max_size=128)
+
+
+def predict_and_wait(qtbot, window: MainWindow) -> None:
+    with qtbot.waitSignal(window.predictions_changed, timeout=60_000):
+        window.predict_current()
+
+
+def view_point(window: MainWindow, x: float, y: float) -> QPoint:
+    """Viewport pixel of image pixel (x, y)."""
+    return window.canvas.mapFromScene(QPointF(x, y))
+
+
+def drag(
+    qtbot, window: MainWindow, start: tuple[float, float], end: tuple[float, float], steps: int = 4
+) -> None:
+    """Press at ``start``, move in steps, release at ``end`` (image pixels), with the left button."""
+    viewport = window.canvas.viewport()
+    a, b = view_point(window, *start), view_point(window, *end)
+    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=a)
+    for k in range(1, steps + 1):
+        qtbot.mouseMove(
+            viewport, QPoint(a.x() + (b.x() - a.x()) * k // steps, a.y() + (b.y() - a.y()) * k // steps)
+        )
+    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=b)
+    QApplication.processEvents()
+
+
+def shot(window: MainWindow, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    QApplication.processEvents()
+    path = SHOTS / f"{name}.png"
+    window.grab().save(str(path))
+    return path

@@ -1,0 +1,67 @@
+"""Screenshots of the main states into /tmp/gui-shots/ (looked at by a person), with checks that each state
+really shows what it should."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QImage
+
+from detr_studio.app.canvas import PREDICTIONS
+
+from .helpers import load_tiny_model, open_and_wait, predict_and_wait, shot
+
+
+def mean_lightness(path) -> float:
+    image = QImage(str(path))
+    step = 16
+    values = [
+        image.pixelColor(x, y).lightnessF()
+        for x in range(0, image.width(), step)
+        for y in range(0, image.height(), step)
+    ]
+    return sum(values) / len(values)
+
+
+def test_screenshots_of_the_main_states(qtbot, window, dataset, tiny_checkpoint):
+    with qtbot.waitSignal(window.overlays_ready, timeout=20_000):
+        window.open_coco(dataset.instances_json("train"))
+    window.select_image(2)
+    qtbot.waitUntil(lambda: window.canvas.has_pixmap and window.canvas.has_mask_overlay, timeout=10_000)
+    masks = shot(window, "01-annotations-and-masks")
+
+    load_tiny_model(qtbot, window, tiny_checkpoint)
+    window.set_threshold(0.18)
+    predict_and_wait(qtbot, window)
+    window.set_layer_visible("masks", False)
+    assert window.canvas.prediction_items()
+    predictions = shot(window, "02-predictions")
+
+    window.set_layer_visible("annotations", False)
+    window.canvas.select(PREDICTIONS, [window.canvas.prediction_items()[0].key])
+    assert window.canvas.has_attention
+    attention = shot(window, "03-decoder-attention")
+
+    window.set_layer_visible("annotations", True)
+    window.set_layer_visible("masks", True)
+    window.canvas.scene().clearSelection()
+    new = window.add_box(QRectF(8, 10, 30, 26))
+    window.canvas.select("annotations", [new])
+    assert len(window.canvas.annotation_item(new)._handles) == 8
+    editing = shot(window, "04-editing")
+
+    window.actions_by_name["dark_theme"].setChecked(True)
+    dark = shot(window, "05-dark-theme")
+    window.actions_by_name["dark_theme"].setChecked(False)
+    assert mean_lightness(dark) < mean_lightness(editing) - 0.15
+
+    with qtbot.waitSignal(window.overlays_ready, timeout=20_000):
+        open_and_wait(qtbot, window, window.open_coco, dataset.panoptic_json("train"))
+    qtbot.waitUntil(lambda: window.canvas.has_mask_overlay, timeout=10_000)
+    panoptic = shot(window, "06-panoptic")
+
+    shots = [masks, predictions, attention, editing, dark, panoptic]
+    sizes = {(QImage(str(p)).width(), QImage(str(p)).height()) for p in shots}
+    assert sizes == {(window.width(), window.height())}
+    assert len({p.read_bytes() for p in shots}) == len(shots)
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Escape)
