@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QGraphicsScene,
     QGraphicsSceneMouseEvent,
     QGraphicsView,
+    QStyle,
     QStyleOptionGraphicsItem,
     QWidget,
 )
@@ -94,13 +95,17 @@ class LabelItem(QGraphicsItem):
 
     def boundingRect(self) -> QRectF:
         w, h = self._size
-        return QRectF(0.0, -h, w, h)
+        return QRectF(0.0, -h, w, 2 * h)  # above the box, or inside it when the box touches the view's top
 
     def paint(
         self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
     ) -> None:
-        rect = self.boundingRect()
+        w, h = self._size
+        inside = painter.worldTransform().dy() < h  # in view pixels: no room above
+        rect = QRectF(0.0, 0.0 if inside else -h, w, h)
         painter.fillRect(rect, self.colour)
+        painter.setPen(QPen(self.colour.darker(170), 1.0))
+        painter.drawRect(rect.adjusted(0.5, 0.5, -0.5, -0.5))
         painter.setFont(self.font)
         light = self.colour.lightnessF() > 0.6 and self.colour.alphaF() > 0.5
         painter.setPen(QColor(0, 0, 0) if light else QColor(255, 255, 255))
@@ -202,6 +207,13 @@ class BoxItem(QGraphicsRectItem):
                         handle.scene().removeItem(handle)
                 self._handles = []
         return super().itemChange(change, value)
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        plain = QStyleOptionGraphicsItem(option)
+        plain.state &= ~QStyle.StateFlag.State_Selected  # our own selected look, not Qt's dashed outline
+        super().paint(painter, plain, widget)
 
     def image_rect(self) -> QRectF:
         return QRectF(self.rect())

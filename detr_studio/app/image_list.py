@@ -172,13 +172,6 @@ class ImageListModel(QAbstractListModel):
         self._recompute()
         self.endResetModel()
 
-    def refilter(self) -> None:
-        """Recompute the rows when the data the filter reads (predictions, threshold, reviews) changed."""
-        if not self.filter.is_empty:
-            self.set_filter(self.filter)
-        else:
-            self.refresh()
-
     def refresh(self, image_ids: list[int] | None = None) -> None:
         """Redraw the text of some rows (all when ``image_ids`` is None)."""
         if not self._ids:
@@ -344,6 +337,13 @@ class ImageListPanel(QWidget):
     def current_image_id(self) -> int | None:
         index = self.view.currentIndex()
         return self.model.image_id_at(index.row()) if index.isValid() else None
+
+    def refilter(self) -> None:
+        """Recompute the rows when what the filter reads (predictions, threshold, reviews) changed."""
+        if self.model.filter.is_empty:
+            self.model.refresh()
+        else:
+            self._apply_filter()
 
     def _apply_filter(self) -> None:
         current = self.current_image_id()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QRectF, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -51,13 +51,21 @@ from detr_studio.data.coco import (
 )
 from detr_studio.data.images import ImageReadError, is_image_file, load_image
 from detr_studio.infer.detections import Detections
-from detr_studio.model.classes import UNUSED_NAME, coco_panoptic_classes, generated_color
 
 from . import project as projects
-from .canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS, BoxSpec, Canvas
+from .canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS, Canvas
 from .image_list import ImageListPanel
+from .layers import (
+    Palette,
+    annotation_specs,
+    attention_picture,
+    draw_masks,
+    mask_jobs,
+    prediction_specs,
+    visible_predictions,
+)
 from .model_dialog import ModelDialog
-from .overlays import heatmap_rgba, masks_rgba, rgb_to_qimage, segments_rgba, to_qimage, vary
+from .overlays import rgb_to_qimage
 from .panels import ReviewPanel
 from .predictions import ACCEPTED, REJECTED, PredictionStore, accept_edit
 from .theme import apply_theme
@@ -70,13 +78,6 @@ MAX_RECENT = 10
 AUTOSAVE_MS = 60_000
 NUDGE_MERGE = "nudge"
 
-Rgb = tuple[int, int, int]
-
-
-def _coco_colours() -> dict[str, Rgb]:
-    table = coco_panoptic_classes()
-    return {table.names[cid]: table.color(cid) for cid in table.ids}
-
 
 def _bbox(rect: QRectF) -> list[float]:
     """A QRectF in image pixels -> COCO [x, y, w, h], rounded to 1/100 px."""
@@ -86,44 +87,6 @@ def _bbox(rect: QRectF) -> list[float]:
 def decode_for_display(path: Path) -> QImage:
     """The image at ``path`` as a QImage (runs on a background thread)."""
     return rgb_to_qimage(np.asarray(load_image(path)))
-
-
-def _mask_layers(jobs: list[tuple[str, object]], height: int, width: int) -> QImage | None:
-    """Build the mask overlay from plain data gathered on the Qt thread (runs on a background thread).
-
-    Jobs: ("segmentation", (segmentation, rgb)), ("id_png", (path, {segment id: rgb})),
-    ("ids", (array [H, W], {id: rgb})), ("mask", (array [H, W] bool, rgb)).
-    """
-    layers: list[np.ndarray] = []
-    masks: list[tuple[np.ndarray, Rgb]] = []
-    for kind, payload in jobs:
-        if kind == "segmentation":
-            from detr_studio.data.dataset import segmentation_to_mask
-
-            segmentation, colour = payload  # type: ignore[misc]
-            masks.append((segmentation_to_mask(segmentation, height, width).astype(bool), colour))
-        elif kind == "id_png":
-            from detr_studio.data.coco import rgb2id
-
-            path, colours = payload  # type: ignore[misc]
-            ids = rgb2id(np.asarray(load_image(path)))  # [H, W]
-            if ids.shape == (height, width):
-                layers.append(segments_rgba(ids, colours))
-        elif kind == "ids":
-            ids, colours = payload  # type: ignore[misc]
-            if ids.shape == (height, width):
-                layers.append(segments_rgba(ids, colours))
-        elif kind == "mask":
-            masks.append(payload)  # type: ignore[arg-type]
-    if masks:
-        layers.append(masks_rgba(masks, height, width))
-    if not layers:
-        return None
-    out = layers[0].copy()
-    for layer in layers[1:]:
-        covered = layer[..., 3] > 0
-        out[covered] = layer[covered]
-    return to_qimage(out)
 
 
 class MainWindow(QMainWindow):
@@ -154,7 +117,6 @@ class MainWindow(QMainWindow):
         self.autosave = bool(self.settings.value("autosave", True, type=bool))
         self.theme = str(self.settings.value("theme", "light"))
         self.opening = False
-        self._coco_colours = _coco_colours()
         self._categories_seen: tuple = ()
         self._batch_started = 0.0
         self._overlay_generation = 0
@@ -507,6 +469,8 @@ class MainWindow(QMainWindow):
                 doc.replay_journal()
             else:
                 doc.discard_journal()
+        self.worker.cancel_batch()  # its results would belong to the old project
+        self.worker.current_image = None
         self.project = project
         self.doc = doc
         if self.history is not None:
@@ -608,13 +572,11 @@ class MainWindow(QMainWindow):
         return True
 
     def _autosave(self) -> None:
-        if not self.autosave or self.doc is None or not self.doc.dirty or self.project is None:
-            return
-        target = self.doc.path or self.project.default_save
-        if target is None:
+        """Save a dirty document that already has its file (autosave never creates a file unasked)."""
+        if not self.autosave or self.doc is None or not self.doc.dirty or self.doc.path is None:
             return
         try:
-            self.doc.save(target)
+            self.doc.save()
         except CocoSaveError as exc:
             self.statusBar().showMessage(f"Autosave failed: {exc}", 15_000)
             return
@@ -659,7 +621,7 @@ class MainWindow(QMainWindow):
         if self.doc is None:
             return
         if self.current_image_id is not None and self.current_image_id != image_id:
-            self._autosave_on_leave()
+            self._autosave()
         self.current_image_id = image_id
         self.worker.current_image = image_id
         self.probe_point = None
@@ -668,7 +630,9 @@ class MainWindow(QMainWindow):
         self.size_label.setText(f"{info.width} × {info.height} px")
         self.refresh_boxes()
         self._refresh_overlays()
-        self.pixels.submit(("pixels", image_id), decode_for_display, self.doc.image_path(image_id))
+        self.pixels.submit(
+            ("pixels", image_id), self._decode_if_shown, image_id, self.doc.image_path(image_id)
+        )
         if (
             self.actions_by_name["predict_on_navigate"].isChecked()
             and self.model_info is not None
@@ -677,9 +641,9 @@ class MainWindow(QMainWindow):
             self.predict_current()
         self.image_shown.emit(image_id)
 
-    def _autosave_on_leave(self) -> None:
-        if self.doc is not None and self.doc.path is not None and self.doc.dirty:
-            self._autosave()
+    def _decode_if_shown(self, image_id: int, path: Path) -> QImage | None:
+        """Decode for display unless the user has moved on (runs on the pixel thread; holding D skips)."""
+        return decode_for_display(path) if image_id == self.current_image_id else None
 
     def _on_pixels(self, tag: object, image: object) -> None:
         _, image_id = tag  # type: ignore[misc]
@@ -721,104 +685,24 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------------------
     # colours, names, boxes
 
-    def category_colour(self, category_id: int) -> Rgb:
-        """A class's stable colour: its own ``color``, the COCO table's colour for its name, or a generated one."""
-        if self.doc is not None:
-            try:
-                cat = self.doc.category(category_id)
-            except KeyError:
-                return generated_color(category_id)
-            if cat.color is not None:
-                return cat.color
-            return self._coco_colours.get(cat.name) or generated_color(category_id)
-        return generated_color(category_id)
-
-    def category_name(self, category_id: int) -> str:
-        if self.doc is None:
-            return str(category_id)
-        try:
-            return self.doc.category(category_id).name
-        except KeyError:
-            return f"class {category_id}"
+    def palette(self) -> Palette:
+        """Names and colours of the document's classes and the model's labels, for one refresh."""
+        return Palette(self.doc, self.model_info.class_names if self.model_info is not None else None)
 
     def label_name(self, label: int) -> str:
         """The model's name for a predicted label."""
-        names = self.model_info.class_names if self.model_info is not None else {}
-        name = names.get(int(label), UNUSED_NAME)
-        return f"class {label}" if name == UNUSED_NAME else name
-
-    def label_colour(self, label: int) -> Rgb:
-        """Colour of a predicted label: the colour of the document's class of that name, when there is one."""
-        name = self.label_name(label)
-        if self.doc is not None:
-            for cat in self.doc.categories:
-                if cat.name == name:
-                    return self.category_colour(cat.id)
-        return self._coco_colours.get(name) or generated_color(int(label))
+        return self.palette().label_name(label)
 
     def refresh_boxes(self) -> None:
         """Rebuild the canvas boxes of the current image from the document and the prediction cache."""
         if self.doc is None or self.current_image_id is None:
             return
-        iid = self.current_image_id
-        specs = []
-        if self.doc.is_panoptic:
-            for seg in self.doc.segments_for(iid):
-                if seg.bbox is None:
-                    continue
-                x, y, w, h = seg.bbox
-                colour = self.category_colour(seg.category_id)
-                name = self.category_name(seg.category_id)
-                specs.append(BoxSpec(seg.id, (x, y, x + w, y + h), colour, name, editable=False))
-        else:
-            for ann in self.doc.annotations_for(iid):
-                label = self.category_name(ann.category_id)
-                if ann.source == "model" and ann.score is not None:
-                    label += f" {ann.score:.2f}"
-                if ann.review == "rejected":
-                    label += " (rejected)"
-                tip = f"annotation {ann.id}: {self.category_name(ann.category_id)}, {ann.source}"
-                if ann.model:
-                    tip += (
-                        f" ({ann.model}, score {ann.score:.3f})"
-                        if ann.score is not None
-                        else f" ({ann.model})"
-                    )
-                specs.append(BoxSpec(ann.id, ann.xyxy, self.category_colour(ann.category_id), label, tip))
-        self.canvas.set_annotations(specs)
-        self.canvas.set_predictions(
-            self._prediction_specs(visible=True), self._prediction_specs(visible=False)
+        palette = self.palette()
+        self.canvas.set_annotations(annotation_specs(self.doc, self.current_image_id, palette))
+        shown, ghosts = visible_predictions(
+            self.store, self.current_image_id, self.threshold, self.show_ghosts
         )
-
-    def _prediction_specs(self, visible: bool) -> list[BoxSpec]:
-        iid = self.current_image_id
-        if iid is None or iid not in self.store:
-            return []
-        if not visible and not self.show_ghosts:
-            return []
-        dets = self.store.visible(iid, self.threshold) if visible else self.store.ghosts(iid, self.threshold)
-        if dets is None:
-            return []
-        specs = []
-        for row in range(len(dets)):
-            label = int(dets.labels[row])
-            score = float(dets.scores[row])
-            box = tuple(float(v) for v in dets.boxes[row])
-            specs.append(
-                BoxSpec(
-                    int(dets.query_ids[row]),
-                    box,  # type: ignore[arg-type]
-                    self.label_colour(label),
-                    f"{self.label_name(label)} {score:.2f}",
-                    self._detection_tooltip(dets, row),
-                    editable=False,
-                )
-            )
-        return specs
-
-    def _detection_tooltip(self, dets: Detections, row: int) -> str:
-        top = ", ".join(f"{self.label_name(c)} {p:.2f}" for c, p in dets.top_classes(row, k=3))
-        return f"query {int(dets.query_ids[row])}: {top}; no-object {float(dets.no_object[row]):.2f}"
+        self.canvas.set_predictions(prediction_specs(shown, palette), prediction_specs(ghosts, palette))
 
     def _refresh_categories(self, force: bool = False) -> None:
         if self.doc is None:
@@ -845,46 +729,21 @@ class MainWindow(QMainWindow):
         self._refresh_attention()
 
     def _refresh_masks(self) -> None:
-        """Gather what the mask layer shows (plain data) and build the picture on a background thread."""
+        """Gather what the mask layer shows (plain data) and draw it on a background thread."""
         if self.doc is None or self.current_image_id is None:
             return
         iid = self.current_image_id
-        info = self.doc.image(iid)
-        jobs: list[tuple[str, object]] = []
-        if self.doc.is_panoptic:
-            png = self.doc.panoptic_png(iid)
-            if png is not None:
-                colours = {}
-                for k, seg in enumerate(self.doc.segments_for(iid)):
-                    colours[seg.id] = vary(self.category_colour(seg.category_id), k)
-                jobs.append(("id_png", (png, colours)))
-        else:
-            for k, ann in enumerate(self.doc.annotations_for(iid)):
-                if ann.segmentation:
-                    jobs.append(
-                        ("segmentation", (ann.segmentation, vary(self.category_colour(ann.category_id), k)))
-                    )
-        entry = self.store.get(iid)
-        if entry is not None and self.canvas.visible_layers[PREDICTIONS]:
-            dets = entry.detections
-            if dets.panoptic is not None:
-                labels = {seg["id"]: int(seg["category_id"]) for seg in dets.panoptic.segments_info}
-                colours = {
-                    sid: vary(self.label_colour(lab), k) for k, (sid, lab) in enumerate(labels.items())
-                }
-                jobs.append(("ids", (dets.panoptic.ids, colours)))
-            elif dets.masks is not None:
-                shown = self.store.visible(iid, self.threshold)
-                if shown is not None and shown.masks is not None:
-                    for row in range(len(shown)):
-                        jobs.append(("mask", (shown.masks[row], self.label_colour(int(shown.labels[row])))))
+        predictions = self.store.get(iid) if self.canvas.visible_layers[PREDICTIONS] else None
+        visible = self.store.visible(iid, self.threshold) if predictions is not None else None
+        jobs = mask_jobs(self.doc, iid, self.palette(), predictions, visible)
         self._overlay_generation += 1
         if not jobs:
             self.canvas.set_mask_overlay(None)
             self.overlays_ready.emit()
             return
+        info = self.doc.image(iid)
         tag = ("masks", iid, self._overlay_generation)
-        self.overlay_tasks.submit(tag, _mask_layers, jobs, info.height, info.width)
+        self.overlay_tasks.submit(tag, draw_masks, jobs, info.height, info.width)
 
     def _on_overlay(self, tag: object, image: object) -> None:
         _, iid, generation = tag  # type: ignore[misc]
@@ -895,23 +754,18 @@ class MainWindow(QMainWindow):
 
     def _refresh_attention(self) -> None:
         """Decoder attention of the one selected prediction, or encoder attention at the probed pixel."""
-        iid = self.current_image_id
-        entry = self.store.get(iid) if iid is not None else None
-        maps = entry.detections.attention if entry is not None else None
-        if maps is None:
-            self.canvas.set_attention(None)
-            return
+        entry = self.store.get(self.current_image_id) if self.current_image_id is not None else None
         selected = self.canvas.selected_prediction_ids()
-        values = None
-        if len(selected) == 1:
-            values = maps.decoder_map(selected[0], self.attention_head)
-        elif self.probe_point is not None and maps.encoder is not None:
-            values = maps.encoder_map(self.probe_point[0], self.probe_point[1], self.attention_head)
-        if values is None:
+        picture = attention_picture(
+            entry.detections.attention if entry is not None else None,
+            selected[0] if len(selected) == 1 else None,
+            self.probe_point,
+            self.attention_head,
+        )
+        if picture is None:
             self.canvas.set_attention(None)
-            return
-        cell = (maps.stride * maps.scale[1], maps.stride * maps.scale[0])  # image pixels per cell (x, y)
-        self.canvas.set_attention(to_qimage(heatmap_rgba(values)), cell)
+        else:
+            self.canvas.set_attention(*picture)
 
     def _set_head(self, head: int | None) -> None:
         self.attention_head = head
@@ -974,7 +828,7 @@ class MainWindow(QMainWindow):
             ann = self.doc.annotation(annotated[0])
             x, y, w, h = ann.bbox
             lines = [
-                f"<b>Annotation {ann.id}</b> — {self.category_name(ann.category_id)}",
+                f"<b>Annotation {ann.id}</b> — {self.palette().category_name(ann.category_id)}",
                 f"source: {ann.source}",
             ]
             if ann.model:
@@ -1091,7 +945,7 @@ class MainWindow(QMainWindow):
         ids = self.canvas.selected_annotation_ids()
         if not ids or not self._editable():
             return False
-        ok = self._apply(Relabel(ids, category_id), f"relabel to {self.category_name(category_id)}")
+        ok = self._apply(Relabel(ids, category_id), f"relabel to {self.palette().category_name(category_id)}")
         if ok:
             self.review_panel.class_combo.setCurrentIndex(self.review_panel.class_combo.findData(category_id))
         return ok
@@ -1186,10 +1040,11 @@ class MainWindow(QMainWindow):
         self.review_panel.model_label.setText(
             f"<b>{info.name}</b><br>{info.num_queries} queries, {len(info.class_names)} classes"
             + (", mask head" if info.supports_masks else "")
+            + ("" if info.has_attention else "<br>(ONNX: no attention maps)")
         )
         self.review_panel.set_heads(info.num_heads)
         self.image_panel.model.predicted_names = dict(info.class_names)
-        self.image_panel.model.refilter()
+        self.image_panel.refilter()
         self.refresh_boxes()
         self._refresh_overlays()
 
@@ -1226,7 +1081,18 @@ class MainWindow(QMainWindow):
     def cancel_batch(self) -> None:
         self.worker.cancel_batch()
 
+    def _belongs_here(self, image_id: int, dets: Detections) -> bool:
+        """Whether a result is for an image of the open project (not one opened before it)."""
+        if self.doc is None:
+            return False
+        try:
+            return str(self.doc.image_path(image_id)) == dets.source
+        except KeyError:
+            return False
+
     def _on_predicted(self, image_id: int, dets: Detections, model: str) -> None:
+        if not self._belongs_here(image_id, dets):
+            return
         self.store.put(image_id, dets, model)
         self.statusBar().showMessage(
             f"{len(dets.above(self.threshold))} detections above {self.threshold:.2f}", 5_000
@@ -1250,11 +1116,12 @@ class MainWindow(QMainWindow):
 
     def _on_batch_results(self, results: dict, model: str) -> None:
         for image_id, dets in results.items():
-            self.store.put(image_id, dets, model)
+            if self._belongs_here(image_id, dets):
+                self.store.put(image_id, dets, model)
         if self.current_image_id in results:
             self.refresh_boxes()
             self._refresh_masks()
-        self.image_panel.model.refilter()
+        self.image_panel.model.refresh()  # rows are re-filtered once, when the batch ends
 
     def _on_batch_finished(self, summary: BatchSummary) -> None:
         self.progress_box.setVisible(False)
@@ -1265,6 +1132,7 @@ class MainWindow(QMainWindow):
             shown = "\n".join(summary.errors[:5])
             more = f"\n… and {len(summary.errors) - 5} more" if len(summary.errors) > 5 else ""
             self.report_error(f"{len(summary.errors)} images could not be predicted:\n{shown}{more}")
+        self.image_panel.refilter()
         state = "cancelled" if summary.cancelled else "done"
         self.statusBar().showMessage(f"Predict all {state}: {summary.done} of {summary.total} images", 10_000)
         self.predictions_changed.emit(-1)
@@ -1281,7 +1149,7 @@ class MainWindow(QMainWindow):
         self.image_panel.model.threshold = self.threshold
         self.refresh_boxes()
         self._refresh_masks()
-        self.image_panel.model.refilter()
+        self.image_panel.refilter()
 
     def _set_ghosts(self, on: bool) -> None:
         self.show_ghosts = on
@@ -1324,15 +1192,29 @@ class MainWindow(QMainWindow):
         if iid is None or not query_ids or self.history is None:
             return
 
-        def reject() -> None:
+        def reject() -> None:  # the stack's index change redraws
             self.store.mark(iid, query_ids, REJECTED)
-            self._on_doc_changed()
 
         def restore() -> None:
             self.store.mark(iid, query_ids, None)
-            self._on_doc_changed()
 
         self.history.push_callback(f"reject {len(query_ids)} predictions", reject, restore)
+
+    # ------------------------------------------------------------------------------------------------------
+    # keys that reach the window (focus on a slider or list): Space still accepts
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self.accept_selected()
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
 
     # ------------------------------------------------------------------------------------------------------
     # drag and drop, closing

@@ -1,4 +1,4 @@
-"""The model chooser: a zoo entry or a local checkpoint, the device, the precision and the input size.
+"""The model chooser: a zoo entry, a local checkpoint or an exported ONNX file; device, precision, input size.
 
 The dialog only builds a `ModelChoice`; loading happens in the inference worker. A zoo entry that is not
 downloaded yet is fetched by the worker when chosen (with a clear message when offline).
@@ -28,7 +28,7 @@ from .workers import ModelChoice
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
-CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin);;All files (*)"
+CHECKPOINT_FILTER = "Models (*.safetensors *.pth *.pt *.bin *.onnx);;All files (*)"
 
 
 def zoo_label(entry: zoo.ZooEntry) -> str:
@@ -54,7 +54,9 @@ class ModelDialog(QDialog):
         for entry in zoo.list_entries():
             self.zoo_combo.addItem(zoo_label(entry), entry.name)
         self.path_edit = QLineEdit(self)
-        self.path_edit.setPlaceholderText("a .safetensors (ours or Hugging Face) or official .pth file")
+        self.path_edit.setPlaceholderText(
+            "a .safetensors (ours or Hugging Face), official .pth, or exported .onnx file"
+        )
         browse = QPushButton("Browse…", self)
         browse.clicked.connect(self._browse)
         self.device_combo = QComboBox(self)

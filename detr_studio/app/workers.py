@@ -41,6 +41,11 @@ class ModelChoice:
         path = Path(self.source)
         return path.name if path.exists() else self.source
 
+    @property
+    def is_onnx(self) -> bool:
+        """An exported ``.onnx`` file, run by ONNX Runtime with the input size stored in the file."""
+        return Path(self.source).suffix.lower() == ".onnx"
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -52,6 +57,7 @@ class ModelInfo:
     supports_masks: bool
     num_heads: int
     num_queries: int
+    has_attention: bool = True
 
 
 @dataclass
@@ -91,7 +97,8 @@ class InferenceWorker(QObject):
         self._batch: list[tuple[int, Path]] | None = None
         self._batch_size = 1
         self._cancel = threading.Event()
-        self._predictor: Any = None
+        self._predictor: Any = None  # a Predictor or an OnnxPredictor
+        self._attention = True
         self._info: ModelInfo | None = None
         self._busy = False
 
@@ -172,21 +179,29 @@ class InferenceWorker(QObject):
                 self._do_batch(payload)
 
     def _do_load(self, choice: ModelChoice) -> None:
+        device = choice.device if choice.device not in (None, "", "auto") else None
         try:
-            from detr_studio.infer.predictor import Predictor
+            if choice.is_onnx:
+                from detr_studio.infer.onnx_backend import OnnxPredictor
 
-            predictor = Predictor.from_weights(
-                choice.source,
-                device=choice.device if choice.device not in (None, "", "auto") else None,
-                precision=choice.precision,
-                size=choice.size,
-                max_size=choice.max_size,
-                name=choice.name,
-            )
+                providers = {None: "auto", "cpu": "cpu", "cuda": "cuda"}.get(device, "auto")
+                predictor = OnnxPredictor.from_weights(choice.source, providers=providers, name=choice.name)
+            else:
+                from detr_studio.infer.predictor import Predictor
+
+                predictor = Predictor.from_weights(
+                    choice.source,
+                    device=device,
+                    precision=choice.precision,
+                    size=choice.size,
+                    max_size=choice.max_size,
+                    name=choice.name,
+                )
         except Exception as exc:
             self.model_failed.emit(f"{choice.source}: {_describe_error(exc)}")
             return
         self._predictor = predictor
+        self._attention = not choice.is_onnx  # ONNX files cannot give attention maps
         config = predictor.config
         self._info = ModelInfo(
             name=choice.name,
@@ -195,6 +210,7 @@ class InferenceWorker(QObject):
             supports_masks=predictor.supports_masks,
             num_heads=config.nheads,
             num_queries=config.num_queries,
+            has_attention=self._attention,
         )
         self.model_loaded.emit(self._info)
 
@@ -205,7 +221,9 @@ class InferenceWorker(QObject):
         if image_id != self.current_image:
             return  # the user moved on
         try:
-            dets = self._predictor.predict([path], attention=True, panoptic=self._predictor.supports_masks)[0]
+            dets = self._predictor.predict(
+                [path], attention=self._attention, panoptic=self._predictor.supports_masks
+            )[0]
         except Exception as exc:
             self.predict_failed.emit(image_id, _describe_error(exc))
             return

@@ -12,25 +12,23 @@ says why: onnxruntime without CUDA, no GPU or driver, or missing CUDA / cuDNN li
 from __future__ import annotations
 
 import ctypes
-import io
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
 from ..data.images import ImageReadError, load_image
-from ..model.box_ops import box_cxcywh_to_xyxy
-from ..model.postprocess import PostProcessPanoptic, default_is_thing_map, rgb2id
-from .detections import Detections, PanopticResult
+from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
+from .detections import Detections
 from .onnx_export import DETECTION_OUTPUTS, INPUT_NAMES, MASK_OUTPUT, OnnxMetadata
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare, resize_image, resized_size
 from .preprocess import batch as make_batch
+from .results import outputs_to_detections
 
 ImageLike = Image.Image | str | os.PathLike
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
@@ -113,50 +111,6 @@ def _provider_options(name: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- results
-
-
-def outputs_to_detections(
-    logits: Tensor,
-    boxes: Tensor,
-    original_sizes: Sequence[tuple[int, int]],
-    sources: Sequence[str],
-    panoptic: Sequence[dict] | None = None,
-) -> list[Detections]:
-    """Raw DETR outputs of a batch -> one ``Detections`` per image, as the PyTorch backend builds them.
-
-    logits [B, Q, C+1], boxes [B, Q, 4] normalised cxcywh; original_sizes (H, W) per image; panoptic:
-    per image {"png_string", "segments_info"} from ``PostProcessPanoptic``, or None.
-    """
-    logits, boxes = logits.float(), boxes.float()
-    probs = logits.softmax(-1)  # [B, Q, C+1]
-    scores, labels = probs[..., :-1].max(-1)  # [B, Q]
-    sizes = torch.tensor(list(original_sizes), dtype=torch.float32)  # [B, 2]
-    scale = torch.stack((sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]), dim=1)[:, None]  # [B, 1, 4]
-    xyxy = box_cxcywh_to_xyxy(boxes) * scale  # [B, Q, 4]
-    q = logits.shape[1]
-    results = []
-    for i, (size, source) in enumerate(zip(original_sizes, sources)):
-        results.append(
-            Detections(
-                image_size=(int(size[0]), int(size[1])),
-                boxes=xyxy[i].numpy(),
-                scores=scores[i].numpy(),
-                labels=labels[i].numpy().astype(np.int64),
-                probs=probs[i].numpy(),
-                query_ids=np.arange(q),
-                panoptic=None if panoptic is None else panoptic_result(panoptic[i]),
-                source=source,
-            )
-        )
-    return results
-
-
-def panoptic_result(raw: dict) -> PanopticResult:
-    """The post-processor's {"png_string", "segments_info"} -> ``PanopticResult`` with its id map."""
-    png = raw["png_string"]
-    with Image.open(io.BytesIO(png)) as img:
-        ids = rgb2id(np.asarray(img.convert("RGB")))
-    return PanopticResult(ids=ids.astype(np.int32), segments_info=raw["segments_info"], png=png)
 
 
 # ------------------------------------------------------------------------------------------- predictor

@@ -7,27 +7,25 @@ queries post-processing keeps, which gives the reference's answer at a fraction 
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from ..data.images import ImageReadError, load_image
-from ..model.box_ops import box_cxcywh_to_xyxy
 from ..model.checkpoint import Checkpoint, build_from_checkpoint, detector_of, load_checkpoint
 from ..model.config import DetrConfig
-from ..model.postprocess import PostProcessPanoptic, default_is_thing_map, rgb2id
+from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
 from ..model.sources import default_class_names, resolve
 from . import device as devices
-from .detections import AttentionMaps, Detections, PanopticResult
+from .detections import AttentionMaps, Detections
 from .preprocess import batch as make_batch
 from .preprocess import prepare, resize_image, resized_size
+from .results import outputs_to_detections
 
 ImageLike = Image.Image | str | os.PathLike
 
@@ -74,7 +72,9 @@ class Predictor:
         self.model = model.eval().to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.panoptic = PostProcessPanoptic(is_thing_map or default_is_thing_map(config.num_classes), panoptic_threshold)
+        self.panoptic = PostProcessPanoptic(
+            is_thing_map or default_is_thing_map(config.num_classes), panoptic_threshold
+        )
         self._detector = detector_of(self.model)
 
     # ------------------------------------------------------------------------------------ building
@@ -87,7 +87,9 @@ class Predictor:
         return cls(model, ckpt.config, **kwargs)
 
     @classmethod
-    def from_weights(cls, source: str | os.PathLike, progress: Callable[[int, int], None] | None = None, **kwargs) -> Predictor:
+    def from_weights(
+        cls, source: str | os.PathLike, progress: Callable[[int, int], None] | None = None, **kwargs
+    ) -> Predictor:
         """``source``: a checkpoint file or folder, or a model-zoo name (downloaded on first use)."""
         ckpt = load_checkpoint(resolve(source, progress=progress))
         if ckpt.class_names is None:
@@ -100,7 +102,9 @@ class Predictor:
 
     @property
     def description(self) -> str:
-        return f"torch {devices.describe(self.device)} {self.precision}" + (" channels-last" if self.channels_last else "")
+        return f"torch {devices.describe(self.device)} {self.precision}" + (
+            " channels-last" if self.channels_last else ""
+        )
 
     # ------------------------------------------------------------------------------------ running
 
@@ -163,52 +167,26 @@ class Predictor:
                 out = self.model.detr(samples)
             else:
                 out = self.model(samples)
-        logits = out["pred_logits"].float()  # [B, Q, C+1]
-        boxes = out["pred_boxes"].float()  # [B, Q, 4] normalised cxcywh
-        probs = logits.softmax(-1)
-        scores, labels = probs[..., :-1].max(-1)
-        sizes = torch.tensor([p.original for p in prepared], dtype=torch.float32, device=boxes.device)  # [B, 2]
-        scale = torch.stack((sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]), dim=1)[:, None]  # [B, 1, 4]
-        xyxy = box_cxcywh_to_xyxy(boxes) * scale
         panoptic_results = None
         if panoptic:
             out["pred_masks"] = out["pred_masks"].float()
             processed = [tuple(p.tensor.shape[-2:]) for p in prepared]
             panoptic_results = self.panoptic.from_selected(out, processed, [p.original for p in prepared])
-        attn = recorder.collect(samples.mask, prepared) if recorder else [None] * len(prepared)
-        results = []
-        q = logits.shape[1]
-        for i, item in enumerate(prepared):
-            pan = None
-            if panoptic_results is not None:
-                pan = _panoptic_result(panoptic_results[i])
-            results.append(
-                Detections(
-                    image_size=item.original,
-                    boxes=xyxy[i].cpu().numpy(),
-                    scores=scores[i].cpu().numpy(),
-                    labels=labels[i].cpu().numpy().astype(np.int64),
-                    probs=probs[i].cpu().numpy(),
-                    query_ids=np.arange(q),
-                    attention=attn[i],
-                    panoptic=pan,
-                    source=item.source,
-                )
-            )
-        return results
+        attn = recorder.collect(samples.mask, prepared) if recorder else None
+        return outputs_to_detections(
+            out["pred_logits"],
+            out["pred_boxes"],
+            [p.original for p in prepared],
+            [p.source for p in prepared],
+            panoptic=panoptic_results,
+            attention=attn,
+        )
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         return resized_size(width, height, self.size, self.max_size)
 
     def resize(self, img: Image.Image) -> Image.Image:
         return resize_image(img, self.size, self.max_size)
-
-
-def _panoptic_result(raw: dict) -> PanopticResult:
-    png = raw["png_string"]
-    with Image.open(io.BytesIO(png)) as img:
-        ids = rgb2id(np.asarray(img.convert("RGB")))
-    return PanopticResult(ids=ids.astype(np.int32), segments_info=raw["segments_info"], png=png)
 
 
 class _AttentionRecorder:
@@ -236,7 +214,9 @@ class _AttentionRecorder:
         if enc is None or dec is None or self.feature_hw is None:
             raise RuntimeError("attention was not recorded; is this a DETR model?")
         h, w = self.feature_hw
-        feature_pad = torch.nn.functional.interpolate(pad_mask[None].float(), size=(h, w))[0].bool()  # [B, h, w]
+        feature_pad = torch.nn.functional.interpolate(pad_mask[None].float(), size=(h, w))[
+            0
+        ].bool()  # [B, h, w]
         maps = []
         for i, item in enumerate(prepared):
             valid = ~feature_pad[i]

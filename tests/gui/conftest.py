@@ -15,7 +15,7 @@ from detr_studio.model.checkpoint import save_checkpoint
 from detr_studio.model.config import tiny_config
 from detr_studio.model.detr import build_detr
 
-CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
+from .helpers import CLASS_NAMES
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QApplication
 from detr_studio.app.main import MainWindow
 
 SHOTS = Path("/tmp/gui-shots")
+CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
 
 
 def open_and_wait(qtbot, window: MainWindow, opener, *args) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+import torch
+from PySide6.QtCore import QPoint, Qt
 
 from detr_studio.app.canvas import ATTENTION, MASKS, PREDICTIONS
+from detr_studio.model.config import tiny_config
+from detr_studio.model.detr import build_detr
 
-from .helpers import load_tiny_model, open_and_wait, predict_and_wait, view_point
+from .helpers import CLASS_NAMES, load_tiny_model, open_and_wait, predict_and_wait, view_point
 
 
 @pytest.fixture
@@ -206,3 +210,101 @@ def test_a_checkpoint_that_does_not_load_is_reported_with_its_name(qtbot, window
         window.load_model(bad)
     assert "broken.pth" in window.errors[-1]
     assert window.model_info is None
+
+
+def test_the_model_runs_on_the_worker_thread_never_the_qt_thread(
+    qtbot, window, dataset, tiny_checkpoint, monkeypatch
+):
+    from detr_studio.infer.predictor import Predictor
+
+    threads = []
+    original = Predictor.predict
+
+    def recording(self, *args, **kwargs):
+        threads.append(threading.current_thread())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", recording)
+    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    load_tiny_model(qtbot, window, tiny_checkpoint)
+    predict_and_wait(qtbot, window)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+def test_a_request_for_an_image_no_longer_shown_is_dropped(qtbot, window, dataset, tiny_checkpoint):
+    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    load_tiny_model(qtbot, window, tiny_checkpoint)
+    window.select_image(2)
+    with qtbot.assertNotEmitted(window.worker.predicted, wait=500):
+        window.worker.predict(1, window.doc.image_path(1))  # image 1 is not shown any more
+    assert 1 not in window.store
+    predict_and_wait(qtbot, window)
+    assert 2 in window.store
+
+
+def test_a_result_for_a_project_closed_meanwhile_is_not_shown(
+    qtbot, window, dataset, tiny_checkpoint, tmp_path
+):
+    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    load_tiny_model(qtbot, window, tiny_checkpoint)
+    predict_and_wait(qtbot, window)
+    dets = window.store.get(1).detections
+    folder = tmp_path / "other"
+    shutil.copytree(dataset.images_dir("train"), folder)
+    open_and_wait(qtbot, window, window.open_folder, folder)
+    window.worker.predicted.emit(1, dets, "tiny.safetensors")  # a late answer about the old image 1
+    assert 1 not in window.store
+
+
+def test_middle_drag_and_space_drag_pan_without_accepting(qtbot, predicted):
+    window = predicted
+    canvas = window.canvas
+    canvas.set_zoom(20.0)
+    before = len(window.doc.annotations)
+    viewport = canvas.viewport()
+    start = viewport.rect().center()
+    for press_space in (False, True):
+        h0, v0 = canvas.horizontalScrollBar().value(), canvas.verticalScrollBar().value()
+        button = Qt.MouseButton.LeftButton if press_space else Qt.MouseButton.MiddleButton
+        if press_space:
+            canvas.select(PREDICTIONS, [canvas.prediction_items()[0].key])
+            qtbot.keyPress(canvas, Qt.Key.Key_Space)
+        qtbot.mousePress(viewport, button, pos=start)
+        qtbot.mouseMove(viewport, start + QPoint(-40, -30))
+        qtbot.mouseRelease(viewport, button, pos=start + QPoint(-40, -30))
+        if press_space:
+            qtbot.keyRelease(canvas, Qt.Key.Key_Space)
+        assert (canvas.horizontalScrollBar().value(), canvas.verticalScrollBar().value()) == (
+            h0 + 40,
+            v0 + 30,
+        )
+    assert len(window.doc.annotations) == before  # the space was a hold for panning, not a tap
+
+
+def test_an_exported_onnx_file_predicts_through_onnx_runtime(qtbot, window, dataset, tmp_path):
+    from detr_studio.infer.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    config = tiny_config(num_classes=6)
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(build_detr(config).eval(), config, onnx_path, sample_size=(64, 96), class_names=CLASS_NAMES,
+                size=96, max_size=128)  # fmt: skip
+    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
+        window.load_model(onnx_path, device="cpu")
+    assert "onnxruntime" in window.device_label.text() and not window.model_info.has_attention
+    window.set_threshold(0.0)
+    predict_and_wait(qtbot, window)
+    assert len(window.canvas.prediction_items()) == 10
+    window.canvas.select(PREDICTIONS, [window.canvas.prediction_items()[0].key])
+    assert not window.canvas.has_attention and not window.errors
+
+
+def test_predict_each_image_shown_runs_on_navigation(qtbot, predicted):
+    window = predicted
+    window.actions_by_name["predict_on_navigate"].setChecked(True)
+    assert 2 not in window.store
+    with qtbot.waitSignal(window.predictions_changed, timeout=60_000):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_D)
+    assert window.current_image_id == 2 and 2 in window.store
+    assert window.canvas.prediction_items()

@@ -285,8 +285,14 @@ def test_run_app_opens_the_path_given_and_returns_the_exit_code(qtbot, dataset, 
             QTimer.singleShot(50, poll)
 
     QTimer.singleShot(50, poll)
-    QTimer.singleShot(20_000, finish)  # never hang the test run
-    assert run_app(["detr-studio", str(dataset.instances_json("train"))]) == 0
+    guard = QTimer()
+    guard.setSingleShot(True)
+    guard.timeout.connect(finish)  # never hang the test run
+    guard.start(20_000)
+    try:
+        assert run_app(["detr-studio", str(dataset.instances_json("train"))]) == 0
+    finally:
+        guard.stop()
     assert seen == [dataset.instances_json("train")]
 
 
@@ -300,3 +306,24 @@ def test_recent_entries_name_the_project_location(dataset, kind):
     entry = json.loads(project.recent_entry())
     expected = dataset.images_dir("train") if kind == "folder" else dataset.instances_json("train")
     assert Path(entry["path"]) == expected and entry["kind"] == kind
+
+
+def test_autosave_writes_a_document_that_has_a_file_when_the_image_changes(qtbot, window, dataset):
+    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    window.autosave = True
+    new = window.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
+    window.next_image()
+    assert not window.doc.dirty
+    saved = CocoDocument.load(dataset.instances_json("train"))
+    assert saved.annotation(new).bbox == window.doc.annotation(new).bbox
+
+
+def test_autosave_never_creates_a_file_for_a_new_folder_project(qtbot, window, dataset, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(dataset.images_dir("train"), folder)
+    open_and_wait(qtbot, window, window.open_folder, folder)
+    window.autosave = True
+    window.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
+    window.next_image()
+    window._autosave()
+    assert window.doc.dirty and not (folder / "annotations.json").exists()

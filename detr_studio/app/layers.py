@@ -1,0 +1,215 @@
+"""What the canvas shows for one image: names and stable colours of classes, box specs for annotations and
+predictions, the mask layer and the attention picture.
+
+`Palette` is built once per refresh from the document's categories and the model's class names (lookups are
+dicts, so a thousand boxes cost a thousand lookups). The mask layer is gathered as plain data on the Qt
+thread (`mask_jobs`) and drawn on a background thread (`draw_masks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+from detr_studio.data.coco import CocoDocument, rgb2id
+from detr_studio.data.images import load_image
+from detr_studio.infer.detections import AttentionMaps, Detections
+from detr_studio.model.classes import UNUSED_NAME, coco_panoptic_classes, generated_color
+
+from .canvas import BoxSpec
+from .overlays import heatmap_rgba, masks_rgba, segments_rgba, to_qimage, vary
+from .predictions import ImagePredictions, PredictionStore
+
+Rgb = tuple[int, int, int]
+MaskJob = tuple[str, object]
+
+
+@lru_cache(maxsize=1)
+def coco_colours() -> dict[str, Rgb]:
+    """The COCO panoptic table's colour for each class name."""
+    table = coco_panoptic_classes()
+    return {table.names[cid]: table.color(cid) for cid in table.ids}
+
+
+class Palette:
+    """Names and colours: a category's own ``color``, else the COCO colour of its name, else a generated
+    one; a predicted label takes the colour of the document's category of the same name."""
+
+    def __init__(self, doc: CocoDocument | None, model_names: Mapping[int, str] | None = None):
+        self._names: dict[int, str] = {}
+        self._colours: dict[int, Rgb] = {}
+        self._ids_by_name: dict[str, int] = {}
+        self._model_names = dict(model_names or {})
+        known = coco_colours()
+        for cat in doc.categories if doc is not None else []:
+            self._names[cat.id] = cat.name
+            self._colours[cat.id] = cat.color or known.get(cat.name) or generated_color(cat.id)
+            self._ids_by_name.setdefault(cat.name, cat.id)
+
+    def category_name(self, category_id: int) -> str:
+        return self._names.get(category_id, f"class {category_id}")
+
+    def category_colour(self, category_id: int) -> Rgb:
+        return self._colours.get(category_id) or generated_color(category_id)
+
+    def label_name(self, label: int) -> str:
+        """The model's name for a predicted label."""
+        name = self._model_names.get(int(label), UNUSED_NAME)
+        return f"class {label}" if name == UNUSED_NAME else name
+
+    def label_colour(self, label: int) -> Rgb:
+        name = self.label_name(label)
+        cid = self._ids_by_name.get(name)
+        if cid is not None:
+            return self.category_colour(cid)
+        return coco_colours().get(name) or generated_color(int(label))
+
+
+def annotation_specs(doc: CocoDocument, image_id: int, palette: Palette) -> list[BoxSpec]:
+    """Boxes of an image's annotations (editable), or of its panoptic segments (read-only)."""
+    specs = []
+    if doc.is_panoptic:
+        for seg in doc.segments_for(image_id):
+            if seg.bbox is not None:
+                x, y, w, h = seg.bbox
+                colour, name = (
+                    palette.category_colour(seg.category_id),
+                    palette.category_name(seg.category_id),
+                )
+                specs.append(BoxSpec(seg.id, (x, y, x + w, y + h), colour, name, editable=False))
+        return specs
+    for ann in doc.annotations_for(image_id):
+        name = palette.category_name(ann.category_id)
+        label = name
+        if ann.source == "model" and ann.score is not None:
+            label += f" {ann.score:.2f}"
+        if ann.review == "rejected":
+            label += " (rejected)"
+        tip = f"annotation {ann.id}: {name}, {ann.source}"
+        if ann.model:
+            tip += f" ({ann.model}" + (f", score {ann.score:.3f})" if ann.score is not None else ")")
+        specs.append(BoxSpec(ann.id, ann.xyxy, palette.category_colour(ann.category_id), label, tip))
+    return specs
+
+
+def detection_tooltip(dets: Detections, row: int, palette: Palette) -> str:
+    top = ", ".join(f"{palette.label_name(c)} {p:.2f}" for c, p in dets.top_classes(row, k=3))
+    return f"query {int(dets.query_ids[row])}: {top}; no-object {float(dets.no_object[row]):.2f}"
+
+
+def prediction_specs(dets: Detections | None, palette: Palette) -> list[BoxSpec]:
+    """One read-only box per row, keyed by query id, labelled with class and score."""
+    if dets is None:
+        return []
+    specs = []
+    for row in range(len(dets)):
+        label = int(dets.labels[row])
+        x0, y0, x1, y1 = (float(v) for v in dets.boxes[row])
+        specs.append(
+            BoxSpec(
+                int(dets.query_ids[row]),
+                (x0, y0, x1, y1),
+                palette.label_colour(label),
+                f"{palette.label_name(label)} {float(dets.scores[row]):.2f}",
+                detection_tooltip(dets, row, palette),
+                editable=False,
+            )
+        )
+    return specs
+
+
+def mask_jobs(
+    doc: CocoDocument,
+    image_id: int,
+    palette: Palette,
+    predictions: ImagePredictions | None,
+    visible: Detections | None,
+) -> list[MaskJob]:
+    """Plain data for `draw_masks`: the annotations' masks (or the panoptic PNG), then the predicted masks
+    (a panoptic result, or the instance masks of the ``visible`` rows) when ``predictions`` is given."""
+    jobs: list[MaskJob] = []
+    if doc.is_panoptic:
+        png = doc.panoptic_png(image_id)
+        if png is not None:
+            colours = {
+                seg.id: vary(palette.category_colour(seg.category_id), k)
+                for k, seg in enumerate(doc.segments_for(image_id))
+            }
+            jobs.append(("id_png", (png, colours)))
+    else:
+        for k, ann in enumerate(doc.annotations_for(image_id)):
+            if ann.segmentation:
+                jobs.append(
+                    ("segmentation", (ann.segmentation, vary(palette.category_colour(ann.category_id), k)))
+                )
+    if predictions is not None:
+        dets = predictions.detections
+        if dets.panoptic is not None:
+            labels = {seg["id"]: int(seg["category_id"]) for seg in dets.panoptic.segments_info}
+            colours = {sid: vary(palette.label_colour(lab), k) for k, (sid, lab) in enumerate(labels.items())}
+            jobs.append(("ids", (dets.panoptic.ids, colours)))
+        elif visible is not None and visible.masks is not None:
+            for row in range(len(visible)):
+                jobs.append(("mask", (visible.masks[row], palette.label_colour(int(visible.labels[row])))))
+    return jobs
+
+
+def draw_masks(jobs: list[MaskJob], height: int, width: int) -> QImage | None:
+    """The mask layer from `mask_jobs` (runs on a background thread); later jobs paint over earlier ones."""
+    layers: list[np.ndarray] = []
+    masks: list[tuple[np.ndarray, Rgb]] = []
+    for kind, payload in jobs:
+        if kind == "segmentation":
+            from detr_studio.data.dataset import segmentation_to_mask
+
+            segmentation, colour = payload  # type: ignore[misc]
+            masks.append((segmentation_to_mask(segmentation, height, width).astype(bool), colour))
+        elif kind in ("id_png", "ids"):
+            source, colours = payload  # type: ignore[misc]
+            ids = rgb2id(np.asarray(load_image(source))) if isinstance(source, Path) else source  # [H, W]
+            if ids.shape == (height, width):
+                layers.append(segments_rgba(ids, colours))
+        elif kind == "mask":
+            masks.append(payload)  # type: ignore[arg-type]
+    if masks:
+        layers.append(masks_rgba(masks, height, width))
+    if not layers:
+        return None
+    out = layers[0].copy()
+    for layer in layers[1:]:
+        covered = layer[..., 3] > 0
+        out[covered] = layer[covered]
+    return to_qimage(out)
+
+
+def attention_picture(
+    maps: AttentionMaps | None,
+    query: int | None,
+    probe: tuple[float, float] | None,
+    head: int | None,
+) -> tuple[QImage, tuple[float, float]] | None:
+    """Heatmap of where decoder ``query`` looks, or (no query) where the encoder looks from pixel ``probe``;
+    with the image pixels one feature cell covers (x, y). None when there is nothing to show."""
+    if maps is None:
+        return None
+    if query is not None:
+        values = maps.decoder_map(query, head)  # [h, w]
+    elif probe is not None and maps.encoder is not None:
+        values = maps.encoder_map(probe[0], probe[1], head)  # [h, w]
+    else:
+        return None
+    cell = (maps.stride * maps.scale[1], maps.stride * maps.scale[0])
+    return to_qimage(heatmap_rgba(values)), cell
+
+
+def visible_predictions(
+    store: PredictionStore, image_id: int, threshold: float, ghosts: bool
+) -> tuple[Detections | None, Detections | None]:
+    """(rows above the threshold, rows shown as ghosts or None)."""
+    if image_id not in store:
+        return None, None
+    return store.visible(image_id, threshold), store.ghosts(image_id, threshold) if ghosts else None

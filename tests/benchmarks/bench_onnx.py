@@ -1,0 +1,303 @@
+"""ONNX Runtime against our PyTorch paths on the CPU, and the kept-queries panoptic path against the full one.
+
+Network rows: DETR R50 (``DetrConfig()`` defaults, random weights, eval) exported once with ``export_onnx``
+into a temporary folder (dynamic batch and size) and run through ``OnnxPredictor``'s session (CPU
+provider, all graph optimisations, 2 intra-op threads), against our fp32 network, our bf16 +
+channels-last network and Hugging Face ``transformers``' DETR with the same weights, at batch 1 and 4 on
+800x1066 inputs. Every figure is the latency per image as a ratio to our fp32 network in the same run.
+
+Panoptic rows: ``Predictor.predict(..., panoptic=True)`` (mask head for the kept queries only) against
+the reference's way (mask head for all 100 queries, then ``PostProcessPanoptic``), both from the same
+1333x1000 picture, and a check that both give the same PNG bytes and segments_info. A random network
+keeps no query, which would flatter the kept-queries path, so a per-query bias on the class head makes
+``KEPT_QUERIES`` of the 100 queries confident, as a trained model does on a typical COCO picture.
+
+``--quick`` halves the input and times one repeat: a smoke run, not a measurement.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from detr_studio.infer import device as devices
+from detr_studio.infer.onnx_backend import OnnxPredictor
+from detr_studio.infer.onnx_export import DETECTION_OUTPUTS, export_onnx
+from detr_studio.infer.predictor import Predictor
+from detr_studio.infer.preprocess import batch as make_batch
+from detr_studio.infer.preprocess import prepare
+from detr_studio.model.config import DetrConfig
+from detr_studio.model.detr import build_detr
+from detr_studio.model.nested import NestedTensor
+from detr_studio.model.postprocess import PostProcessPanoptic, default_is_thing_map
+
+from .bench_inference import build_hf_peer, synthetic_picture
+from .common import THREADS, Report, Timing, cpu_has_fast_bf16, set_threads, time_interleaved
+
+FULL = (800, 1066, 800, 1333)  # network input (H, W); Predictor size, max_size
+QUICK = (400, 533, 400, 667)
+BATCHES = (1, 4)
+LARGE_BATCH_REPEATS = 2  # batch 4 costs four images a call
+ORT_TARGET = 0.6  # ONNX Runtime fp32 / ours fp32, per image
+BEST_TARGET = 0.35  # our fastest path / ours fp32, per image
+PANOPTIC_TARGET = 0.3  # kept-queries panoptic / full panoptic, end to end
+PANOPTIC_CLASSES = 250
+KEPT_QUERIES = 15
+# Classes of the confident queries: things (<= 90) and stuff, with a repeated thing and a repeated stuff
+# class so that the stuff-merging step of the post-processing runs too.
+KEPT_CLASSES = (1, 3, 18, 44, 62, 1, 7, 27, 84, 90, 184, 187, 199, 184, 132)
+CONFIDENT_LOGIT = 12.0  # added to one column per query: softmax probability ~0.98 with random weights
+CPU = torch.device("cpu")
+ORT = "ONNX Runtime fp32"
+FP32 = "ours fp32"
+BF16 = "ours bf16 channels-last"
+HF = "HF transformers fp32"
+
+
+class _Last:
+    """Wraps a callable and keeps its latest return value, so that timed runs also give the outputs."""
+
+    def __init__(self, fn: Callable[[], object]):
+        self.fn = fn
+        self.value: object = None
+
+    def __call__(self) -> object:
+        self.value = self.fn()
+        return self.value
+
+
+def per_image(timing: Timing, batch: int) -> Timing:
+    """A batch's call times divided by its size: seconds per image."""
+    return Timing(tuple(t / batch for t in timing.samples), tuple(t / batch for t in timing.cpu_samples))
+
+
+def cores_busy(timing: Timing) -> str:
+    """CPU seconds per wall second of the timed calls: ~2 when the run had both cores to itself."""
+    cpu = timing.cpu_median
+    return "" if cpu is None or timing.median <= 0 else f"{cpu / timing.median:.1f} cores busy"
+
+
+def run(report: Report) -> None:
+    set_threads()
+    torch.manual_seed(0)
+    height, width, size, max_size = QUICK if report.quick else FULL
+    load = os.getloadavg()[0]
+    report.note(
+        f"load average at start {load:.1f} on {os.cpu_count()} cores"
+        + (
+            ": the machine is busy, so these timings are noisy; re-run on a quiet machine"
+            if load > 0.5
+            else ""
+        )
+    )
+    _network(report, (height, width))
+    gc.collect()
+    _panoptic(report, size, max_size)
+    report.note(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+# ------------------------------------------------------------------------------------------ the network
+
+
+def _network(report: Report, hw: tuple[int, int]) -> None:
+    config = DetrConfig()
+    ours = build_detr(config).eval()
+    ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    hf, hf_note = build_hf_peer(ours, config)
+    report.note(hf_note)
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as folder:
+        path = Path(folder) / "detr_r50.onnx"
+        exported = export_onnx(ours, config, path)
+        report.add(
+            "ONNX export, R50 detection",
+            exported.seconds,
+            "s",
+            note=f"{exported.exporter} exporter, opset {exported.opset}, {exported.size_bytes / 2**20:.0f} MiB, "
+            "incl. parity check; reused for every batch size",
+        )
+        onnx = OnnxPredictor(path, providers="cpu", threads=THREADS)
+        options = onnx.session.get_session_options()
+        report.note(
+            f"ONNX Runtime session: {onnx.provider}, graph optimisation {options.graph_optimization_level.name}, "
+            f"intra-op threads {options.intra_op_num_threads}, execution mode {options.execution_mode.name}"
+        )
+        report.note(
+            f"DETR R50 (DetrConfig() defaults, random weights, eval), input {hw[0]}x{hw[1]}, torch "
+            f"{torch.get_num_threads()} threads; latency per image = median call / batch; warm-up {report.warmup}, "
+            f"median of {report.repeats} at batch 1 and of {min(report.repeats, LARGE_BATCH_REPEATS)} at larger "
+            "batches; candidates interleaved so that load changes hit all alike"
+        )
+        if not cpu_has_fast_bf16():
+            report.note(
+                "this CPU has no native bf16 (no AMX / AVX-512 BF16), so bf16 runs on slow fallback kernels: "
+                "it is timed once at batch 1 (paired with one fp32 run) and skipped at larger batches"
+            )
+        for batch in BATCHES:
+            _network_batch(report, ours, ours_cl, hf, onnx, batch, hw)
+        del onnx
+        gc.collect()
+
+
+def _network_batch(
+    report: Report,
+    ours: nn.Module,
+    ours_cl: nn.Module,
+    hf: nn.Module | None,
+    onnx: OnnxPredictor,
+    batch: int,
+    hw: tuple[int, int],
+) -> None:
+    height, width = hw
+    generator = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 3, height, width, generator=generator)  # [B, 3, H, W]
+    mask = torch.zeros(batch, height, width, dtype=torch.bool)  # [B, H, W], True = padding
+    samples = NestedTensor(x, mask)
+    samples_cl = NestedTensor(x.contiguous(memory_format=torch.channels_last), mask)
+    feed = {"images": x.numpy(), "mask": mask.numpy()}
+    pixel_mask = torch.ones(batch, height, width, dtype=torch.long)  # transformers: 1 = real pixel
+
+    def ours_bf16() -> object:
+        with devices.autocast(CPU, "bf16"):
+            return ours_cl(samples_cl)
+
+    candidates = {
+        ORT: _Last(lambda: onnx.session.run(list(DETECTION_OUTPUTS), feed)),
+        FP32: _Last(lambda: ours(samples)),
+    }
+    if hf is not None:
+        candidates[HF] = _Last(lambda: hf(pixel_values=x, pixel_mask=pixel_mask))
+    fast_bf16 = cpu_has_fast_bf16()
+    if fast_bf16:
+        candidates[BF16] = _Last(ours_bf16)
+    repeats = report.repeats if batch == 1 else min(report.repeats, LARGE_BATCH_REPEATS)
+    with torch.inference_mode():
+        times = {
+            name: per_image(t, batch)
+            for name, t in time_interleaved(candidates, report.warmup, repeats).items()
+        }
+        # (candidate, its fp32 peer) for the best-path row
+        paths = {name: (times[name], times[FP32]) for name in (ORT, FP32, BF16) if name in times}
+        if not fast_bf16 and batch == 1:
+            pair = {BF16: ours_bf16, FP32: lambda: ours(samples)}
+            slow = {name: per_image(t, batch) for name, t in time_interleaved(pair, 0, 1).items()}
+            paths[BF16] = (slow[BF16], slow[FP32])
+
+    tag = f"batch {batch}"
+    fp32 = times[FP32]
+    report.add_timing(f"{tag}: {FP32}", fp32, note=f"per image; {cores_busy(fp32)}")
+    report.add_timing(
+        f"{tag}: {ORT}",
+        times[ORT],
+        peer=FP32,
+        peer_timing=fp32,
+        target=ORT_TARGET,
+        note=f"per image; {cores_busy(times[ORT])}",
+    )
+    if BF16 in times:
+        report.add_timing(
+            f"{tag}: {BF16}",
+            times[BF16],
+            peer=FP32,
+            peer_timing=fp32,
+            note=f"per image; {cores_busy(times[BF16])}",
+        )
+    elif BF16 in paths:
+        report.add_timing(
+            f"{tag}: {BF16}",
+            paths[BF16][0],
+            peer=f"{FP32} (paired run)",
+            peer_timing=paths[BF16][1],
+            note="CPU without native bf16: one paired run, no warm-up",
+        )
+    else:
+        report.add(f"{tag}: {BF16}", None, "s", note="skipped: CPU without native bf16 (see batch 1)")
+    if HF in times:
+        report.add_timing(
+            f"{tag}: {HF}", times[HF], peer=FP32, peer_timing=fp32, note=f"per image; {cores_busy(times[HF])}"
+        )
+    best = min(paths, key=lambda name: paths[name][0].median / paths[name][1].median)
+    report.add_timing(
+        f"{tag}: best path",
+        paths[best][0],
+        peer=FP32,
+        peer_timing=paths[best][1],
+        target=BEST_TARGET,
+        note=f"{best}, per image; target {BEST_TARGET}x",
+    )
+    ort_out, torch_out = candidates[ORT].value, candidates[FP32].value
+    logit_diff = np.abs(ort_out[0] - torch_out["pred_logits"].numpy()).max()
+    box_diff = np.abs(ort_out[1] - torch_out["pred_boxes"].numpy()).max()
+    report.note(
+        f"{tag}: ONNX Runtime vs ours fp32: max |logit diff| {logit_diff:.1e}, max |box diff| {box_diff:.1e}"
+    )
+
+
+# ------------------------------------------------------------------------------------------ panoptic
+
+
+def confident_query_bias(num_queries: int, num_classes: int, kept: Sequence[int], seed: int = 0) -> Tensor:
+    """A [Q, C+1] bias for the class head's logits: ``len(kept)`` queries (chosen at random) get
+    ``CONFIDENT_LOGIT`` on their class, all others on no-object (the last column)."""
+    bias = torch.zeros(num_queries, num_classes + 1)
+    bias[:, num_classes] = CONFIDENT_LOGIT
+    queries = torch.randperm(num_queries, generator=torch.Generator().manual_seed(seed))[: len(kept)]
+    for query, cls in zip(queries.tolist(), kept):
+        bias[query] = 0.0
+        bias[query, cls] = CONFIDENT_LOGIT
+    return bias
+
+
+def _full_panoptic(
+    model: nn.Module, post: PostProcessPanoptic, picture: Image.Image, size: int, max_size: int
+) -> dict:
+    """The reference's way: masks of all queries, then the post-processor keeps what it needs."""
+    tensor = prepare(picture, size, max_size)  # [3, h, w]
+    out = model(make_batch([tensor]))  # pred_masks [1, Q, h/4, w/4]
+    return post(out, [tuple(tensor.shape[-2:])], [(picture.height, picture.width)])[0]
+
+
+def _panoptic(report: Report, size: int, max_size: int) -> None:
+    config = DetrConfig(num_classes=PANOPTIC_CLASSES, masks=True)
+    model = build_detr(config).eval()
+    bias = confident_query_bias(config.num_queries, config.num_classes, KEPT_CLASSES)
+    model.detr.class_embed.register_forward_hook(lambda _module, _inputs, logits: logits + bias)
+    picture = synthetic_picture(max_size, size * 5 // 4)  # 1333x1000 -> 800x1066 network input
+    predictor = Predictor(model, config, device=CPU, size=size, max_size=max_size)
+    post = PostProcessPanoptic(default_is_thing_map(config.num_classes), predictor.panoptic.threshold)
+    kept = _Last(lambda: predictor.predict([picture], panoptic=True)[0].panoptic)
+    full = _Last(lambda: _full_panoptic(model, post, picture, size, max_size))
+    with torch.inference_mode():
+        times = report.time({"kept": kept, "full": full})
+    ours, theirs = kept.value, full.value
+    same_png = ours.png == theirs["png_string"]
+    same_info = ours.segments_info == theirs["segments_info"]
+    h, w = predictor.resized_size(picture.width, picture.height)
+    report.add_timing(
+        "panoptic end-to-end, mask head for kept queries only",
+        times["kept"],
+        peer="all queries + PostProcessPanoptic",
+        peer_timing=times["full"],
+        target=PANOPTIC_TARGET,
+        note=f"{KEPT_QUERIES} of {config.num_queries} queries made confident by a per-query class-head bias; "
+        f"{picture.width}x{picture.height} picture -> {h}x{w}, batch 1",
+    )
+    differing = [what for what, same in (("PNG bytes", same_png), ("segments_info", same_info)) if not same]
+    report.add(
+        "panoptic kept vs full: outputs that differ",
+        float(len(differing)),
+        "",
+        note=", ".join(differing) + " DIFFER"
+        if differing
+        else f"PNG bytes and segments_info identical ({len(ours.segments_info)} segments)",
+    )
+    if differing:
+        raise AssertionError(f"kept-queries panoptic differs from the full path in {', '.join(differing)}")
