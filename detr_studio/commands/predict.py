@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--channels-last", action="store_true", help="channels-last memory layout (faster on CPUs)"
     )
     p.add_argument(
+        "--exact",
+        action="store_true",
+        help="run the network exactly as built (no batch-norm folding; slower, differs only by float rounding)",
+    )
+    p.add_argument(
         "--backend",
         choices=("torch", "onnx"),
         default=None,
@@ -88,14 +93,18 @@ def load_predictor(args: argparse.Namespace):
             return predictor
         from ..infer.predictor import Predictor
 
-        return Predictor.from_weights(
+        predictor = Predictor.from_weights(
             args.weights,
             device=args.device,
             precision=args.precision,
             channels_last=args.channels_last,
             panoptic_threshold=args.panoptic_threshold,
+            fold_batchnorm=not args.exact,
             **sizes,
         )
+        if predictor.note:
+            print(f"note: {predictor.note}", file=sys.stderr)
+        return predictor
     except (CheckpointError, ZooDownloadError, ValueError, RuntimeError) as exc:
         raise CommandError(str(exc)) from None
 

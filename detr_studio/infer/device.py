@@ -49,3 +49,18 @@ def describe(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return device.type
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AMX tiles or AVX-512 BF16). Without them
+    bf16 is emulated and slower than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = (getattr(cpu, "_is_amx_tile_supported", None), getattr(cpu, "_is_avx512_bf16_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def precision_note(device: torch.device, precision: str) -> str:
+    """A warning for a precision that will be slow on this device, or ''."""
+    if device.type == "cpu" and precision == "bf16" and not cpu_has_fast_bf16():
+        return "this CPU has no native bf16 (AMX or AVX-512 BF16): bf16 is emulated and slower than fp32"
+    return ""

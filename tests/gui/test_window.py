@@ -275,6 +275,7 @@ def test_run_app_opens_the_path_given_and_returns_the_exit_code(qtbot, dataset, 
                 seen.append(window.doc.path)
             window.doc = None
             window.close()
+            window.deleteLater()
         QApplication.instance().exit(0)
 
     def poll() -> None:
@@ -289,10 +290,15 @@ def test_run_app_opens_the_path_given_and_returns_the_exit_code(qtbot, dataset, 
     guard.setSingleShot(True)
     guard.timeout.connect(finish)  # never hang the test run
     guard.start(20_000)
+    app = QApplication.instance()
+    app.setQuitOnLastWindowClosed(
+        False
+    )  # offscreen: a quit on the last close breaks activation for later tests
     try:
         assert run_app(["detr-studio", str(dataset.instances_json("train"))]) == 0
     finally:
         guard.stop()
+        app.setQuitOnLastWindowClosed(True)
     assert seen == [dataset.instances_json("train")]
 
 
