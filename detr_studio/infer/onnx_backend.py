@@ -14,23 +14,19 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch import Tensor
 
-from ..data.images import ImageReadError, load_image
 from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
+from .base import BasePredictor, Prepared
 from .detections import Detections
 from .onnx_export import DETECTION_OUTPUTS, INPUT_NAMES, MASK_OUTPUT, OnnxMetadata
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare, resize_image, resized_size
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .preprocess import batch as make_batch
 from .results import outputs_to_detections
 
-ImageLike = Image.Image | str | os.PathLike
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
@@ -110,20 +106,10 @@ def _provider_options(name: str) -> dict:
     return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines)}
 
 
-# ------------------------------------------------------------------------------------------- results
-
-
 # ------------------------------------------------------------------------------------------- predictor
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    tensor: Tensor  # [3, h, w] normalised network input
-    original: tuple[int, int]  # (H, W)
-    source: str
-
-
-class OnnxPredictor:
+class OnnxPredictor(BasePredictor):
     """Runs an exported DETR ONNX file; the same calls and results as ``Predictor``.
 
     providers: "auto" (CUDA, else CPU), "tensorrt", "cuda", "cpu", or a list of ONNX Runtime provider
@@ -243,49 +229,6 @@ class OnnxPredictor:
 
     # ------------------------------------------------------------------------------------ running
 
-    def _prepare(self, item: ImageLike) -> _Prepared:
-        if isinstance(item, Image.Image):
-            img, source = item.convert("RGB") if item.mode != "RGB" else item, ""
-        else:
-            img, source = load_image(item), str(item)
-        return _Prepared(prepare(img, self.size, self.max_size), (img.height, img.width), source)
-
-    def predict(
-        self, images: Sequence[ImageLike], *, attention: bool = False, panoptic: bool = False
-    ) -> list[Detections]:
-        """Predict one batch. Image files that cannot be read raise ImageReadError naming the file."""
-        self._check_request(attention, panoptic)
-        if not images:
-            return []
-        return self._run([self._prepare(item) for item in images], panoptic=panoptic)
-
-    def predict_files(
-        self,
-        paths: Sequence[str | os.PathLike],
-        *,
-        batch_size: int = 1,
-        attention: bool = False,
-        panoptic: bool = False,
-    ) -> Iterator[tuple[Path, Detections | ImageReadError]]:
-        """Predict many files in batches; unreadable files yield their error and the rest go on."""
-        self._check_request(attention, panoptic)
-        pending: list[_Prepared] = []
-        for path in paths:
-            try:
-                pending.append(self._prepare(path))
-            except ImageReadError as exc:
-                yield Path(path), exc
-                continue
-            if len(pending) >= batch_size:
-                yield from self._emit(pending, panoptic)
-                pending = []
-        if pending:
-            yield from self._emit(pending, panoptic)
-
-    def _emit(self, prepared: list[_Prepared], panoptic: bool):
-        for item, dets in zip(prepared, self._run(prepared, panoptic=panoptic)):
-            yield Path(item.source), dets
-
     def _check_request(self, attention: bool, panoptic: bool) -> None:
         if attention:
             raise ValueError(
@@ -298,7 +241,7 @@ class OnnxPredictor:
                 "(export a panoptic checkpoint with --panoptic)"
             )
 
-    def _run(self, prepared: list[_Prepared], *, panoptic: bool) -> list[Detections]:
+    def _run(self, prepared: list[Prepared], *, attention: bool, panoptic: bool) -> list[Detections]:
         samples = make_batch([p.tensor for p in prepared])
         feed = {"images": samples.tensors.numpy(), "mask": samples.mask.numpy()}
         names = [*DETECTION_OUTPUTS, MASK_OUTPUT] if panoptic else list(DETECTION_OUTPUTS)
@@ -315,12 +258,6 @@ class OnnxPredictor:
         return outputs_to_detections(
             logits, boxes, [p.original for p in prepared], [p.source for p in prepared], raw_panoptic
         )
-
-    def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        return resized_size(width, height, self.size, self.max_size)
-
-    def resize(self, img: Image.Image) -> Image.Image:
-        return resize_image(img, self.size, self.max_size)
 
 
 def _preload_cuda_libraries() -> None:

@@ -9,37 +9,24 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from ..data.images import ImageReadError, load_image
 from ..model.checkpoint import Checkpoint, build_from_checkpoint, detector_of, load_checkpoint
 from ..model.config import DetrConfig
 from ..model.fuse import fold_frozen_batchnorm
 from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
 from ..model.sources import default_class_names, resolve
 from . import device as devices
+from .base import BasePredictor, Prepared
 from .detections import AttentionMaps, Detections
 from .preprocess import batch as make_batch
-from .preprocess import prepare, resize_image, resized_size
 from .results import outputs_to_detections
 
-ImageLike = Image.Image | str | os.PathLike
 
-
-@dataclass(frozen=True)
-class _Prepared:
-    tensor: Tensor  # [3, h, w] normalised network input
-    original: tuple[int, int]  # (H, W)
-    source: str
-
-
-class Predictor:
+class Predictor(BasePredictor):
     """Runs one DETR model. Thread-compatible (one call at a time); keep one per worker thread.
 
     precision: "fp32" (default), "bf16" (CPUs with AMX/AVX-512 BF16, recent GPUs) or "fp16" (GPUs).
@@ -117,54 +104,12 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------ running
 
-    def _prepare(self, item: ImageLike) -> _Prepared:
-        if isinstance(item, Image.Image):
-            img, source = item.convert("RGB") if item.mode != "RGB" else item, ""
-        else:
-            img, source = load_image(item), str(item)
-        return _Prepared(prepare(img, self.size, self.max_size), (img.height, img.width), source)
-
-    @torch.inference_mode()
-    def predict(
-        self, images: Sequence[ImageLike], *, attention: bool = False, panoptic: bool = False
-    ) -> list[Detections]:
-        """Predict one batch. Image files that cannot be read raise ImageReadError naming the file."""
-        if not images:
-            return []
-        prepared = [self._prepare(item) for item in images]
-        return self._run(prepared, attention=attention, panoptic=panoptic)
-
-    def predict_files(
-        self,
-        paths: Sequence[str | os.PathLike],
-        *,
-        batch_size: int = 1,
-        attention: bool = False,
-        panoptic: bool = False,
-    ) -> Iterator[tuple[Path, Detections | ImageReadError]]:
-        """Predict many files in batches; unreadable files yield their error and the rest go on."""
-        pending: list[_Prepared] = []
-        for path in paths:
-            try:
-                pending.append(self._prepare(path))
-            except ImageReadError as exc:
-                yield Path(path), exc
-                continue
-            if len(pending) >= batch_size:
-                yield from self._emit(pending, attention, panoptic)
-                pending = []
-        if pending:
-            yield from self._emit(pending, attention, panoptic)
-
-    def _emit(self, prepared: list[_Prepared], attention: bool, panoptic: bool):
-        with torch.inference_mode():
-            results = self._run(prepared, attention=attention, panoptic=panoptic)
-        for item, dets in zip(prepared, results):
-            yield Path(item.source), dets
-
-    def _run(self, prepared: list[_Prepared], *, attention: bool, panoptic: bool) -> list[Detections]:
+    def _check_request(self, attention: bool, panoptic: bool) -> None:
         if panoptic and not self.config.masks:
             raise ValueError("panoptic results need a model with a mask head (a panoptic checkpoint)")
+
+    @torch.inference_mode()
+    def _run(self, prepared: list[Prepared], *, attention: bool, panoptic: bool) -> list[Detections]:
         samples = make_batch([p.tensor for p in prepared]).to(self.device)
         if self.channels_last:
             samples.tensors = samples.tensors.contiguous(memory_format=torch.channels_last)
@@ -191,12 +136,6 @@ class Predictor:
             attention=attn,
         )
 
-    def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        return resized_size(width, height, self.size, self.max_size)
-
-    def resize(self, img: Image.Image) -> Image.Image:
-        return resize_image(img, self.size, self.max_size)
-
 
 class _AttentionRecorder:
     """Turns on attention recording in the last encoder and decoder layers for one forward pass,
@@ -214,7 +153,7 @@ class _AttentionRecorder:
     def _on_features(self, _module, _inputs, output: Tensor) -> None:
         self.feature_hw = (int(output.shape[-2]), int(output.shape[-1]))
 
-    def collect(self, pad_mask: Tensor, prepared: list[_Prepared]) -> list[AttentionMaps]:
+    def collect(self, pad_mask: Tensor, prepared: list[Prepared]) -> list[AttentionMaps]:
         self._hook.remove()
         self.enc.record_attention = False
         self.dec.record_attention = False
