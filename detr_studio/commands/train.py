@@ -19,7 +19,9 @@ ARCHITECTURES = {
     "detr-r50": DetrConfig(),
     "detr-r101": DetrConfig(backbone="resnet101"),
     "tiny": tiny_config(),
-    "small": tiny_config(hidden_dim=128, nheads=8, dim_feedforward=512, enc_layers=3, dec_layers=3, num_queries=30),
+    "small": tiny_config(
+        hidden_dim=128, nheads=8, dim_feedforward=512, enc_layers=3, dec_layers=3, num_queries=30
+    ),
 }
 
 
@@ -41,10 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--image-ids", help="comma-separated image ids to train on (default: all)")
     model = p.add_argument_group("model")
     model.add_argument("--weights", help="start from this checkpoint or zoo name (default: from scratch)")
-    model.add_argument("--arch", choices=sorted(ARCHITECTURES), default="detr-r50", help="architecture from scratch")
+    model.add_argument(
+        "--arch", choices=sorted(ARCHITECTURES), default="detr-r50", help="architecture from scratch"
+    )
     model.add_argument("--masks", action="store_true", help="train the mask head too (segmentation)")
-    model.add_argument("--stage", choices=("full", "masks"), default=None,
-                       help="'masks': second panoptic stage, mask head only on frozen detection weights")
+    model.add_argument(
+        "--stage",
+        choices=("full", "masks"),
+        default=None,
+        help="'masks': second panoptic stage, mask head only on frozen detection weights",
+    )
     model.add_argument("--num-queries", type=int)
     model.add_argument("--dropout", type=float)
     model.add_argument("--no-aux-loss", action="store_true", help="turn off the auxiliary decoding losses")
@@ -160,12 +168,16 @@ class _ProgressPrinter:
         elif isinstance(event, Step):
             if self.bar is None or self.bar.desc != f"epoch {event.epoch}":
                 self._close()
-                self.bar = tqdm(total=event.steps, initial=event.step - 1, desc=f"epoch {event.epoch}", unit="step")
+                self.bar = tqdm(
+                    total=event.steps, initial=event.step - 1, desc=f"epoch {event.epoch}", unit="step"
+                )
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.1f}")
         elif isinstance(event, Evaluated):
             self._close()
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items() if k in ("AP", "AP50", "PQ", "segm_AP"))
+            shown = ", ".join(
+                f"{k} {v:.3f}" for k, v in event.metrics.items() if k in ("AP", "AP50", "PQ", "segm_AP")
+            )
             tqdm.write(f"epoch {event.epoch}: {shown}", file=sys.stderr)
         elif isinstance(event, (EpochEnd, Finished, Failed)):
             self._close()

@@ -60,7 +60,9 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
             with Image.open(path) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
-                    raise ImageReadError(f"{path}: image is {w}x{h} pixels, larger than the {MAX_PIXELS:,} allowed")
+                    raise ImageReadError(
+                        f"{path}: image is {w}x{h} pixels, larger than the {MAX_PIXELS:,} allowed"
+                    )
                 if w == 0 or h == 0:
                     raise ImageReadError(f"{path}: image has zero size")
                 img.load()

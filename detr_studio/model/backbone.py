@@ -44,7 +44,9 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 class BackboneBase(nn.Module):
-    def __init__(self, backbone: nn.Module, train_backbone: bool, num_channels: int, return_interm_layers: bool):
+    def __init__(
+        self, backbone: nn.Module, train_backbone: bool, num_channels: int, return_interm_layers: bool
+    ):
         super().__init__()
         for name, parameter in backbone.named_parameters():
             trainable = train_backbone and any(layer in name for layer in ("layer2", "layer3", "layer4"))

@@ -154,7 +154,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read any supported checkpoint file into the official key layout."""
     path = Path(path)
     if path.is_dir():
-        candidates = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth")) + sorted(path.glob("*.bin"))
+        candidates = (
+            sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth")) + sorted(path.glob("*.bin"))
+        )
         if not candidates:
             raise CheckpointError(f"{path}: folder holds no .safetensors, .pth or .bin checkpoint")
         path = candidates[0]
@@ -265,7 +267,11 @@ def _mismatch_report(own: dict[str, Tensor], sd: dict[str, Tensor], ignore: set[
         if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
     ]
     parts = []
-    for title, items in (("shape mismatches", shapes), ("missing keys", missing), ("unexpected keys", unexpected)):
+    for title, items in (
+        ("shape mismatches", shapes),
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+    ):
         if items:
             shown = "; ".join(items[:8]) + (f"; … {len(items) - 8} more" if len(items) > 8 else "")
             parts.append(f"{len(items)} {title}: {shown}")
@@ -319,8 +325,9 @@ def load_for_finetuning(model: nn.Module, ckpt: Checkpoint) -> list[str]:
     if any(k.startswith("detr.") for k in own) and not any(k.startswith("detr.") for k in sd):
         sd = {f"detr.{k}": v for k, v in sd.items()}
     fresh = {
-        k for k in own if k.endswith(("class_embed.weight", "class_embed.bias")) and k in sd
-        and own[k].shape != sd[k].shape
+        k
+        for k in own
+        if k.endswith(("class_embed.weight", "class_embed.bias")) and k in sd and own[k].shape != sd[k].shape
     }
     fresh |= {k for k in own if k.startswith(("bbox_attention.", "mask_head.")) and k not in sd}
     sd = {k: v for k, v in sd.items() if k not in fresh}

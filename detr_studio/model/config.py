@@ -34,7 +34,9 @@ class DetrConfig:
             raise ValueError("num_classes and num_queries must be positive")
         if self.hidden_dim % self.nheads:
             raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}")
-        if self.masks and (self.hidden_dim < 128 or self.hidden_dim % 16 or (self.hidden_dim + self.nheads) % 8):
+        if self.masks and (
+            self.hidden_dim < 128 or self.hidden_dim % 16 or (self.hidden_dim + self.nheads) % 8
+        ):
             raise ValueError(
                 "the mask head needs hidden_dim >= 128, a multiple of 16, with hidden_dim + nheads a multiple of 8 "
                 f"(its group norms use 8 groups); got hidden_dim={self.hidden_dim}, nheads={self.nheads}"

@@ -23,7 +23,9 @@ class MLP(nn.Module):
         super().__init__()
         hidden = [hidden_dim] * (num_layers - 1)
         self.num_layers = num_layers
-        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip([input_dim, *hidden], [*hidden, output_dim]))
+        self.layers = nn.ModuleList(
+            nn.Linear(n, k) for n, k in zip([input_dim, *hidden], [*hidden, output_dim])
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -38,7 +40,9 @@ def as_nested(samples: NestedTensor | list[Tensor] | Tensor) -> NestedTensor:
 
 
 class DETR(nn.Module):
-    def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int, aux_loss: bool):
+    def __init__(
+        self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int, aux_loss: bool
+    ):
         super().__init__()
         self.num_queries = num_queries
         self.transformer = transformer
@@ -60,7 +64,9 @@ class DETR(nn.Module):
         boxes = self.bbox_embed(hs).sigmoid()  # [L, B, Q, 4]
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+            out["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
+            ]
         return out
 
     def forward(self, samples: NestedTensor | list[Tensor] | Tensor) -> DetrOutput:

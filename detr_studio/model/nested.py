@@ -18,7 +18,8 @@ class NestedTensor:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> NestedTensor:
         return NestedTensor(
-            self.tensors.to(device, non_blocking=non_blocking), self.mask.to(device, non_blocking=non_blocking)
+            self.tensors.to(device, non_blocking=non_blocking),
+            self.mask.to(device, non_blocking=non_blocking),
         )
 
     def decompose(self) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,9 @@ class MHAttentionMap(nn.Module):
     As in the reference, the softmax runs jointly over heads and positions (not per head).
     """
 
-    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(
+        self, query_dim: int, hidden_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
@@ -77,7 +79,9 @@ class MaskHeadSmallConv(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 nn.init.constant_(m.bias, 0)
 
-    def forward(self, x: Tensor, bbox_mask: Tensor, fpns: list[Tensor], batch_index: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, bbox_mask: Tensor, fpns: list[Tensor], batch_index: Tensor | None = None
+    ) -> Tensor:
         """x: [B, C, h, w]; bbox_mask: [B, Q, heads, h, w], or [N, heads, h, w] with ``batch_index`` [N]
         naming each row's image; fpns: layer3, layer2, layer1 features. -> [B*Q or N, 1, H/4, W/4]."""
         if batch_index is None:
@@ -111,7 +115,9 @@ class DETRsegm(nn.Module):
         hidden_dim, nheads = detr.transformer.d_model, detr.transformer.nhead
         self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, dropout=0.0)
         channels = detr.backbone[0].layer_channels
-        self.mask_head = MaskHeadSmallConv(hidden_dim + nheads, [channels[2], channels[1], channels[0]], hidden_dim)
+        self.mask_head = MaskHeadSmallConv(
+            hidden_dim + nheads, [channels[2], channels[1], channels[0]], hidden_dim
+        )
 
     @property
     def num_classes(self) -> int:

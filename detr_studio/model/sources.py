@@ -10,7 +10,9 @@ from .classes import coco_detection_classes, coco_panoptic_classes
 from .config import DetrConfig
 
 
-def resolve(source: str | os.PathLike[str], progress: Callable[[int, int | None], None] | None = None) -> Path:
+def resolve(
+    source: str | os.PathLike[str], progress: Callable[[int, int | None], None] | None = None
+) -> Path:
     """A checkpoint path for ``source``: an existing file or folder, else a zoo name (downloaded on
     first use, with ``progress(done_bytes, total_bytes)``). Unknown names raise ValueError listing the zoo."""
     from . import zoo

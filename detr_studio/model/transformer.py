@@ -28,7 +28,9 @@ class _RecordingLayer(nn.Module):
     record_attention: bool = False
     last_attention: Tensor | None = None
 
-    def _attend(self, attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, key_padding_mask) -> Tensor:
+    def _attend(
+        self, attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, key_padding_mask
+    ) -> Tensor:
         if self.record_attention:
             out, weights = attn(
                 q, k, v, key_padding_mask=key_padding_mask, need_weights=True, average_attn_weights=False
@@ -39,7 +41,9 @@ class _RecordingLayer(nn.Module):
 
 
 class TransformerEncoderLayer(_RecordingLayer):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool):
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -72,7 +76,9 @@ class TransformerDecoderLayer(_RecordingLayer):
     ``record_attention`` records the cross-attention, the one worth showing over the image.
     """
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool):
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, normalize_before: bool
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
@@ -92,7 +98,9 @@ class TransformerDecoderLayer(_RecordingLayer):
         return self.self_attn(qk, qk, x, need_weights=False)[0]
 
     def _cross(self, x: Tensor, memory: Tensor, mask: Tensor | None, pos, query_pos) -> Tensor:
-        return self._attend(self.multihead_attn, _with_pos(x, query_pos), _with_pos(memory, pos), memory, mask)
+        return self._attend(
+            self.multihead_attn, _with_pos(x, query_pos), _with_pos(memory, pos), memory, mask
+        )
 
     def _feedforward(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
@@ -108,10 +116,14 @@ class TransformerDecoderLayer(_RecordingLayer):
         """tgt, query_pos: [Q, B, C]; memory, pos: [HW, B, C]; memory_key_padding_mask: [B, HW]."""
         if self.normalize_before:
             tgt = tgt + self.dropout1(self._self(self.norm1(tgt), query_pos))
-            tgt = tgt + self.dropout2(self._cross(self.norm2(tgt), memory, memory_key_padding_mask, pos, query_pos))
+            tgt = tgt + self.dropout2(
+                self._cross(self.norm2(tgt), memory, memory_key_padding_mask, pos, query_pos)
+            )
             return tgt + self.dropout3(self._feedforward(self.norm3(tgt)))
         tgt = self.norm1(tgt + self.dropout1(self._self(tgt, query_pos)))
-        tgt = self.norm2(tgt + self.dropout2(self._cross(tgt, memory, memory_key_padding_mask, pos, query_pos)))
+        tgt = self.norm2(
+            tgt + self.dropout2(self._cross(tgt, memory, memory_key_padding_mask, pos, query_pos))
+        )
         return self.norm3(tgt + self.dropout3(self._feedforward(tgt)))
 
 
@@ -134,7 +146,9 @@ class TransformerEncoder(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    def __init__(self, layer: TransformerDecoderLayer, num_layers: int, norm: nn.LayerNorm, return_intermediate: bool):
+    def __init__(
+        self, layer: TransformerDecoderLayer, num_layers: int, norm: nn.LayerNorm, return_intermediate: bool
+    ):
         super().__init__()
         self.layers = _clones(layer, num_layers)
         self.num_layers = num_layers
@@ -168,16 +182,22 @@ class Transformer(nn.Module):
     ):
         super().__init__()
         enc_layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
-        self.encoder = TransformerEncoder(enc_layer, num_encoder_layers, nn.LayerNorm(d_model) if normalize_before else None)
+        self.encoder = TransformerEncoder(
+            enc_layer, num_encoder_layers, nn.LayerNorm(d_model) if normalize_before else None
+        )
         dec_layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
-        self.decoder = TransformerDecoder(dec_layer, num_decoder_layers, nn.LayerNorm(d_model), return_intermediate_dec)
+        self.decoder = TransformerDecoder(
+            dec_layer, num_decoder_layers, nn.LayerNorm(d_model), return_intermediate_dec
+        )
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
         self.d_model = d_model
         self.nhead = nhead
 
-    def forward(self, src: Tensor, mask: Tensor, query_embed: Tensor, pos_embed: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, src: Tensor, mask: Tensor, query_embed: Tensor, pos_embed: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """src, pos_embed: [B, C, h, w]; mask: [B, h, w]; query_embed: [Q, C].
 
         -> (hs [L, B, Q, C], memory [B, C, h, w]).

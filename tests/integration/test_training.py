@@ -90,7 +90,9 @@ def test_a_non_finite_loss_stops_with_failed_and_keeps_the_last_checkpoint(two_i
         return value * float("nan") if calls["n"] == 3 else value
 
     monkeypatch.setattr(trainer, "total_loss", poisoned)
-    final, events = collect(config(two_images, tmp_path / "nan", epochs=4, batch_size=1, val_annotations=None))
+    final, events = collect(
+        config(two_images, tmp_path / "nan", epochs=4, batch_size=1, val_annotations=None)
+    )
     assert isinstance(final, Failed)
     assert "the loss became nan at epoch 2, step 1" in final.message
     assert final.last_checkpoint.endswith("last.pth")
@@ -112,7 +114,9 @@ def test_events_file_holds_the_whole_history(two_images, tmp_path):
 def test_bad_data_fails_with_a_clear_message(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [}')
-    final = fit(TrainConfig(train_annotations=str(broken), train_images=str(tmp_path), out_dir=str(tmp_path / "o")))
+    final = fit(
+        TrainConfig(train_annotations=str(broken), train_images=str(tmp_path), out_dir=str(tmp_path / "o"))
+    )
     assert isinstance(final, Failed)
     assert "broken.json" in final.message
 

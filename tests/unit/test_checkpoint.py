@@ -81,7 +81,7 @@ def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path, tiny, mon
 
 
 def test_wrong_shapes_name_the_mismatched_keys(tmp_path, tiny):
-    config, model = tiny
+    config, _ = tiny
     other = build_detr(config.replace(num_classes=9, num_queries=12))
     path = save_official(other, tmp_path / "other.pth")
     ckpt = load_checkpoint(path)
@@ -132,7 +132,7 @@ def test_config_is_inferred_from_shapes():
 
 
 def test_head_reset_keeps_everything_but_the_classifier(tiny):
-    config, model = tiny
+    _, model = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}
     reset_class_head(model, num_classes=3)
     after = model.state_dict()

@@ -98,7 +98,10 @@ def test_zoo_list_names_every_official_checkpoint(capsys):
 
 def test_the_console_script_runs(workspace):
     proc = subprocess.run(
-        [sys.executable, "-m", "detr_studio.cli", "predict", "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "detr_studio.cli", "predict", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0 and "--weights" in proc.stdout
 
@@ -107,11 +110,19 @@ def test_predict_through_onnx_runtime_matches_torch(workspace, tmp_path):
     from detr_studio.infer.onnx_export import export_onnx
     from detr_studio.model.checkpoint import build_from_checkpoint, load_checkpoint
 
-    root, weights, _, images = workspace
+    _, weights, _, images = workspace
     ckpt = load_checkpoint(weights)
     model = build_from_checkpoint(ckpt, aux_loss=False).eval()
     onnx_path = tmp_path / "tiny.onnx"
-    export_onnx(model, ckpt.config, onnx_path, class_names=ckpt.class_names, sample_size=(64, 96), size=64, max_size=100)
+    export_onnx(
+        model,
+        ckpt.config,
+        onnx_path,
+        class_names=ckpt.class_names,
+        sample_size=(64, 96),
+        size=64,
+        max_size=100,
+    )
     common = [str(images / "a.jpg"), "--threshold", "0", "--size", "64", "--max-size", "100"]
     assert main(["predict", "--weights", str(weights), *common, "-o", str(tmp_path / "torch.json")]) == 0
     assert main(["predict", "--weights", str(onnx_path), *common, "-o", str(tmp_path / "onnx.json")]) == 0

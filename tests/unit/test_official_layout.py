@@ -60,9 +60,15 @@ def official_detr(num_classes: int, backbone: str, prefix: str = "") -> dict[str
         keys |= {d + "linear2.weight": (256, 2048), d + "linear2.bias": (256,)}
         keys |= {f"{d}norm{n}.{p}": (256,) for n in (1, 2, 3) for p in ("weight", "bias")}
     keys |= {f"{prefix}transformer.decoder.norm.{p}": (256,) for p in ("weight", "bias")}
-    keys |= {f"{prefix}class_embed.weight": (num_classes + 1, 256), f"{prefix}class_embed.bias": (num_classes + 1,)}
+    keys |= {
+        f"{prefix}class_embed.weight": (num_classes + 1, 256),
+        f"{prefix}class_embed.bias": (num_classes + 1,),
+    }
     for i, out in enumerate((256, 256, 4)):
-        keys |= {f"{prefix}bbox_embed.layers.{i}.weight": (out, 256), f"{prefix}bbox_embed.layers.{i}.bias": (out,)}
+        keys |= {
+            f"{prefix}bbox_embed.layers.{i}.weight": (out, 256),
+            f"{prefix}bbox_embed.layers.{i}.bias": (out,),
+        }
     keys[f"{prefix}query_embed.weight"] = (100, 256)
     keys |= {f"{prefix}input_proj.weight": (256, 2048, 1, 1), f"{prefix}input_proj.bias": (256,)}
     keys |= official_backbone(f"{prefix}backbone.0.body.", RESNET_BLOCKS[backbone])
@@ -105,7 +111,9 @@ def test_an_official_layout_state_dict_loads_strictly(config, expected, count):
     model = build_detr(config)
     model.load_state_dict(sd, strict=True)
     got = model.state_dict()
-    assert all(torch.equal(got[k], sd[k]) for k in ("query_embed.weight", "detr.query_embed.weight") if k in sd)
+    assert all(
+        torch.equal(got[k], sd[k]) for k in ("query_embed.weight", "detr.query_embed.weight") if k in sd
+    )
 
 
 def test_parameter_counts_match_the_published_ones():

@@ -30,8 +30,14 @@ def detector():
 
 @pytest.mark.parametrize(
     ("w", "h", "expected"),
-    [(640, 480, (800, 1066)), (480, 640, (1066, 800)), (2000, 500, (333, 1332)), (800, 600, (800, 1066)),
-     (1066, 800, (800, 1066)), (300, 300, (800, 800))],  # fmt: skip
+    [
+        (640, 480, (800, 1066)),
+        (480, 640, (1066, 800)),
+        (2000, 500, (333, 1332)),
+        (800, 600, (800, 1066)),
+        (1066, 800, (800, 1066)),
+        (300, 300, (800, 800)),
+    ],
 )
 def test_resize_follows_the_reference_rounding(w, h, expected):
     assert resized_size(w, h) == expected
@@ -110,7 +116,9 @@ def test_attention_maps_cover_each_image_and_sum_to_one(detector):
 
 def test_bf16_autocast_runs_and_roughly_agrees(detector):
     config = detector.config
-    fast = Predictor(detector.model, config, device="cpu", precision="bf16", channels_last=True, size=96, max_size=160)
+    fast = Predictor(
+        detector.model, config, device="cpu", precision="bf16", channels_last=True, size=96, max_size=160
+    )
     img = random_image(150, 100, 8)
     a = detector.predict([img])[0]
     b = fast.predict([img])[0]
