@@ -1100,6 +1100,7 @@ class MainWindow(QMainWindow):
         if image_id == self.current_image_id:
             self.refresh_boxes()
             self._refresh_overlays()
+            self._update_inspector()
         self.image_panel.model.refresh([image_id])
         self.predictions_changed.emit(image_id)
 
@@ -1121,6 +1122,7 @@ class MainWindow(QMainWindow):
         if self.current_image_id in results:
             self.refresh_boxes()
             self._refresh_masks()
+            self._update_inspector()
         self.image_panel.model.refresh()  # rows are re-filtered once, when the batch ends
 
     def _on_batch_finished(self, summary: BatchSummary) -> None:
