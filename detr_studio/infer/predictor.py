@@ -30,7 +30,8 @@ class Predictor(BasePredictor):
     """Runs one DETR model. Thread-compatible (one call at a time); keep one per worker thread.
 
     precision: "fp32" (default), "bf16" (CPUs with AMX/AVX-512 BF16, recent GPUs) or "fp16" (GPUs).
-    channels_last: faster convolutions on CPUs and tensor-core GPUs.
+    channels_last: channels-last memory layout; None (default) turns it on for CPUs, where it makes the
+    backbone ~1.4x faster.
     fold_batchnorm: run a copy of the model whose frozen batch norms are folded into the convolutions
     (faster; outputs change by float rounding only). The model passed in is left untouched.
     """
@@ -42,7 +43,7 @@ class Predictor(BasePredictor):
         class_names: dict[int, str] | None = None,
         device: str | torch.device | None = None,
         precision: str = "fp32",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         panoptic_threshold: float = 0.85,
         is_thing_map: dict[int, bool] | None = None,
         size: int = 800,
@@ -57,7 +58,7 @@ class Predictor(BasePredictor):
         self.config = config
         self.class_names = class_names or {}
         self.precision = precision
-        self.channels_last = channels_last
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.size = size
         self.max_size = max_size
         self.name = name
@@ -66,7 +67,7 @@ class Predictor(BasePredictor):
             fold_frozen_batchnorm(model)
         self.model = model.eval().to(self.device)
         self.note = devices.precision_note(self.device, precision)
-        if channels_last:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.panoptic = PostProcessPanoptic(
             is_thing_map or default_is_thing_map(config.num_classes), panoptic_threshold

@@ -2,25 +2,33 @@
 
 Network rows: DETR R50 (``DetrConfig()`` defaults, random weights, eval) exported once with ``export_onnx``
 into a temporary folder (dynamic batch and size) and run through ``OnnxPredictor``'s session (CPU
-provider, all graph optimisations, 2 intra-op threads), against our fp32 network, our bf16 +
-channels-last network and Hugging Face ``transformers``' DETR with the same weights, at batch 1 and 4 on
-800x1066 inputs. Every figure is the latency per image as a ratio to our fp32 network in the same run.
+provider, all graph optimisations, 2 intra-op threads), against our network as ``Predictor`` runs it
+(fp32; fp32 channels-last; bf16 autocast + channels-last) and Hugging Face ``transformers``' DETR with the
+same weights, at batch 1 and 4 on 800x1066 inputs. Every figure is the latency per image as a ratio to
+our fp32 network in the same run.
+On a CPU without native bf16 the bf16 path is timed once at batch 1 only (it is several times slower
+there). A full run ends this part with one profiled ONNX Runtime run: time by operator, graph size
+before and after optimisation, threads.
 
 Panoptic rows: ``Predictor.predict(..., panoptic=True)`` (mask head for the kept queries only) against
 the reference's way (mask head for all 100 queries, then ``PostProcessPanoptic``), both from the same
-1333x1000 picture, and a check that both give the same PNG bytes and segments_info. A random network
+1333x1000 picture through the same network, and a check that both give the same PNG bytes and
+segments_info. A random network
 keeps no query, which would flatter the kept-queries path, so a per-query bias on the class head makes
-``KEPT_QUERIES`` of the 100 queries confident, as a trained model does on a typical COCO picture.
+``KEPT_QUERIES`` of the 100 queries confident, as a trained model does on a typical COCO picture. With
+random weights the kept queries' mask logits differ by ~1e-6 per pixel, so the identity check is
+bit-exact in practice: any numerical difference between the two paths changes the PNG.
 
 ``--quick`` halves the input and times one repeat: a smoke run, not a measurement.
 """
 
 from __future__ import annotations
 
-import copy
 import gc
+import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,6 +45,7 @@ from detr_studio.infer.preprocess import batch as make_batch
 from detr_studio.infer.preprocess import prepare
 from detr_studio.model.config import DetrConfig
 from detr_studio.model.detr import build_detr
+from detr_studio.model.fuse import FoldedConv2d
 from detr_studio.model.nested import NestedTensor
 from detr_studio.model.postprocess import PostProcessPanoptic, default_is_thing_map
 
@@ -51,14 +60,15 @@ ORT_TARGET = 0.6  # ONNX Runtime fp32 / ours fp32, per image
 BEST_TARGET = 0.35  # our fastest path / ours fp32, per image
 PANOPTIC_TARGET = 0.3  # kept-queries panoptic / full panoptic, end to end
 PANOPTIC_CLASSES = 250
-KEPT_QUERIES = 15
 # Classes of the confident queries: things (<= 90) and stuff, with a repeated thing and a repeated stuff
 # class so that the stuff-merging step of the post-processing runs too.
 KEPT_CLASSES = (1, 3, 18, 44, 62, 1, 7, 27, 84, 90, 184, 187, 199, 184, 132)
+KEPT_QUERIES = len(KEPT_CLASSES)
 CONFIDENT_LOGIT = 12.0  # added to one column per query: softmax probability ~0.98 with random weights
 CPU = torch.device("cpu")
 ORT = "ONNX Runtime fp32"
 FP32 = "ours fp32"
+FP32_CL = "ours fp32 channels-last"
 BF16 = "ours bf16 channels-last"
 HF = "HF transformers fp32"
 
@@ -110,13 +120,16 @@ def run(report: Report) -> None:
 
 def _network(report: Report, hw: tuple[int, int]) -> None:
     config = DetrConfig()
-    ours = build_detr(config).eval()
-    ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
-    hf, hf_note = build_hf_peer(ours, config)
+    network = build_detr(config).eval()
+    hf, hf_note = build_hf_peer(network, config)
     report.note(hf_note)
+    # Our paths are the networks exactly as Predictor runs them (e.g. with frozen batch norm folded).
+    ours = Predictor(network, config, device=CPU).model
+    ours_cl = Predictor(network, config, device=CPU, channels_last=True).model
+    folded = sum(isinstance(module, FoldedConv2d) for module in ours.modules())
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as folder:
         path = Path(folder) / "detr_r50.onnx"
-        exported = export_onnx(ours, config, path)
+        exported = export_onnx(network, config, path)
         report.add(
             "ONNX export, R50 detection",
             exported.seconds,
@@ -131,7 +144,8 @@ def _network(report: Report, hw: tuple[int, int]) -> None:
             f"intra-op threads {options.intra_op_num_threads}, execution mode {options.execution_mode.name}"
         )
         report.note(
-            f"DETR R50 (DetrConfig() defaults, random weights, eval), input {hw[0]}x{hw[1]}, torch "
+            f"DETR R50 (DetrConfig() defaults, random weights, eval), input {hw[0]}x{hw[1]}; 'ours' is the "
+            f"network as Predictor runs it ({folded} frozen batch norms folded into convolutions), torch "
             f"{torch.get_num_threads()} threads; latency per image = median call / batch; warm-up {report.warmup}, "
             f"median of {report.repeats} at batch 1 and of {min(report.repeats, LARGE_BATCH_REPEATS)} at larger "
             "batches; candidates interleaved so that load changes hit all alike"
@@ -143,6 +157,8 @@ def _network(report: Report, hw: tuple[int, int]) -> None:
             )
         for batch in BATCHES:
             _network_batch(report, ours, ours_cl, hf, onnx, batch, hw)
+        if not report.quick:
+            _profile_onnx(report, path, hw)
         del onnx
         gc.collect()
 
@@ -172,6 +188,7 @@ def _network_batch(
     candidates = {
         ORT: _Last(lambda: onnx.session.run(list(DETECTION_OUTPUTS), feed)),
         FP32: _Last(lambda: ours(samples)),
+        FP32_CL: _Last(lambda: ours_cl(samples_cl)),
     }
     if hf is not None:
         candidates[HF] = _Last(lambda: hf(pixel_values=x, pixel_mask=pixel_mask))
@@ -185,7 +202,7 @@ def _network_batch(
             for name, t in time_interleaved(candidates, report.warmup, repeats).items()
         }
         # (candidate, its fp32 peer) for the best-path row
-        paths = {name: (times[name], times[FP32]) for name in (ORT, FP32, BF16) if name in times}
+        paths = {name: (times[name], times[FP32]) for name in (ORT, FP32, FP32_CL, BF16) if name in times}
         if not fast_bf16 and batch == 1:
             pair = {BF16: ours_bf16, FP32: lambda: ours(samples)}
             slow = {name: per_image(t, batch) for name, t in time_interleaved(pair, 0, 1).items()}
@@ -201,6 +218,13 @@ def _network_batch(
         peer_timing=fp32,
         target=ORT_TARGET,
         note=f"per image; {cores_busy(times[ORT])}",
+    )
+    report.add_timing(
+        f"{tag}: {FP32_CL}",
+        times[FP32_CL],
+        peer=FP32,
+        peer_timing=fp32,
+        note=f"per image; {cores_busy(times[FP32_CL])}",
     )
     if BF16 in times:
         report.add_timing(
@@ -241,6 +265,43 @@ def _network_batch(
     )
 
 
+def _profile_onnx(report: Report, path: Path, hw: tuple[int, int]) -> None:
+    """One profiled ONNX Runtime run at batch 1: where the time goes, whether the graph was optimised
+    (node count, NCHWc convolution layout) and how many threads the session added."""
+    import onnx
+    import onnxruntime as ort
+
+    folder = path.parent
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_profiling = True
+    options.profile_file_prefix = str(folder / "ort-profile")
+    options.optimized_model_filepath = str(folder / "optimised.onnx")
+    options.log_severity_level = 3  # the optimised file is for this CPU only, which is fine here
+    tasks = Path("/proc/self/task")
+    threads_before = len(list(tasks.iterdir())) if tasks.is_dir() else None
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    added = None if threads_before is None else len(list(tasks.iterdir())) - threads_before
+    x = torch.randn(1, 3, *hw, generator=torch.Generator().manual_seed(1))  # [1, 3, H, W]
+    session.run(None, {"images": x.numpy(), "mask": np.zeros((1, *hw), dtype=bool)})
+    events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    by_op: Counter[str] = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            by_op[event["args"]["op_name"]] += event["dur"]
+    total = sum(by_op.values()) or 1
+    top = ", ".join(f"{op} {100 * us / total:.0f}%" for op, us in by_op.most_common(5))
+    nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
+    optimised = onnx.load(str(folder / "optimised.onnx"), load_external_data=False).graph.node
+    nchwc = sum(1 for node in optimised if node.domain == "com.microsoft.nchwc")
+    threads = "" if added is None else f"; the session added {added} thread(s) to the calling one"
+    report.note(
+        f"ONNX Runtime profile (batch 1, one run): kernel time by operator {top}; graph {nodes} nodes -> "
+        f"{len(optimised)} after optimisation, {nchwc} in the NCHWc (blocked) layout{threads}"
+    )
+
+
 # ------------------------------------------------------------------------------------------ panoptic
 
 
@@ -267,11 +328,12 @@ def _full_panoptic(
 
 def _panoptic(report: Report, size: int, max_size: int) -> None:
     config = DetrConfig(num_classes=PANOPTIC_CLASSES, masks=True)
-    model = build_detr(config).eval()
+    picture = synthetic_picture(max_size, size * 5 // 4)  # 1333x1000 -> 800x1066 network input
+    predictor = Predictor(build_detr(config).eval(), config, device=CPU, size=size, max_size=max_size)
+    # Both paths run the very network Predictor runs, so that only the mask-head work differs.
+    model = predictor.model
     bias = confident_query_bias(config.num_queries, config.num_classes, KEPT_CLASSES)
     model.detr.class_embed.register_forward_hook(lambda _module, _inputs, logits: logits + bias)
-    picture = synthetic_picture(max_size, size * 5 // 4)  # 1333x1000 -> 800x1066 network input
-    predictor = Predictor(model, config, device=CPU, size=size, max_size=max_size)
     post = PostProcessPanoptic(default_is_thing_map(config.num_classes), predictor.panoptic.threshold)
     kept = _Last(lambda: predictor.predict([picture], panoptic=True)[0].panoptic)
     full = _Last(lambda: _full_panoptic(model, post, picture, size, max_size))
@@ -288,7 +350,7 @@ def _panoptic(report: Report, size: int, max_size: int) -> None:
         peer_timing=times["full"],
         target=PANOPTIC_TARGET,
         note=f"{KEPT_QUERIES} of {config.num_queries} queries made confident by a per-query class-head bias; "
-        f"{picture.width}x{picture.height} picture -> {h}x{w}, batch 1",
+        f"{picture.width}x{picture.height} picture -> {h}x{w}, batch 1; same network on both paths",
     )
     differing = [what for what, same in (("PNG bytes", same_png), ("segments_info", same_info)) if not same]
     report.add(
