@@ -188,7 +188,7 @@ class Report:
                 row.peer,
                 _number(row.peer_value, row.unit),
                 "" if row.ratio is None else f"{row.ratio:.3f}x",
-                "" if row.target is None else f"<= {row.target:.1f}x",
+                "" if row.target is None else f"<= {row.target:g}x",
                 {True: "PASS", False: "FAIL", None: ""}[row.passed],
                 "" if row.cpu_ratio is None else f"{row.cpu_ratio:.3f}x",
                 "" if row.spread is None else f"{row.spread * 100:.0f}%",
@@ -246,7 +246,7 @@ def _format_row_line(row: Row) -> str:
     if row.ratio is not None:
         text += f" -> {row.ratio:.3f}x"
     if row.target is not None:
-        text += f" (target <= {row.target:.1f}x: {'PASS' if row.passed else 'FAIL'})"
+        text += f" (target <= {row.target:g}x: {'PASS' if row.passed else 'FAIL'})"
     if row.cpu_ratio is not None:
         text += f", cpu-time ratio {row.cpu_ratio:.3f}x"
     if row.spread is not None:
