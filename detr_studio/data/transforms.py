@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..infer.preprocess import resize_image, to_normalized_tensor
 from ..model.box_ops import box_xyxy_to_cxcywh
+from .preprocess import resize_image, to_normalized_tensor
 
 DEFAULT_SCALES = tuple(range(480, 801, 32))  # shorter side choices: 480, 512, ..., 800
 DEFAULT_MAX_SIZE = 1333

@@ -12,8 +12,8 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.images import ImageReadError, load_image
+from ..data.preprocess import prepare, resize_image, resized_size
 from .detections import Detections
-from .preprocess import prepare, resize_image, resized_size
 
 ImageLike = Image.Image | str | os.PathLike
 

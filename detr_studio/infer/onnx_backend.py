@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
+from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..data.preprocess import batch as make_batch
 from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
 from .base import BasePredictor, Prepared
 from .detections import Detections
 from .onnx_export import DETECTION_OUTPUTS, INPUT_NAMES, MASK_OUTPUT, OnnxMetadata
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .preprocess import batch as make_batch
 from .results import outputs_to_detections
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")

@@ -44,11 +44,11 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..data.images import load_image
+from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare
+from ..data.preprocess import batch as make_batch
 from ..model.checkpoint import detector_of
 from ..model.config import DetrConfig
 from ..model.nested import NestedTensor
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare
-from .preprocess import batch as make_batch
 
 INPUT_NAMES = ("images", "mask")
 DETECTION_OUTPUTS = ("pred_logits", "pred_boxes")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..data.preprocess import batch as make_batch
 from ..model.checkpoint import Checkpoint, build_from_checkpoint, detector_of, load_checkpoint
 from ..model.config import DetrConfig
 from ..model.fuse import fold_frozen_batchnorm
@@ -22,7 +23,6 @@ from ..model.sources import default_class_names, resolve
 from . import device as devices
 from .base import BasePredictor, Prepared
 from .detections import AttentionMaps, Detections
-from .preprocess import batch as make_batch
 from .results import outputs_to_detections
 
 

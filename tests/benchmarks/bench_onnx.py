@@ -37,12 +37,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from detr_studio.data.preprocess import batch as make_batch
+from detr_studio.data.preprocess import prepare
 from detr_studio.infer import device as devices
 from detr_studio.infer.onnx_backend import OnnxPredictor
 from detr_studio.infer.onnx_export import DETECTION_OUTPUTS, export_onnx
 from detr_studio.infer.predictor import Predictor
-from detr_studio.infer.preprocess import batch as make_batch
-from detr_studio.infer.preprocess import prepare
 from detr_studio.model.config import DetrConfig
 from detr_studio.model.detr import build_detr
 from detr_studio.model.fuse import FoldedConv2d

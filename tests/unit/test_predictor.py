@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from detr_studio.data.images import ImageReadError
+from detr_studio.data.preprocess import resized_size
 from detr_studio.infer.predictor import Predictor
-from detr_studio.infer.preprocess import resized_size
 from detr_studio.model.box_ops import box_cxcywh_to_xyxy
 from detr_studio.model.config import tiny_config
 from detr_studio.model.detr import build_detr
