@@ -422,11 +422,14 @@ class CocoPanopticDataset(_CocoDataset):
     def _category_ids(self, anns: list[Mapping[str, Any]]) -> list[int]:
         return [int(float(s["category_id"])) for a in anns for s in a["segments_info"]]
 
+    def panoptic_dict(self) -> dict[str, Any]:
+        """The panoptic annotation file restricted to this dataset's images (ground truth for PQ)."""
+        return super().coco_dict()
+
     def coco_dict(self) -> dict[str, Any]:
         """This dataset's segments as COCO instances (one annotation per segment, box and RLE mask from the
         PNG), ground truth for box and mask AP."""
-        panoptic = super().coco_dict()
-        doc = CocoDocument(panoptic, source=self._index.name, check_masks=False)
+        doc = CocoDocument(self.panoptic_dict(), source=self._index.name, check_masks=False)
         return doc.panoptic_to_instances(self.panoptic_root).to_json()
 
     @property

@@ -543,9 +543,7 @@ def evaluate_panoptic(
         )
     if not isinstance(dataset, CocoPanopticDataset):
         raise TypeError(f"evaluate_panoptic needs a CocoPanopticDataset, not {type(dataset).__name__}")
-    # The base class gives the panoptic annotations themselves; CocoPanopticDataset.coco_dict() converts
-    # them to instances for box and mask AP.
-    gt_data = super(CocoPanopticDataset, dataset).coco_dict()
+    gt_data = dataset.panoptic_dict()
     gt_name = f"panoptic ground truth in {dataset.panoptic_root}"
     accumulator = _Accumulator(dataset.categories, gt_name)
     categories = accumulator.metrics.categories
