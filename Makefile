@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run test bench lint install clean
+.PHONY: run test bench lint install clean package demo-model
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The window; on a first start (no recent project) it writes and opens the demo project.
 run: $(STAMP)
 	QT_QPA_PLATFORM= $(BIN)/detr-studio
+
+# A one-folder PyInstaller build in dist/detr-studio/, checked by starting it offscreen.
+package: $(STAMP)
+	$(BIN)/pip install -c constraints.txt -e '.[packaging]'
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller packaging/detr-studio.spec
+	dist/detr-studio/detr-studio --version
+	QT_QPA_PLATFORM=offscreen dist/detr-studio/detr-studio --smoke-test
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
@@ -30,3 +38,16 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Train the built-in demo model from scratch (see detr_studio/resources/demo/README.md; about an hour on 2 cores).
+DEMO_TRAIN = $(BIN)/detr-studio train --data build/demo/annotations/instances_train.json --images build/demo/train \
+	--val-data build/demo/annotations/instances_val.json --val-images build/demo/val \
+	--scales 96,112,128 --max-size 128 --val-size 128 --no-crop --batch 4 --eval-every 2 --workers 0 --device cpu
+demo-model: $(STAMP)
+	$(BIN)/detr-studio demo build/demo --train 600 --val 100 --size 128 --overwrite
+	$(DEMO_TRAIN) --arch demo --num-queries 20 --query-groups 10 --epochs 66 --lr 0.0002 --lr-backbone 0.0002 \
+		--lr-drop 45 --out build/demo-run
+	$(DEMO_TRAIN) --weights build/demo-run/best.safetensors --masks --stage masks --epochs 6 --lr 1e-4 \
+		--lr-backbone 0 --lr-drop 5 --out build/demo-masks
+	cp build/demo-masks/best.safetensors detr_studio/resources/demo/model.safetensors
+	cp build/demo-masks/best.json detr_studio/resources/demo/model.json

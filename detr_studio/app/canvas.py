@@ -17,6 +17,7 @@ from PySide6.QtGui import (
     QColor,
     QFont,
     QFontMetricsF,
+    QGuiApplication,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -33,7 +34,6 @@ from PySide6.QtWidgets import (
     QGraphicsScene,
     QGraphicsSceneMouseEvent,
     QGraphicsView,
-    QStyle,
     QStyleOptionGraphicsItem,
     QWidget,
 )
@@ -79,37 +79,54 @@ class BoxSpec:
     editable: bool = True
 
 
-class LabelItem(QGraphicsItem):
-    """Class name and score on a coloured tab above a box; constant size on screen."""
+_TABS: dict[tuple[str, int, float], QPixmap] = {}  # label tabs by (text, colour, pixel ratio)
+
+
+def label_tab(text: str, colour: QColor, ratio: float = 1.0) -> QPixmap:
+    """The coloured tab with ``text`` (drawn once per text and colour, then shared by every label)."""
+    key = (text, colour.rgba(), ratio)
+    tab = _TABS.get(key)
+    if tab is None:
+        if len(_TABS) > 4096:
+            _TABS.clear()
+        font = QFont()
+        font.setPointSizeF(8.5)
+        metrics = QFontMetricsF(font)
+        w, h = metrics.horizontalAdvance(text) + 8.0, metrics.height() + 2.0
+        tab = QPixmap(int(w * ratio + 0.999), int(h * ratio + 0.999))
+        tab.setDevicePixelRatio(ratio)
+        tab.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(tab)
+        rect = QRectF(0.0, 0.0, w, h)
+        painter.fillRect(rect, colour)
+        painter.setPen(QPen(colour.darker(170), 1.0))
+        painter.drawRect(rect.adjusted(0.5, 0.5, -0.5, -0.5))
+        painter.setFont(font)
+        light = colour.lightnessF() > 0.6 and colour.alphaF() > 0.5
+        painter.setPen(QColor(0, 0, 0) if light else QColor(255, 255, 255))
+        painter.drawText(rect.adjusted(4.0, 0.0, -4.0, 0.0), Qt.AlignmentFlag.AlignVCenter, text)
+        painter.end()
+        _TABS[key] = tab
+    return tab
+
+
+class LabelItem(QGraphicsPixmapItem):
+    """Class name and score on a coloured tab above a box (inside it when the box touches the image's top);
+    constant size on screen. A plain pixmap item: Qt paints it without calling Python."""
 
     def __init__(self, text: str, colour: QColor, parent: QGraphicsItem):
-        super().__init__(parent)
+        app = QGuiApplication.instance()
+        tab = label_tab(text, colour, app.devicePixelRatio() if isinstance(app, QGuiApplication) else 1.0)
+        super().__init__(tab, parent)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self.text = text
         self.colour = colour
-        self.font = QFont()
-        self.font.setPointSizeF(8.5)
-        metrics = QFontMetricsF(self.font)
-        self._size = (metrics.horizontalAdvance(text) + 8.0, metrics.height() + 2.0)
+        self.set_inside(False)
 
-    def boundingRect(self) -> QRectF:
-        w, h = self._size
-        return QRectF(0.0, -h, w, 2 * h)  # above the box, or inside it when the box touches the view's top
-
-    def paint(
-        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
-    ) -> None:
-        w, h = self._size
-        inside = painter.worldTransform().dy() < h  # in view pixels: no room above
-        rect = QRectF(0.0, 0.0 if inside else -h, w, h)
-        painter.fillRect(rect, self.colour)
-        painter.setPen(QPen(self.colour.darker(170), 1.0))
-        painter.drawRect(rect.adjusted(0.5, 0.5, -0.5, -0.5))
-        painter.setFont(self.font)
-        light = self.colour.lightnessF() > 0.6 and self.colour.alphaF() > 0.5
-        painter.setPen(QColor(0, 0, 0) if light else QColor(255, 255, 255))
-        painter.drawText(rect.adjusted(4.0, 0.0, -4.0, 0.0), Qt.AlignmentFlag.AlignVCenter, self.text)
+    def set_inside(self, inside: bool) -> None:
+        tab = self.pixmap()
+        self.setOffset(0.0, 0.0 if inside else -tab.height() / tab.devicePixelRatio())
 
 
 class HandleItem(QGraphicsRectItem):
@@ -188,6 +205,7 @@ class BoxItem(QGraphicsRectItem):
         rect = self.rect()
         if self.label is not None:
             self.label.setPos(rect.topLeft())
+            self.label.set_inside(rect.top() < 1.0)
         for handle in self._handles:
             left, top, right, bottom = _HANDLES[handle.name]
             x = rect.left() if left else rect.right() if right else rect.center().x()
@@ -211,9 +229,9 @@ class BoxItem(QGraphicsRectItem):
     def paint(
         self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
     ) -> None:
-        plain = QStyleOptionGraphicsItem(option)
-        plain.state &= ~QStyle.StateFlag.State_Selected  # our own selected look, not Qt's dashed outline
-        super().paint(painter, plain, widget)
+        painter.setPen(self.pen())  # our own selected look (see _style), not Qt's dashed outline
+        painter.setBrush(self.brush())
+        painter.drawRect(self.rect())
 
     def image_rect(self) -> QRectF:
         return QRectF(self.rect())
@@ -304,7 +322,8 @@ class Canvas(QGraphicsView):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
-        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.SmoothPixmapTransform)
+        # no antialiasing: boxes are axis-aligned, and antialiased translucent fills cost 3x with 1,000 boxes
+        self.setRenderHints(QPainter.RenderHint.SmoothPixmapTransform)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setDragMode(QGraphicsView.DragMode.RubberBandDrag)

@@ -5,12 +5,21 @@ thread, and the filter bar above it.
 thumbnail is asked for the first time the view paints that row; `ThumbnailLoader` decodes it on a
 `QThreadPool` (newest request first, so a fast scroll does not wait for rows scrolled past) and keeps an LRU
 cache of small QImages.
+
+A folder project knows no image sizes at first (reading 100,000 headers takes 15 s or more). Sizes arrive from
+three places, all handed to ``CocoDocument.set_image_sizes`` on the Qt thread: a thumbnail's decode, the
+`SizeScanner` that reads the remaining headers on one background thread in small paced chunks (started a
+moment after the list first shows, so the first paint never waits for it), and, for the image shown, the
+window asking ``doc.image_size``. Saving reads whatever is still missing.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import (
@@ -22,6 +31,7 @@ from PySide6.QtCore import (
     QSize,
     Qt,
     QThreadPool,
+    QTimer,
     Signal,
 )
 from PySide6.QtGui import QColor, QImage, QPixmap
@@ -38,7 +48,7 @@ from PySide6.QtWidgets import (
 )
 
 from detr_studio.data.coco import CocoDocument, ImageInfo
-from detr_studio.data.images import ImageReadError, load_image
+from detr_studio.data.images import ImageReadError, image_size, load_image
 
 from .filters import ImageFilter, matching_image_ids
 from .overlays import rgb_to_qimage
@@ -47,25 +57,30 @@ from .predictions import PredictionStore
 THUMB_SIZE = 48
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
 ModelIndex = QModelIndex | QPersistentModelIndex
+SCAN_DELAY_MS = 800  # the size scan starts this long after a document is shown
+SCAN_CHUNK = 64  # headers read between two pauses of the size scan
+SCAN_DUTY = 0.5  # at most this share of the time the scan thread works (the rest leaves the GIL to Qt)
 
 
-def make_thumbnail(path: Path, size: int) -> QImage:
-    """Decode ``path`` and shrink it to fit ``size`` pixels (runs on a pool thread)."""
+def make_thumbnail(path: Path, size: int) -> tuple[QImage, tuple[int, int]]:
+    """Decode ``path`` and shrink it to fit ``size`` pixels (runs on a pool thread); with the full size."""
     import numpy as np
 
     img = load_image(path)
+    full = img.size  # after EXIF orientation, like CocoDocument's sizes
     img.thumbnail((size, size))
-    return rgb_to_qimage(np.asarray(img))
+    return rgb_to_qimage(np.asarray(img)), full
 
 
 class _ThumbnailSignals(QObject):
-    ready = Signal(int, QImage)
-    failed = Signal(int)
+    ready = Signal(int, int, QImage, int, int)  # generation, image id, thumbnail, full width, full height
+    failed = Signal(int, int)  # generation, image id
 
 
 class _ThumbnailJob(QRunnable):
-    def __init__(self, image_id: int, path: Path, size: int, signals: _ThumbnailSignals):
+    def __init__(self, generation: int, image_id: int, path: Path, size: int, signals: _ThumbnailSignals):
         super().__init__()
+        self.generation = generation
         self.image_id = image_id
         self.path = path
         self.size = size
@@ -73,17 +88,19 @@ class _ThumbnailJob(QRunnable):
 
     def run(self) -> None:
         try:
-            image = make_thumbnail(self.path, self.size)
+            image, (width, height) = make_thumbnail(self.path, self.size)
         except (ImageReadError, OSError, ValueError):
-            self.signals.failed.emit(self.image_id)
+            self.signals.failed.emit(self.generation, self.image_id)
             return
-        self.signals.ready.emit(self.image_id, image)
+        self.signals.ready.emit(self.generation, self.image_id, image, width, height)
 
 
 class ThumbnailLoader(QObject):
-    """Thumbnails by image id: ``get`` answers from the cache or starts a load; ``ready(id)`` says one came."""
+    """Thumbnails by image id: ``get`` answers from the cache or starts a load; ``ready(id)`` says one came,
+    ``sized(id, width, height)`` gives the full size of the image it was made from."""
 
     ready = Signal(int)
+    sized = Signal(int, int, int)
 
     def __init__(self, capacity: int = 2000, size: int = THUMB_SIZE, parent: QObject | None = None):
         super().__init__(parent)
@@ -93,6 +110,7 @@ class ThumbnailLoader(QObject):
         self._waiting: set[int] = set()
         self._failed: set[int] = set()
         self._order = itertools.count(1)
+        self._generation = 0  # bumped by clear(): results of older jobs are dropped
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(2)
         self._signals = _ThumbnailSignals()
@@ -107,10 +125,12 @@ class ThumbnailLoader(QObject):
         if image_id not in self._waiting and image_id not in self._failed:
             self._waiting.add(image_id)
             priority = min(next(self._order), 2**31 - 1)  # newest first
-            self._pool.start(_ThumbnailJob(image_id, path, self.size, self._signals), priority)
+            job = _ThumbnailJob(self._generation, image_id, path, self.size, self._signals)
+            self._pool.start(job, priority)
         return None
 
     def clear(self) -> None:
+        self._generation += 1
         self._pool.clear()
         self._cache.clear()
         self._waiting.clear()
@@ -119,16 +139,75 @@ class ThumbnailLoader(QObject):
     def wait(self, msecs: int = 5000) -> bool:
         return self._pool.waitForDone(msecs)
 
-    def _store(self, image_id: int, image: QImage) -> None:
+    def _store(self, generation: int, image_id: int, image: QImage, width: int, height: int) -> None:
+        if generation != self._generation:
+            return  # asked for before a clear (another document)
         self._waiting.discard(image_id)
         self._cache[image_id] = image
         while len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
+        self.sized.emit(image_id, width, height)
         self.ready.emit(image_id)
 
-    def _on_failed(self, image_id: int) -> None:
+    def _on_failed(self, generation: int, image_id: int) -> None:
+        if generation != self._generation:
+            return
         self._waiting.discard(image_id)
         self._failed.add(image_id)
+
+
+class SizeScanner(QObject):
+    """Reads the image headers a document lacks on one background thread and hands the sizes back in chunks
+    (``found``, on the Qt thread). The thread works at most `SCAN_DUTY` of the time, in chunks of
+    `SCAN_CHUNK` files, so the Qt thread gets the GIL whenever it wants it. ``finished`` when done or stopped."""
+
+    found = Signal(object, object)  # the token given to start, {image id: (width, height)}
+    finished = Signal(object)  # the token
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, token: object, root: Path | None, items: list[tuple[int, str]]) -> None:
+        """Read the sizes of ``items`` ((image id, file name under ``root``)), after stopping any scan. The
+        signals carry ``token``, so that a receiver can tell results of an older scan."""
+        self.stop()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(token, root, items, self._stop), name="detr-studio-sizes", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, wait_s: float = 0.0) -> None:
+        self._stop.set()
+        if self._thread is not None and wait_s > 0:
+            self._thread.join(wait_s)
+
+    def _run(
+        self, token: object, root: Path | None, items: list[tuple[int, str]], stop: threading.Event
+    ) -> None:
+        base = root or Path(".")
+        for start in range(0, len(items), SCAN_CHUNK):
+            began = time.monotonic()
+            sizes = {}
+            for iid, name in items[start : start + SCAN_CHUNK]:
+                if stop.is_set():
+                    return
+                try:
+                    sizes[iid] = image_size(base / name)
+                except ImageReadError:
+                    continue  # saving names the file
+            if sizes and not stop.is_set():
+                self.found.emit(token, sizes)
+            if stop.wait((time.monotonic() - began) * (1.0 - SCAN_DUTY) / SCAN_DUTY):
+                return
+        if not stop.is_set():
+            self.finished.emit(token)
 
 
 class ImageListModel(QAbstractListModel):
@@ -146,6 +225,13 @@ class ImageListModel(QAbstractListModel):
         self._rows: dict[int, int] = {}
         self.thumbnails = ThumbnailLoader(parent=self)
         self.thumbnails.ready.connect(self._thumbnail_ready)
+        self.thumbnails.sized.connect(lambda iid, w, h: self._take_sizes(self.doc, {iid: (w, h)}))
+        self.sizes = SizeScanner(self)
+        self.sizes.found.connect(self._take_sizes)
+        self._scan_timer = QTimer(self)
+        self._scan_timer.setSingleShot(True)
+        self._scan_timer.setInterval(SCAN_DELAY_MS)
+        self._scan_timer.timeout.connect(self._start_size_scan)
         placeholder = QPixmap(THUMB_SIZE, THUMB_SIZE)
         placeholder.fill(QColor(128, 128, 128, 60))
         self._placeholder = placeholder
@@ -159,12 +245,13 @@ class ImageListModel(QAbstractListModel):
         self.beginResetModel()
         self.doc = doc
         self.store = store
-        if images is None:
-            images = doc.images if doc is not None else []
-        self.total = len(images)
+        self.total = len(images) if images is not None else len(doc.image_ids) if doc is not None else 0
         self.thumbnails.clear()
+        self.sizes.stop()
         self._recompute(images)
         self.endResetModel()
+        if doc is not None:
+            self._scan_timer.start()  # reads the sizes that are missing, if any
 
     def set_filter(self, flt: ImageFilter) -> None:
         self.beginResetModel()
@@ -187,6 +274,8 @@ class ImageListModel(QAbstractListModel):
     def _recompute(self, images: list[ImageInfo] | None = None) -> None:
         if self.doc is None:
             self._ids = []
+        elif self.filter.is_empty:
+            self._ids = [img.id for img in images] if images is not None else self.doc.image_ids
         else:
             self._ids = matching_image_ids(
                 self.doc, self.store, self.filter, self.threshold, self.predicted_names, images
@@ -221,7 +310,8 @@ class ImageListModel(QAbstractListModel):
             return image if image is not None else self._placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
             info = self.doc.image(iid)
-            return f"{self.doc.image_path(iid)}\n{info.width} × {info.height} px, image id {iid}"
+            size = f"{info.width} × {info.height} px" if info.width else "size not read yet"
+            return f"{self.doc.image_path(iid)}\n{size}, image id {iid}"
         return None
 
     def _text(self, iid: int) -> str:
@@ -236,6 +326,24 @@ class ImageListModel(QAbstractListModel):
         if info.reviewed:
             parts.append("✓ reviewed")
         return f"{Path(info.file_name).name}\n{' · '.join(parts)}"
+
+    def _start_size_scan(self) -> None:
+        doc = self.doc
+        if doc is not None:
+            missing = doc.missing_sizes()
+            if missing:
+                self.sizes.start(doc, doc.image_root, missing)
+
+    def _take_sizes(self, token: object, sizes: dict[int, tuple[int, int]]) -> None:
+        if token is self.doc and self.doc is not None:
+            self.doc.set_image_sizes(sizes)
+
+    def stop_background_work(self, wait_s: float = 2.0) -> None:
+        """Stop making thumbnails and reading sizes (the window is closing)."""
+        self._scan_timer.stop()
+        self.sizes.stop(wait_s)
+        self.thumbnails.clear()
+        self.thumbnails.wait(round(wait_s * 1000))
 
     def _thumbnail_ready(self, image_id: int) -> None:
         row = self._rows.get(image_id)
@@ -312,6 +420,20 @@ class ImageListPanel(QWidget):
                 self.class_combo.addItem(cat.name, cat.id)
         self.class_combo.blockSignals(False)
         self.model.set_document(doc, store, images)
+
+    def set_classes(self, classes: Sequence[tuple[int, str]]) -> None:
+        """Refill the class filter with (id, name) pairs, keeping the chosen class when it still exists."""
+        current = self.class_combo.currentData()
+        self.class_combo.blockSignals(True)
+        self.class_combo.clear()
+        self.class_combo.addItem("Any class", None)
+        for cid, name in classes:
+            self.class_combo.addItem(name, cid)
+        index = self.class_combo.findData(current)
+        self.class_combo.setCurrentIndex(max(index, 0))
+        self.class_combo.blockSignals(False)
+        if index < 0 and current is not None:
+            self._apply_filter()  # the class filtered on is gone (merged or removed)
 
     def current_filter(self) -> ImageFilter:
         return ImageFilter(

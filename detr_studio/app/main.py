@@ -13,6 +13,7 @@ Every public method that a menu calls can also be called directly (the GUI tests
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,8 +53,11 @@ from detr_studio.data.coco import (
 from detr_studio.data.images import ImageReadError, is_image_file, load_image
 from detr_studio.infer.detections import Detections
 
+from . import demo_project
 from . import project as projects
 from .canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS, Canvas
+from .class_manager import ClassManager
+from .export_panel import ExportDock
 from .image_list import ImageListPanel
 from .layers import (
     Palette,
@@ -66,9 +70,12 @@ from .layers import (
 )
 from .model_dialog import ModelDialog
 from .overlays import rgb_to_qimage
-from .panels import ReviewPanel
+from .panels import ReviewPanel, duration_text
 from .predictions import ACCEPTED, REJECTED, PredictionStore, accept_edit
+from .review_queue import ReviewQueueDock
+from .shortcuts import ShortcutDialog, saved_keys
 from .theme import apply_theme
+from .training_panel import TrainingDock
 from .undo import History
 from .workers import BatchSummary, InferenceWorker, ModelChoice, ModelInfo, TaskRunner
 
@@ -135,6 +142,8 @@ class MainWindow(QMainWindow):
         self.canvas.viewport().setAcceptDrops(False)
         self.setCentralWidget(self.canvas)
         self.actions_by_name: dict[str, QAction] = {}
+        self.default_shortcuts: dict[str, list[str]] = {}  # rebindable: see shortcuts.py
+        self.class_manager: ClassManager | None = None
         self._make_actions()
         self.image_panel = ImageListPanel(self)
         self.review_panel = ReviewPanel(self.actions_by_name, self)
@@ -144,6 +153,7 @@ class MainWindow(QMainWindow):
         self._make_status_bar()
         self._connect()
         self._set_editing_enabled()
+        self._make_loop_docks()
 
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setInterval(AUTOSAVE_MS)
@@ -168,9 +178,8 @@ class MainWindow(QMainWindow):
     ) -> QAction:
         action = QAction(text, self)
         keys = [shortcut] if isinstance(shortcut, str) else list(shortcut or [])
-        custom = self.settings.value(f"shortcuts/{name}")  # rebound in the settings: shortcuts/<name>
-        if isinstance(custom, str) and custom:
-            keys = [custom]
+        self.default_shortcuts[name] = keys
+        keys = saved_keys(self.settings, name, keys)  # rebound in the settings: shortcuts/<name>
         if keys:
             action.setShortcuts([QKeySequence(k) for k in keys])
         action.setCheckable(checkable)
@@ -235,8 +244,11 @@ class MainWindow(QMainWindow):
         a("predict_all", "Predict All", self.predict_all, "Ctrl+P")
         a("predict_on_navigate", "Predict Each Image Shown", None, checkable=True)
         a("cancel_batch", "Cancel Batch", self.cancel_batch)
+        a("classes", "&Classes…", self.manage_classes, tip="Add, rename, merge and colour classes")
+        a("shortcuts", "&Keyboard Shortcuts…", self.edit_shortcuts)
         for k in range(1, 10):
             a(f"class_{k}", f"Relabel to Class {k}", lambda k=k: self.relabel_to_index(k - 1), str(k))
+        a("open_demo", "Open &Demo Project", lambda: demo_project.open_demo(self))
 
     def _make_menus(self) -> None:
         n = self.actions_by_name
@@ -254,7 +266,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(n["quit"])
         edit_menu = bar.addMenu("&Edit")
         for name in ("undo", "redo", None, "draw", "delete", "duplicate", "relabel", None, "accept", "reject",
-                     "accept_all", "mark_reviewed"):  # fmt: skip
+                     "accept_all", "mark_reviewed", None, "classes", "shortcuts"):  # fmt: skip
             edit_menu.addAction(n[name]) if name else edit_menu.addSeparator()
         view_menu = bar.addMenu("&View")
         for name in ("fit", "actual_size", "zoom_in", "zoom_out", None, "layer_annotations", "layer_predictions",
@@ -269,6 +281,7 @@ class MainWindow(QMainWindow):
         self.docks_menu = bar.addMenu("&Window")
         self.docks_menu.addAction(self.images_dock.toggleViewAction())
         self.docks_menu.addAction(self.review_dock.toggleViewAction())
+        bar.addMenu("&Help").addAction(n["open_demo"])
 
     def _make_toolbar(self) -> None:
         n = self.actions_by_name
@@ -292,6 +305,18 @@ class MainWindow(QMainWindow):
         self.review_dock.setWidget(scroll)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.review_dock)
         self.resizeDocks([self.images_dock, self.review_dock], [250, 290], Qt.Orientation.Horizontal)
+
+    def _make_loop_docks(self) -> None:
+        """Training, Export and Review queue docks, tabbed behind Review and Images; toggled in Window."""
+        self.training_dock = TrainingDock(self)
+        self.export_dock = ExportDock(self)
+        self.queue_dock = ReviewQueueDock(self)
+        for dock, beside in ((self.training_dock, self.review_dock), (self.export_dock, self.review_dock),
+                             (self.queue_dock, self.images_dock)):  # fmt: skip
+            self.tabifyDockWidget(beside, dock)
+            self.docks_menu.addAction(dock.toggleViewAction())
+        self.review_dock.raise_()
+        self.images_dock.raise_()
 
     def _make_status_bar(self) -> None:
         bar = self.statusBar()
@@ -461,8 +486,8 @@ class MainWindow(QMainWindow):
         if doc.pending_journal:
             answer = self.ask(
                 "Recover unsaved edits?",
-                f"{len(doc.pending_journal)} edits to {doc.path} were not saved when DETR Studio last stopped."
-                " Recover them?",
+                f"{len(doc.pending_journal)} edits to {doc.path or project.location} were not saved when DETR"
+                " Studio last stopped. Recover them?",
                 ("Recover", "Discard"),
             )
             if answer == "Recover":
@@ -625,6 +650,8 @@ class MainWindow(QMainWindow):
         self.current_image_id = image_id
         self.worker.current_image = image_id
         self.probe_point = None
+        with contextlib.suppress(ImageReadError):  # a folder's sizes are read lazily; decoding names the file
+            self.doc.image_size(image_id)
         info = self.doc.image(image_id)
         self.canvas.show_image(image_id, info.width, info.height)
         self.size_label.setText(f"{info.width} × {info.height} px")
@@ -707,10 +734,13 @@ class MainWindow(QMainWindow):
     def _refresh_categories(self, force: bool = False) -> None:
         if self.doc is None:
             return
+        if self.class_manager is not None:
+            self.class_manager.refresh()  # colours and counts change without a rename
         seen = tuple((c.id, c.name) for c in self.doc.categories)
         if seen == self._categories_seen and not force:
             return
         self._categories_seen = seen
+        self.image_panel.set_classes(seen)
         combo = self.review_panel.class_combo
         current = combo.currentData()
         combo.blockSignals(True)
@@ -994,6 +1024,21 @@ class MainWindow(QMainWindow):
         if self.history is not None:
             self.history.redo()
 
+    def manage_classes(self) -> ClassManager:
+        """Show the class manager (add, rename, merge, colour; each change is an undoable edit)."""
+        if self.class_manager is None:
+            undo_redo = [self.actions_by_name["undo"], self.actions_by_name["redo"]]
+            self.class_manager = ClassManager(self, lambda: self.doc, self._apply, self.palette, undo_redo)
+        self.class_manager.show()
+        self.class_manager.raise_()
+        self.class_manager.activateWindow()
+        return self.class_manager
+
+    def edit_shortcuts(self) -> bool:
+        """Let the user rebind the actions' keys (stored in the settings); True when OK was pressed."""
+        dialog = ShortcutDialog(self.actions_by_name, self.default_shortcuts, self.settings, self)
+        return dialog.exec() == ShortcutDialog.DialogCode.Accepted
+
     def _on_doc_changed(self) -> None:
         self._refresh_categories()
         self.refresh_boxes()
@@ -1113,7 +1158,7 @@ class MainWindow(QMainWindow):
         elapsed = time.monotonic() - self._batch_started
         if done:
             remaining = elapsed / done * (total - done)
-            self.eta_label.setText(f"{done / max(elapsed, 1e-6):.1f} img/s, ETA {_duration(remaining)}")
+            self.eta_label.setText(f"{done / max(elapsed, 1e-6):.1f} img/s, ETA {duration_text(remaining)}")
 
     def _on_batch_results(self, results: dict, model: str) -> None:
         for image_id, dets in results.items():
@@ -1248,35 +1293,43 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop the background threads (the window is going away)."""
         self._autosave_timer.stop()
+        self.training_dock.panel.shutdown()  # the training child saves its position and stops
+        self.export_dock.panel.shutdown()
         self.worker.shutdown()
         for runner in (self.tasks, self.pixels, self.overlay_tasks):
             runner.shutdown()
-        self.image_panel.model.thumbnails.clear()
-        self.image_panel.model.thumbnails.wait(2000)
+        self.image_panel.model.stop_background_work()
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(round(seconds), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+def start_window(
+    args: Sequence[str] = (), settings: QSettings | None = None, demo: bool = True
+) -> MainWindow:
+    """Build and show the window as ``detr-studio`` does (a QApplication must exist): open ``args[1]`` when
+    given, else, when ``demo`` and there is no recent project, the demo project."""
+    window = MainWindow(settings)
+    app = QApplication.instance()
+    if isinstance(app, QApplication):
+        apply_theme(app, window.theme)
+    window.setWindowIcon(demo_project.app_icon())
+    window.show()
+    if len(args) > 1:
+        window.open_path(args[1])
+    elif demo and not window.recent_projects():
+        demo_project.open_demo(window)
+    return window
 
 
-def run_app(argv: Sequence[str] | None = None) -> int:
-    """Start the window (``argv[1]``, when given, is a folder, COCO JSON file or image to open)."""
+def run_app(argv: Sequence[str] | None = None, smoke_test: bool = False) -> int:
+    """Start the window (``argv[1]``, when given, is a folder, COCO JSON file or image to open). With
+    ``smoke_test`` it opens nothing, prints "ok" once the window is painted and quits."""
     args = list(sys.argv if argv is None else argv)
     app = QApplication.instance()
     if not isinstance(app, QApplication):
         app = QApplication(args or [APP_NAME])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORGANISATION)
-    window = MainWindow()
-    apply_theme(app, window.theme)
-    window.show()
-    if len(args) > 1:
-        window.open_path(args[1])
+    app.setWindowIcon(demo_project.app_icon())
+    window = start_window(args if not smoke_test else args[:1], demo=not smoke_test)
+    if smoke_test:
+        demo_project.FirstPaintCheck(app, window)
     return int(app.exec())

@@ -110,3 +110,15 @@ class ReviewPanel(QWidget):
         index = self.head_combo.findData(current)
         self.head_combo.setCurrentIndex(max(index, 0))
         self.head_combo.blockSignals(False)
+
+
+def duration_text(seconds: float) -> str:
+    """A short human duration: "42 s", "3 min 05 s", "2 h 07 min"."""
+    seconds = max(round(seconds), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

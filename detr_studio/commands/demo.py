@@ -1,9 +1,16 @@
-"""``detr-studio demo OUT_DIR``: write the synthetic shapes dataset (COCO instances + panoptic) to a folder."""
+"""``detr-studio demo OUT_DIR``: write the synthetic shapes dataset (COCO instances + panoptic) to a folder.
+
+`DEMO` is the one recipe of the built-in demo: the command's defaults, the dataset the window writes on first
+start (``app/demo_project.py``) and the data the bundled demo model was trained and evaluated on. Both write
+it through `generate_demo`, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -14,6 +21,28 @@ from . import CommandError
 MIN_SIZE, MAX_SIZE = 32, 4096
 
 
+@dataclass(frozen=True)
+class DemoRecipe:
+    """How many synthetic images of which size and seed make the demo dataset."""
+
+    num_train: int = 600
+    num_val: int = 100
+    size: int = 128  # longer image side in pixels (the demo model's input size)
+    seed: int = 0
+
+
+DEMO = DemoRecipe()
+
+
+def generate_demo(
+    out_dir: str | Path, recipe: DemoRecipe = DEMO, progress: Callable[[int], None] | None = None
+) -> synthetic.SyntheticLayout:
+    """Write the train and val splits of ``recipe`` under ``out_dir``; ``progress`` gets the image count."""
+    return synthetic.generate(
+        out_dir, recipe.num_train, recipe.num_val, size=recipe.size, seed=recipe.seed, progress=progress
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "demo",
@@ -22,10 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "panoptic_{train,val}.json with their PNGs. The same seed gives the same files.",
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the dataset into")
-    parser.add_argument("--train", type=int, default=200, help="number of training images (default 200)")
-    parser.add_argument("--val", type=int, default=50, help="number of validation images (default 50)")
-    parser.add_argument("--size", type=int, default=256, help="longer image side in pixels (default 256)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=DEMO.num_train,
+        help=f"number of training images (default {DEMO.num_train})",
+    )
+    parser.add_argument(
+        "--val", type=int, default=DEMO.num_val, help=f"number of validation images (default {DEMO.num_val})"
+    )
+    parser.add_argument(
+        "--size", type=int, default=DEMO.size, help=f"longer image side in pixels (default {DEMO.size})"
+    )
+    parser.add_argument("--seed", type=int, default=DEMO.seed, help=f"random seed (default {DEMO.seed})")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the dataset folders already in OUT_DIR"
     )
@@ -54,12 +92,9 @@ def run(args: argparse.Namespace) -> int:
                 shutil.rmtree(folder)
     try:
         with tqdm(total=args.train + args.val, unit="img", desc="demo data") as bar:
-            synthetic.generate(
+            generate_demo(
                 out_dir,
-                args.train,
-                args.val,
-                size=args.size,
-                seed=args.seed,
+                DemoRecipe(args.train, args.val, args.size, args.seed),
                 progress=lambda n: bar.update(n - bar.n),
             )
     except OSError as exc:

@@ -1,5 +1,6 @@
 """``detr-studio export``: write a checkpoint as an ONNX model with a dynamic batch and image size,
-checked against PyTorch before the file appears."""
+checked against PyTorch before the file appears. ``--int8`` writes a CPU model whose backbone
+convolutions are quantised, and prints how far its detections agree with fp32."""
 
 from __future__ import annotations
 
@@ -32,6 +33,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--fp16", action="store_true", help="half-precision weights and activations, for GPUs")
     p.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 backbone convolutions for CPUs (ONNX Runtime), judged by detection agreement with fp32",
+    )
+    p.add_argument(
+        "--int8-backbone-only",
+        action="store_true",
+        help="int8: keep the whole transformer fp32 (when the int8 check fails with its feed-forward layers in int8)",
+    )
+    p.add_argument(
+        "--calibration",
+        nargs="+",
+        metavar="IMAGE",
+        help="images (or folders) to calibrate int8 activation ranges on; default: synthetic demo images",
+    )
+    p.add_argument(
         "--opset", type=int, default=17, help="ONNX opset (17 keeps LayerNorm one node for TensorRT)"
     )
     p.add_argument(
@@ -44,12 +61,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--check", nargs="+", metavar="IMAGE", help="also compare ONNX and PyTorch on these images"
     )
     p.add_argument("--atol", type=float, default=None, help="parity tolerance (default 1e-4, 2e-2 for fp16)")
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="int8: fraction of PyTorch's detections the int8 model must keep (default 0.9)",
+    )
     p.add_argument("--size", type=int, default=800, help="shorter image side recorded for runtimes")
     p.add_argument("--max-size", type=int, default=1333, help="cap on the longer side recorded for runtimes")
     p.set_defaults(run=run)
 
 
-def _check_images(items: list[str] | None) -> list[Path] | None:
+def _check_images(items: list[str] | None, option: str = "--check") -> list[Path] | None:
     if not items:
         return None
     paths: list[Path] = []
@@ -62,7 +85,7 @@ def _check_images(items: list[str] | None) -> list[Path] | None:
         else:
             raise CommandError(f"{path}: no such image file or folder")
     if not paths:
-        raise CommandError("--check: no images found")
+        raise CommandError(f"{option}: no images found")
     return paths
 
 
@@ -74,7 +97,14 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".onnx":
         raise CommandError(f"{output}: the output file must end in .onnx")
+    if (args.calibration or args.int8_backbone_only) and not args.int8:
+        raise CommandError("--calibration and --int8-backbone-only need --int8")
+    if args.int8 and (args.fp16 or args.panoptic):
+        raise CommandError(
+            "--int8 is for detection models on CPUs; it cannot be combined with --fp16 or --panoptic"
+        )
     check = _check_images(args.check)
+    calibration = _check_images(args.calibration, "--calibration")
     try:
         ckpt = load_checkpoint(resolve(args.weights))
         model = build_from_checkpoint(ckpt, aux_loss=False, dropout=0.0)
@@ -84,10 +114,15 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.weights}: --panoptic needs a panoptic checkpoint (one with a mask head)")
     names = ckpt.class_names or default_class_names(ckpt.config)
     task = "panoptic" if args.panoptic else "detection"
-    print(
-        f"exporting {args.weights} ({task}, {'fp16' if args.fp16 else 'fp32'}) to {output} ...",
-        file=sys.stderr,
-    )
+    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+    print(f"exporting {args.weights} ({task}, {precision}) to {output} ...", file=sys.stderr)
+    if args.int8:
+        print(
+            f"int8: calibrating on {len(calibration) if calibration else 'synthetic'} images, then checking "
+            "the int8 model against PyTorch (a few minutes for R50 on a CPU)",
+            file=sys.stderr,
+        )
+    agreement = {} if args.min_agreement is None else {"min_agreement": args.min_agreement}
     try:
         report = export_onnx(
             model,
@@ -95,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             output,
             panoptic=args.panoptic,
             fp16=args.fp16,
+            int8=args.int8,
+            calibration=calibration,
             opset=args.opset,
             class_names=names,
             source=str(ckpt.path or args.weights),
@@ -103,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             size=args.size,
             max_size=args.max_size,
             atol=args.atol,
+            int8_transformer=not args.int8_backbone_only,
+            **agreement,
         )
     except (OnnxExportError, ValueError) as exc:
         raise CommandError(str(exc)) from None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,18 @@ ARCHITECTURES = {
     "tiny": tiny_config(),
     "small": tiny_config(
         hidden_dim=128, nheads=8, dim_feedforward=512, enc_layers=3, dec_layers=3, num_queries=30
+    ),
+    # From scratch on small images: a quarter-width ResNet-18 at stride 16 with trainable batch norm.
+    "demo": tiny_config(
+        hidden_dim=128,
+        nheads=8,
+        dim_feedforward=512,
+        enc_layers=3,
+        dec_layers=3,
+        num_queries=20,
+        backbone_width=16,
+        dilation=True,
+        backbone_norm="batch",
     ),
 }
 
@@ -55,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     model.add_argument("--num-queries", type=int)
     model.add_argument("--dropout", type=float)
+    model.add_argument(
+        "--query-groups",
+        type=int,
+        help="Group DETR: train this many groups of queries, each matched on its own (faster convergence); "
+        "only the first group is saved, so the model stays a plain DETR (default 1)",
+    )
     model.add_argument("--no-aux-loss", action="store_true", help="turn off the auxiliary decoding losses")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int)
@@ -69,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--max-size", type=int)
     opt.add_argument("--val-size", type=int)
     opt.add_argument("--no-augment", action="store_true", help="no flips, crops or multi-scale")
+    opt.add_argument("--no-crop", action="store_true", help="flips and multi-scale, without random crops")
     run = p.add_argument_group("run")
     run.add_argument("--config", help="a TrainConfig JSON file; flags given here override it")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
@@ -110,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "stage": args.stage,
         "num_queries": args.num_queries,
         "dropout": args.dropout,
+        "query_groups": args.query_groups,
         "max_size": args.max_size,
         "val_size": args.val_size,
         "device": args.device,
@@ -133,6 +155,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         values["aux_loss"] = False
     if args.no_augment:
         values["augment"] = False
+    if args.no_crop:
+        values["crop"] = False
     if args.no_amp:
         values["amp"] = False
     if args.scales:
@@ -200,7 +224,18 @@ def run_command(args: argparse.Namespace) -> int:
 
     else:
         sink = _ProgressPrinter()
-    final = fit(config, sink)
+    stop = threading.Event()  # SIGINT / SIGTERM: finish the current step, save, and stop
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    previous = {s: signal.signal(s, request_stop) for s in signals}
+    try:
+        final = fit(config, sink, cancel=stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if isinstance(final, Failed):
         if args.events != "jsonl":
             print(f"training failed: {final.message}", file=sys.stderr)

@@ -173,15 +173,31 @@ def _draw_shape(
     return drawn, outline
 
 
-def _thing_colour(rng: np.random.Generator) -> np.ndarray:
-    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
+# Each shape class has its own colour family (hue, saturation range, value range), chosen away from the
+# blues and greens of the backgrounds: a model trained from scratch learns colour long before shape.
+THING_PALETTE = {
+    CIRCLE: (0.0, (0.7, 1.0), (0.7, 1.0)),  # red
+    SQUARE: (0.15, (0.7, 1.0), (0.8, 1.0)),  # yellow
+    TRIANGLE: (0.84, (0.6, 1.0), (0.6, 1.0)),  # magenta
+    STAR: (0.0, (0.0, 0.12), (0.85, 1.0)),  # white
+    RING: (0.0, (0.0, 0.3), (0.08, 0.25)),  # black
+}
+
+
+def _thing_colour(rng: np.random.Generator, category: int) -> np.ndarray:
+    hue, saturation, value = THING_PALETTE[category]
+    r, g, b = colorsys.hsv_to_rgb(
+        (hue + rng.uniform(-0.03, 0.03)) % 1.0, rng.uniform(*saturation), rng.uniform(*value)
+    )
     return np.array([r, g, b]) * 255.0
 
 
-def _paint_thing(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray) -> None:
+def _paint_thing(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, category: int) -> None:
     """Fill ``mask`` on ``canvas`` ([H, W, 3] float32) with a noisy colour, striped half the time."""
     ys, xs = np.nonzero(mask)
-    fill = _thing_colour(rng).astype(np.float32) + 9 * rng.standard_normal((ys.size, 1), dtype=np.float32)
+    fill = _thing_colour(rng, category).astype(np.float32) + 9 * rng.standard_normal(
+        (ys.size, 1), dtype=np.float32
+    )
     if rng.random() < 0.5:
         stripes = (((xs + ys) / rng.uniform(3.0, 10.0)).astype(np.int64) % 2)[:, None]
         fill *= 1.0 - 0.35 * stripes
@@ -197,7 +213,7 @@ def _place_things(
     """
     h, w = canvas.shape[:2]
     things: list[tuple[int, np.ndarray, list[float] | None]] = []
-    smallest, largest = 5.0, 0.35 * min(h, w)
+    smallest, largest = max(4.0, 0.06 * min(h, w)), 0.3 * min(h, w)
     for _ in range(int(rng.integers(1, max_things + 1))):
         category = int(rng.integers(CIRCLE, RING + 1))
         for _attempt in range(10):
@@ -214,11 +230,11 @@ def _place_things(
         things = [(c, seen & ~drawn, None if (seen & drawn).any() else poly) for c, seen, poly in things]
         inside = all(0 <= v <= w - 1 for v in outline[0::2]) and all(0 <= v <= h - 1 for v in outline[1::2])
         things.append((category, drawn, outline if inside and category != RING else None))
-        _paint_thing(rng, canvas, drawn)
+        _paint_thing(rng, canvas, drawn, category)
     return [thing for thing in things if thing[1].any()]
 
 
-def render_image(rng: np.random.Generator, size: int = 256, max_things: int = 8) -> SyntheticImage:
+def render_image(rng: np.random.Generator, size: int = 256, max_things: int = 6) -> SyntheticImage:
     """Draw one image with its panoptic segments (things first, then stuff)."""
     h, w = _image_shape(rng, size)
     stuff_classes, band = _stuff_layout(rng, h, w)

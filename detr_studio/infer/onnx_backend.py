@@ -1,9 +1,18 @@
 """``OnnxPredictor``: the ONNX Runtime backend, with the same interface and results as ``Predictor``.
 
 It runs a file written by ``export_onnx`` (inputs ``images`` [B, 3, H, W] and ``mask`` [B, H, W], the
-preprocessing and class names in its metadata) on TensorRT, CUDA or the CPU, and turns the outputs into
-the same ``Detections`` as the PyTorch backend, panoptic results included (through the reference's
-post-processing on the masks of every query). Attention maps cannot be had from ONNX.
+preprocessing and class names in its metadata; fp32, fp16 or int8) on TensorRT, CUDA or the CPU, and
+turns the outputs into the same ``Detections`` as the PyTorch backend, panoptic results included.
+Attention maps cannot be had from ONNX.
+
+Panoptic files in the two-part layout (``onnx_export.split_panoptic``) run as two sessions: the network
+up to the mask head, then the mask head for the queries that post-processing keeps only, which gives
+the PNG and segments of the whole file run with the reference's post-processing, byte for byte, at a
+fraction of the cost. Older panoptic files run whole.
+
+CPU sessions use all graph optimisations, one intra-op thread per physical core and spin-waiting (the
+fastest settings in ``tests/benchmarks/bench_onnx.py``); ``spinning=False`` stops idle threads from
+spinning, for machines whose cores are busy with other work.
 
 When a GPU provider was asked for and ONNX Runtime quietly fell back to the CPU, ``provider_note``
 says why: onnxruntime without CUDA, no GPU or driver, or missing CUDA / cuDNN libraries.
@@ -16,7 +25,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -24,8 +35,18 @@ from ..data.preprocess import batch as make_batch
 from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
 from .base import BasePredictor, Prepared
 from .detections import Detections
-from .onnx_export import DETECTION_OUTPUTS, INPUT_NAMES, MASK_OUTPUT, OnnxMetadata
+from .onnx_export import (
+    DETECTION_OUTPUTS,
+    FEATURE_OUTPUTS,
+    INPUT_NAMES,
+    MASK_OUTPUT,
+    OnnxMetadata,
+    split_panoptic,
+)
 from .results import outputs_to_detections
+
+if TYPE_CHECKING:
+    import onnx
 
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -109,12 +130,26 @@ def _provider_options(name: str) -> dict:
 # ------------------------------------------------------------------------------------------- predictor
 
 
+def session_options(threads: int | None = None, spinning: bool = True):
+    """ONNX Runtime session options as ``OnnxPredictor`` uses them: all graph optimisations,
+    ``threads`` intra-op threads (None: one per physical core), idle threads spin-waiting or not."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 class OnnxPredictor(BasePredictor):
     """Runs an exported DETR ONNX file; the same calls and results as ``Predictor``.
 
     providers: "auto" (CUDA, else CPU), "tensorrt", "cuda", "cpu", or a list of ONNX Runtime provider
     names. ``provider`` is the one that actually runs; ``provider_note`` says why a GPU provider that
     was asked for is not used (empty otherwise). size / max_size: None takes them from the file.
+    threads / spinning: see ``session_options``.
     """
 
     def __init__(
@@ -128,29 +163,38 @@ class OnnxPredictor(BasePredictor):
         size: int | None = None,
         max_size: int | None = None,
         threads: int | None = None,
+        spinning: bool = True,
         name: str = "",
     ):
-        import onnxruntime as ort
-
         self.path = Path(path)
         if not self.path.is_file():
             raise OnnxModelError(f"{self.path}: no such file")
         wanted = provider_order(providers)
         if CUDA in wanted or TENSORRT in wanted:
             _preload_cuda_libraries()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = self._open(options, wanted)
-        self._check_signature()
+        proto = self._load()
+        self._check_signature(proto.graph)
         try:
-            self.meta = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
+            self.meta = OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, self.path)
         except ValueError as exc:
             raise OnnxModelError(str(exc)) from None
         if tuple(self.meta.mean) != IMAGENET_MEAN or tuple(self.meta.std) != IMAGENET_STD:
             raise OnnxModelError(
                 f"{self.path}: unsupported normalisation in the metadata (mean/std not ImageNet's)"
             )
+        options = session_options(threads, spinning)
+        self.mask_session = None  # the mask head alone, for two-part panoptic files
+        if self.meta.splits_for_kept_queries:
+            try:
+                features, head = split_panoptic(proto)
+            except ValueError as exc:
+                raise OnnxModelError(f"{self.path}: {exc}") from None
+            del proto
+            self.session = self._open(features.SerializeToString(), options, wanted)
+            self.mask_session = self._open(head.SerializeToString(), options, wanted)
+        else:
+            del proto
+            self.session = self._open(str(self.path), options, wanted)
         self.config = self.meta.config
         self.class_names = class_names or self.meta.class_names
         self.precision = self.meta.precision
@@ -164,7 +208,18 @@ class OnnxPredictor(BasePredictor):
             is_thing_map or default_is_thing_map(self.config.num_classes), panoptic_threshold
         )
 
-    def _open(self, options, wanted: list[str]):
+    def _load(self) -> onnx.ModelProto:
+        import onnx
+
+        try:
+            return onnx.load(str(self.path))
+        except Exception as exc:  # DecodeError, OSError and others for a damaged file
+            lines = str(exc).strip().splitlines()
+            raise OnnxModelError(
+                f"{self.path}: not a readable ONNX model ({lines[0] if lines else type(exc).__name__})"
+            ) from None
+
+    def _open(self, model: str | bytes, options, wanted: list[str]):
         import onnxruntime as ort
 
         available = set(ort.get_available_providers())
@@ -172,7 +227,7 @@ class OnnxPredictor(BasePredictor):
         ort.set_default_logger_severity(4)  # a failed GPU provider is explained by provider_note instead
         try:
             return ort.InferenceSession(
-                str(self.path),
+                model,
                 sess_options=options,
                 providers=[p for p, _ in chosen],
                 provider_options=[o for _, o in chosen],
@@ -185,9 +240,12 @@ class OnnxPredictor(BasePredictor):
         finally:
             ort.set_default_logger_severity(2)
 
-    def _check_signature(self) -> None:
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
+    def _check_signature(self, graph: onnx.GraphProto) -> None:
+        from onnx import TensorProto
+
+        constants = {t.name for t in graph.initializer}
+        inputs = {i.name: i for i in graph.input if i.name not in constants}
+        outputs = [o.name for o in graph.output]
         expected = (
             "inputs images [B, 3, H, W] float32 and mask [B, H, W] bool; outputs pred_logits and pred_boxes"
         )
@@ -196,10 +254,11 @@ class OnnxPredictor(BasePredictor):
                 f"{self.path}: not a DETR Studio ONNX model: it has inputs {sorted(inputs)} and outputs {outputs}; "
                 f"expected {expected}"
             )
+        images, mask = inputs["images"].type.tensor_type, inputs["mask"].type.tensor_type
         if (
-            inputs["images"].type != "tensor(float)"
-            or inputs["mask"].type != "tensor(bool)"
-            or len(inputs["images"].shape) != 4
+            images.elem_type != TensorProto.FLOAT
+            or mask.elem_type != TensorProto.BOOL
+            or len(images.shape.dim) != 4
         ):
             raise OnnxModelError(f"{self.path}: not a DETR Studio ONNX model: expected {expected}")
         self._has_masks = MASK_OUTPUT in outputs
@@ -244,20 +303,45 @@ class OnnxPredictor(BasePredictor):
     def _run(self, prepared: list[Prepared], *, attention: bool, panoptic: bool) -> list[Detections]:
         samples = make_batch([p.tensor for p in prepared])
         feed = {"images": samples.tensors.numpy(), "mask": samples.mask.numpy()}
-        names = [*DETECTION_OUTPUTS, MASK_OUTPUT] if panoptic else list(DETECTION_OUTPUTS)
-        values = self.session.run(names, feed)  # only the outputs asked for are computed
-        logits = torch.from_numpy(values[0])  # [B, Q, C+1]
-        boxes = torch.from_numpy(values[1])  # [B, Q, 4]
+        originals = [p.original for p in prepared]
+        processed = [tuple(p.tensor.shape[-2:]) for p in prepared]
         raw_panoptic = None
-        if panoptic:
+        if panoptic and self.mask_session is not None:
+            logits, boxes, raw_panoptic = self._run_kept_queries(feed, processed, originals)
+        elif panoptic:  # an older panoptic file: masks of every query, as the reference computes them
+            values = self.session.run([*DETECTION_OUTPUTS, MASK_OUTPUT], feed)
+            logits, boxes = torch.from_numpy(values[0]), torch.from_numpy(values[1])
             masks = torch.from_numpy(values[2])  # [B, Q, H/4, W/4]
-            processed = [tuple(p.tensor.shape[-2:]) for p in prepared]
-            raw_panoptic = self.panoptic(
-                {"pred_logits": logits, "pred_masks": masks}, processed, [p.original for p in prepared]
-            )
-        return outputs_to_detections(
-            logits, boxes, [p.original for p in prepared], [p.source for p in prepared], raw_panoptic
-        )
+            raw_panoptic = self.panoptic({"pred_logits": logits, "pred_masks": masks}, processed, originals)
+        else:
+            values = self.session.run(list(DETECTION_OUTPUTS), feed)
+            logits, boxes = torch.from_numpy(values[0]), torch.from_numpy(values[1])
+        return outputs_to_detections(logits, boxes, originals, [p.source for p in prepared], raw_panoptic)
+
+    def _run_kept_queries(self, feed: dict[str, np.ndarray], processed: list, originals: list):
+        """Both parts of a two-part panoptic file, the mask head only for the queries kept.
+        -> (logits [B, Q, C+1], boxes [B, Q, 4], per image {"png_string", "segments_info"})."""
+        values = self.session.run([*DETECTION_OUTPUTS, *FEATURE_OUTPUTS], feed)
+        logits, boxes = torch.from_numpy(values[0]), torch.from_numpy(values[1])
+        attention, projected, fpn1, fpn2, fpn3 = values[2:]  # attention [B, Q, heads, h, w]
+        index = self.panoptic.select({"pred_logits": logits}).nonzero()  # [N, 2] (image, query)
+        if len(index):
+            rows = index.numpy()
+            masks = self.mask_session.run(
+                None,
+                {
+                    "mask_projected": projected,
+                    "mask_rows": np.ascontiguousarray(attention[rows[:, 0], rows[:, 1]]),  # [N, heads, h, w]
+                    "mask_row_image": np.ascontiguousarray(rows[:, 0]),
+                    "mask_fpn1": fpn1,
+                    "mask_fpn2": fpn2,
+                    "mask_fpn3": fpn3,
+                },
+            )[0]  # [N, H/4, W/4]
+        else:
+            masks = np.zeros((0, *fpn3.shape[-2:]), dtype=np.float32)
+        outputs = {"pred_logits": logits, "pred_masks": torch.from_numpy(masks), "mask_index": index}
+        return logits, boxes, self.panoptic.from_selected(outputs, processed, originals)
 
 
 def _preload_cuda_libraries() -> None:

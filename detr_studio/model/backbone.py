@@ -3,6 +3,12 @@
 Module names follow the reference implementation (``backbone.0.body.*``, ``backbone.1.*``) so that
 its checkpoints load unchanged. ImageNet weights are never downloaded: the network is built with
 ``weights=None`` and gets its weights from a DETR checkpoint.
+
+Two options exist for training small models from scratch, where there is no pretrained backbone to
+keep frozen: ResNet-18/34 of another width (``width`` channels in the stem instead of 64), and
+``norm="batch"``: ordinary, trainable batch norm with every stage training. A network trained that
+way is saved with frozen batch norm (the running statistics become its fixed ones), so the
+deployed model has the reference layout and the same outputs.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from .nested import NestedTensor, pad_mask_to
 from .position_encoding import build_position_encoding
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+NORMS = ("frozen", "batch")
+_BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -45,11 +53,17 @@ class FrozenBatchNorm2d(nn.Module):
 
 class BackboneBase(nn.Module):
     def __init__(
-        self, backbone: nn.Module, train_backbone: bool, num_channels: int, return_interm_layers: bool
+        self,
+        backbone: nn.Module,
+        train_backbone: bool,
+        num_channels: int,
+        return_interm_layers: bool,
+        train_stem: bool = False,
     ):
         super().__init__()
+        stages = ("layer2", "layer3", "layer4")
         for name, parameter in backbone.named_parameters():
-            trainable = train_backbone and any(layer in name for layer in ("layer2", "layer3", "layer4"))
+            trainable = train_backbone and (train_stem or any(layer in name for layer in stages))
             parameter.requires_grad_(trainable)
         if return_interm_layers:
             return_layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
@@ -63,23 +77,67 @@ class BackboneBase(nn.Module):
         return {name: NestedTensor(x, pad_mask_to(images.mask, x.shape[-2:])) for name, x in features.items()}
 
 
-class Backbone(BackboneBase):
-    """A ResNet (18/34/50/101) with frozen batch norm; ``dilation`` gives the DC5 variant (stride 16)."""
+class _BasicResNet(torchvision.models.ResNet):
+    """torchvision's ResNet-18/34 with ``width`` stem channels (64 in the standard network), no classifier,
+    and optionally stride 1 in the last stage (stride 16 overall; basic blocks cannot dilate).
 
-    def __init__(self, name: str, train_backbone: bool, return_interm_layers: bool, dilation: bool):
+    Parameter names are torchvision's, so at width 64 the state dict is the standard one.
+    """
+
+    def __init__(self, blocks: tuple[int, ...], width: int, norm_layer: type[nn.Module], last_stride: int):
+        nn.Module.__init__(self)
+        self._norm_layer = norm_layer
+        self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        block = torchvision.models.resnet.BasicBlock
+        self.layer1 = self._make_layer(block, width, blocks[0])
+        self.layer2 = self._make_layer(block, 2 * width, blocks[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, blocks[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, blocks[3], stride=last_stride)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+class Backbone(BackboneBase):
+    """A ResNet (18/34/50/101) with frozen batch norm; ``dilation`` gives the DC5 variant (stride 16).
+
+    ``width`` (ResNet-18/34 only) sets the stem channels; ``norm="batch"`` trains batch norm and every
+    stage, for networks trained from scratch.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        train_backbone: bool,
+        return_interm_layers: bool,
+        dilation: bool,
+        width: int = 64,
+        norm: str = "frozen",
+    ):
         if name not in RESNETS:
             raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(RESNETS)}")
-        small = name in ("resnet18", "resnet34")
-        if small and dilation:
-            raise ValueError(f"{name} does not support dilation (DC5)")
-        net = getattr(torchvision.models, name)(
-            weights=None,
-            replace_stride_with_dilation=None if small else [False, False, dilation],
-            norm_layer=FrozenBatchNorm2d,
-        )
-        num_channels = 512 if small else 2048
-        super().__init__(net, train_backbone, num_channels, return_interm_layers)
-        self.layer_channels = [64, 128, 256, 512] if small else [256, 512, 1024, 2048]
+        if norm not in NORMS:
+            raise ValueError(f"unknown backbone norm {norm!r}; choose one of {', '.join(NORMS)}")
+        norm_layer = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
+        small = name in _BASIC_BLOCKS
+        if small:
+            net: nn.Module = _BasicResNet(
+                _BASIC_BLOCKS[name], width, norm_layer, last_stride=1 if dilation else 2
+            )
+            channels = [width, 2 * width, 4 * width, 8 * width]
+        else:
+            if width != 64:
+                raise ValueError(f"{name} has the standard width only (64), got {width}")
+            net = getattr(torchvision.models, name)(
+                weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer
+            )
+            channels = [256, 512, 1024, 2048]
+        super().__init__(net, train_backbone, channels[-1], return_interm_layers, train_stem=norm == "batch")
+        self.layer_channels = channels
         self.stride = 16 if dilation else 32
 
 
@@ -105,6 +163,8 @@ def build_backbone(
     train_backbone: bool = True,
     return_interm_layers: bool = False,
     dilation: bool = False,
+    width: int = 64,
+    norm: str = "frozen",
 ) -> Joiner:
-    body = Backbone(name, train_backbone, return_interm_layers, dilation)
+    body = Backbone(name, train_backbone, return_interm_layers, dilation, width, norm)
     return Joiner(body, build_position_encoding(position_embedding, hidden_dim))

@@ -121,6 +121,8 @@ def infer_config(sd: dict[str, Tensor], **hints: Any) -> DetrConfig:
         "masks": masks,
         "nheads": 8,
     }
+    if not has_bottleneck and "backbone.0.body.conv1.weight" in det:
+        values["backbone_width"] = det["backbone.0.body.conv1.weight"].shape[0]
     if masks and "mask_head.lay1.weight" in sd:
         values["nheads"] = sd["mask_head.lay1.weight"].shape[0] - hidden_dim
     values.update(hints)
@@ -356,17 +358,22 @@ def atomic_write(path: Path, write) -> None:
 
 
 def save_checkpoint(
-    model: nn.Module,
+    model: nn.Module | dict[str, Tensor],
     path: str | os.PathLike[str],
     config: DetrConfig,
     class_names: dict[int, str] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``<path>.safetensors`` and its ``.json`` sidecar atomically; returns the weights path."""
+    """Write ``<path>.safetensors`` and its ``.json`` sidecar atomically; returns the weights path.
+
+    A backbone trained with ordinary batch norm is written with frozen batch norm: its running statistics
+    and affine parameters are exactly the frozen layer's buffers, so outputs in eval mode are unchanged.
+    """
     weights = Path(path)
     if weights.suffix != ".safetensors":
         weights = weights.with_suffix(".safetensors")
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    sd = _deployable(model if isinstance(model, dict) else model.state_dict())
+    config = config.replace(backbone_norm="frozen")
     meta = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -379,10 +386,16 @@ def save_checkpoint(
     return weights
 
 
+def _deployable(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """CPU copies of the tensors, without batch norm's ``num_batches_tracked`` counters."""
+    return {
+        k: v.detach().to("cpu").contiguous() for k, v in sd.items() if not k.endswith("num_batches_tracked")
+    }
+
+
 def save_official(model_or_sd: nn.Module | dict[str, Tensor], path: str | os.PathLike[str]) -> Path:
     """Write the official ``{"model": state_dict}`` layout that the reference code and hub load."""
-    sd = model_or_sd.state_dict() if isinstance(model_or_sd, nn.Module) else model_or_sd
-    sd = {k: v.detach().to("cpu") for k, v in sd.items()}
+    sd = _deployable(model_or_sd.state_dict() if isinstance(model_or_sd, nn.Module) else model_or_sd)
     out = Path(path)
     atomic_write(out, lambda p: torch.save({"model": sd}, p))
     return out

@@ -16,7 +16,9 @@ class DetrConfig:
 
     num_classes: int = 91
     backbone: str = "resnet50"
-    dilation: bool = False
+    dilation: bool = False  # last stage at stride 16 (dilated for ResNet-50/101, undilated for 18/34)
+    backbone_width: int = 64  # stem channels of ResNet-18/34 (64 is the standard network)
+    backbone_norm: str = "frozen"  # "batch": trainable batch norm, for backbones trained from scratch
     position_embedding: str = "sine"
     hidden_dim: int = 256
     nheads: int = 8
@@ -34,6 +36,12 @@ class DetrConfig:
             raise ValueError("num_classes and num_queries must be positive")
         if self.hidden_dim % self.nheads:
             raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}")
+        if self.backbone_width != 64 and self.backbone not in ("resnet18", "resnet34"):
+            raise ValueError(f"only resnet18 and resnet34 take another backbone_width, not {self.backbone}")
+        if self.backbone_width < 8 or self.backbone_width % 8:
+            raise ValueError(f"backbone_width must be a positive multiple of 8, got {self.backbone_width}")
+        if self.backbone_norm not in ("frozen", "batch"):
+            raise ValueError(f"backbone_norm must be 'frozen' or 'batch', got {self.backbone_norm!r}")
         if self.masks and (
             self.hidden_dim < 128 or self.hidden_dim % 16 or (self.hidden_dim + self.nheads) % 8
         ):

@@ -53,6 +53,24 @@ class DETR(nn.Module):
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.aux_loss = aux_loss
+        self.query_groups = 1
+
+    def set_query_groups(self, groups: int) -> None:
+        """Train with ``groups`` groups of queries (Group DETR): each group is matched to the targets on its
+        own, which gives the decoder many more matched queries per image. Only the first group is used
+        outside training, so evaluation, export and saved checkpoints see a plain DETR."""
+        if groups < 1:
+            raise ValueError(f"query groups must be at least 1, got {groups}")
+        first = self.query_embed.weight.data[: self.num_queries]
+        embed = nn.Embedding(groups * self.num_queries, first.shape[1]).to(first.device)
+        embed.weight.data[: self.num_queries] = first
+        self.query_embed = embed
+        self.query_groups = groups
+
+    def queries(self) -> tuple[Tensor, int]:
+        """(query embeddings [G*Q, C], G): every group while training, the first one otherwise."""
+        groups = self.query_groups if self.training else 1
+        return self.query_embed.weight[: groups * self.num_queries], groups
 
     @property
     def num_classes(self) -> int:
@@ -77,8 +95,20 @@ class DETR(nn.Module):
         samples = as_nested(samples)
         features, pos = self.backbone(samples)
         src, mask = features[-1].decompose()
-        hs = self.transformer(self.input_proj(src), mask, self.query_embed.weight, pos[-1])[0]
+        queries, groups = self.queries()
+        hs = self.transformer(self.input_proj(src), mask, queries, pos[-1], groups)[0]
         return self.heads(hs)
+
+
+def single_group_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict of ``model`` with only the first query group: the layout of a plain DETR."""
+    sd = model.state_dict()
+    detr = getattr(model, "detr", model)
+    if getattr(detr, "query_groups", 1) > 1:
+        prefix = "detr." if detr is not model else ""
+        key = prefix + "query_embed.weight"
+        sd[key] = sd[key][: detr.num_queries]
+    return sd
 
 
 def build_detr(config: DetrConfig, train_backbone: bool = True) -> nn.Module:
@@ -90,6 +120,8 @@ def build_detr(config: DetrConfig, train_backbone: bool = True) -> nn.Module:
         train_backbone=train_backbone,
         return_interm_layers=config.masks,
         dilation=config.dilation,
+        width=config.backbone_width,
+        norm=config.backbone_norm,
     )
     transformer = Transformer(
         d_model=config.hidden_dim,

@@ -196,18 +196,34 @@ class Transformer(nn.Module):
         self.nhead = nhead
 
     def forward(
-        self, src: Tensor, mask: Tensor, query_embed: Tensor, pos_embed: Tensor
+        self, src: Tensor, mask: Tensor, query_embed: Tensor, pos_embed: Tensor, groups: int = 1
     ) -> tuple[Tensor, Tensor]:
-        """src, pos_embed: [B, C, h, w]; mask: [B, h, w]; query_embed: [Q, C].
+        """src, pos_embed: [B, C, h, w]; mask: [B, h, w]; query_embed: [G*Q, C].
 
-        -> (hs [L, B, Q, C], memory [B, C, h, w]).
+        ``groups`` > 1 (training only): the queries form G independent groups that share the decoder but
+        never attend to one another; each group is decoded as if it were its own batch.
+
+        -> (hs [L, B, G*Q, C], memory [B, C, h, w]).
         """
         b, c, h, w = src.shape
         src = src.flatten(2).permute(2, 0, 1)  # [HW, B, C]
         pos_embed = pos_embed.flatten(2).permute(2, 0, 1)
-        query_pos = query_embed.unsqueeze(1).expand(-1, b, -1)  # [Q, B, C]
         mask = mask.flatten(1)  # [B, HW]
-        tgt = torch.zeros_like(query_pos)
         memory = self.encoder(src, mask, pos_embed)
-        hs = self.decoder(tgt, memory, mask, pos_embed, query_pos)
-        return hs.transpose(1, 2), memory.permute(1, 2, 0).reshape(b, c, h, w)
+        image = memory.permute(1, 2, 0).reshape(b, c, h, w)
+        if groups == 1:
+            query_pos = query_embed.unsqueeze(1).expand(-1, b, -1)  # [Q, B, C]
+            hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos_embed, query_pos)
+            return hs.transpose(1, 2), image
+        q = query_embed.shape[0] // groups
+        query_pos = query_embed.reshape(groups, q, 1, c).expand(-1, -1, b, -1)  # [G, Q, B, C]
+        query_pos = query_pos.permute(1, 0, 2, 3).reshape(q, groups * b, c)  # batch index g * B + b
+        hs = self.decoder(
+            torch.zeros_like(query_pos),
+            memory.repeat(1, groups, 1),
+            mask.repeat(groups, 1),
+            pos_embed.repeat(1, groups, 1),
+            query_pos,
+        )  # [L, Q, G*B, C]
+        hs = hs.reshape(hs.shape[0], q, groups, b, c).permute(0, 3, 2, 1, 4)  # [L, B, G, Q, C]
+        return hs.reshape(hs.shape[0], b, groups * q, c), image

@@ -32,6 +32,7 @@ class TrainConfig:
         "full"  # "full", or "masks": the second panoptic stage (mask head on frozen detection weights)
     )
     num_queries: int | None = None
+    query_groups: int = 1  # Group DETR: >1 trains that many query groups (only the first is kept)
     dropout: float | None = None
     # optimisation
     epochs: int = 50
@@ -86,5 +87,9 @@ class TrainConfig:
             raise ValueError("stage must be 'full' or 'masks'")
         if self.stage == "masks" and not (self.masks and self.base_weights):
             raise ValueError("the 'masks' stage needs masks=True and base_weights (the trained detector)")
+        if self.query_groups < 1:
+            raise ValueError("query_groups must be at least 1")
+        if self.query_groups > 1 and self.masks:
+            raise ValueError("query groups are for training boxes; train the mask head with query_groups=1")
         if self.lr <= 0 or self.lr_backbone < 0:
             raise ValueError("lr must be positive and lr_backbone non-negative")

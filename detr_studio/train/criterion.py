@@ -335,6 +335,51 @@ def build_criterion(
     return criterion, weight_dict
 
 
+class GroupedCriterion(nn.Module):
+    """The set loss for Group DETR training: the outputs' queries form ``groups`` equal groups, each matched
+    to the targets on its own; every loss term is the mean over the groups.
+
+    The groups are stacked as extra images of one batch (each with a copy of its targets), so the matcher
+    and the losses run once. Every group sees the same targets with the same number of queries, so the
+    batch-wide normalisations (``num_boxes``, the weighted cross-entropy mean) give exactly the mean of the
+    per-group losses.
+    """
+
+    def __init__(self, criterion: SetCriterion, groups: int):
+        super().__init__()
+        if groups < 2:
+            raise ValueError(f"GroupedCriterion needs at least 2 groups, got {groups}")
+        self.criterion = criterion
+        self.groups = groups
+
+    def forward(self, outputs: Mapping[str, Any], targets: Targets) -> dict[str, Tensor]:
+        return self.criterion(_groups_as_images(outputs, self.groups), list(targets) * self.groups)
+
+
+def _groups_as_images(outputs: Mapping[str, Any], groups: int) -> dict[str, Any]:
+    """[B, G*Q, ...] outputs -> [G*B, Q, ...], image g*B + b holding group g of image b."""
+
+    def stack(x: Tensor) -> Tensor:
+        b, gq = x.shape[:2]
+        grouped = x.reshape(b, groups, gq // groups, *x.shape[2:]).transpose(0, 1)  # [G, B, Q, ...]
+        return grouped.reshape(groups * b, gq // groups, *x.shape[2:])
+
+    out: dict[str, Any] = {k: stack(v) for k, v in outputs.items() if k != "aux_outputs"}
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [_groups_as_images(aux, groups) for aux in outputs["aux_outputs"]]
+    return out
+
+
+def group_outputs(outputs: Mapping[str, Any], group: int, groups: int) -> dict[str, Any]:
+    """The outputs of query group ``group`` of ``groups`` (queries [B, G*Q, ...] -> [B, Q, ...])."""
+    queries = outputs["pred_logits"].shape[1] // groups
+    part = slice(group * queries, (group + 1) * queries)
+    out: dict[str, Any] = {k: v[:, part] for k, v in outputs.items() if k != "aux_outputs"}
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [group_outputs(aux, group, groups) for aux in outputs["aux_outputs"]]
+    return out
+
+
 def total_loss(loss_dict: Mapping[str, Tensor], weight_dict: Mapping[str, float]) -> Tensor:
     """Sum of ``weight * loss`` over the weighted terms (class_error and cardinality_error are not weighted).
 

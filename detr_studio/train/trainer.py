@@ -41,11 +41,12 @@ from ..model.checkpoint import (
     save_checkpoint,
 )
 from ..model.config import DetrConfig
-from ..model.detr import build_detr
+from ..model.detr import build_detr, single_group_state_dict
 from ..model.sources import resolve
+from ..model.zoo import ZooDownloadError
 from . import distributed
 from .config import TrainConfig
-from .criterion import build_criterion, total_loss
+from .criterion import GroupedCriterion, build_criterion, total_loss
 from .evaluate import evaluate_coco, flatten_metrics
 from .events import CheckpointSaved, EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
 from .matcher import NonFinitePredictionError
@@ -175,7 +176,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, DetrConf
     if cfg.base_weights:
         try:
             ckpt = load_checkpoint(resolve(cfg.base_weights))
-        except (CheckpointError, ValueError) as exc:
+        except (CheckpointError, ValueError, ZooDownloadError) as exc:
             raise TrainingError(str(exc)) from None
         changes: dict[str, Any] = {"num_classes": num_classes, "aux_loss": cfg.aux_loss, "masks": cfg.masks}
         if cfg.dropout is not None:
@@ -296,6 +297,8 @@ class _Run:
         if self.val_set is not None:
             num_classes = max(num_classes, self.val_set.num_classes)
         model, self.model_config, base_names = build_model(cfg, num_classes)
+        if cfg.query_groups > 1:
+            model.set_query_groups(cfg.query_groups)
         self.class_names = (
             {int(c["id"]): str(c["name"]) for c in self.train_set.categories} or base_names or {}
         )
@@ -306,6 +309,8 @@ class _Run:
             masks=cfg.masks,
             eos_coef=cfg.eos_coef,
         )
+        if cfg.query_groups > 1:
+            self.criterion = GroupedCriterion(self.criterion, cfg.query_groups)
         self.criterion.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_drop)
@@ -373,9 +378,17 @@ class _Run:
             "epoch": self.position.epoch,
             "metrics": metrics,
             "train_annotations": self.cfg.train_annotations,
+            # the input sizes it was trained and evaluated at, so that predictions use the same
+            "scales": self.cfg.scales,
+            "max_size": self.cfg.max_size,
+            "val_size": self.cfg.val_size,
         }
         return save_checkpoint(
-            self.bare_model, self.out_dir / name, self.model_config, self.class_names, provenance
+            single_group_state_dict(self.bare_model),
+            self.out_dir / name,
+            self.model_config,
+            self.class_names,
+            provenance,
         )
 
     # -------------------------------------------------------------------------------- loop
@@ -407,7 +420,9 @@ class _Run:
             self.position.epoch += 1
             self.position.batch = 0
             self.scheduler.step()
-            score = metrics.get("PQ", metrics.get("AP", -self._epoch_loss))
+            # the mask stage keeps the detector frozen, so its box AP cannot tell epochs apart
+            key = "segm_AP" if self.cfg.stage == "masks" and "segm_AP" in metrics else "AP"
+            score = metrics.get("PQ", metrics.get(key, -self._epoch_loss))
             is_best = score > self.position.best_metric
             if is_best:
                 self.position.best_metric = score

@@ -21,7 +21,12 @@ AP is not checked.
 from __future__ import annotations
 
 import math
-import tempfile
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,15 +36,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detr_studio.commands.train import ARCHITECTURES
 from detr_studio.data import synthetic
-from detr_studio.model.config import DetrConfig, tiny_config
+from detr_studio.model.config import DetrConfig
 from detr_studio.model.detr import build_detr
 from detr_studio.model.nested import NestedTensor
 from detr_studio.train.config import TrainConfig
 from detr_studio.train.criterion import build_criterion, total_loss
-from detr_studio.train.events import Evaluated, Event, Failed, Finished, Started
+from detr_studio.train.evaluate import evaluate_coco, flatten_metrics
+from detr_studio.train.events import Evaluated, Event, Failed, Finished, Started, from_json
 from detr_studio.train.matcher import HungarianMatcher, match_per_image_loop
-from detr_studio.train.trainer import fit, param_groups
+from detr_studio.train.trainer import build_datasets, param_groups
 
 from .common import Report, Timing, set_threads, time_interleaved
 
@@ -64,15 +71,20 @@ class Recipe:
     train_images: int  # demo --train
     val_images: int  # demo --val
     image_size: int  # demo --size: the longer side of the generated images
-    scale: int  # --scales / --max-size / --val-size: the network sees images of this side
+    scales: tuple[int, ...]  # --scales: training shorter sides; the largest is also --max-size / --val-size
+    query_groups: int  # --query-groups (Group DETR; 1 is the reference recipe)
     epochs: int
     lr: float
     lr_backbone: float
     batch_size: int
     lr_drop: int
     eval_every: int
-    augment: bool
+    augment: bool  # flips and multi-scale (random crops stay off: the images are already small)
     workers: int = 0
+
+    @property
+    def scale(self) -> int:
+        return max(self.scales)
 
     def demo_command(self, out: str = "shapes") -> str:
         return f"detr-studio demo {out} --train {self.train_images} --val {self.val_images} --size {self.image_size}"
@@ -81,14 +93,13 @@ class Recipe:
         parts = [
             f"detr-studio train --data {data}/annotations/instances_train.json --images {data}/train",
             f"--val-data {data}/annotations/instances_val.json --val-images {data}/val",
-            f"--arch {self.arch} --num-queries {self.num_queries}",
-            f"--scales {self.scale} --max-size {self.scale} --val-size {self.scale}",
+            f"--arch {self.arch} --num-queries {self.num_queries} --query-groups {self.query_groups}",
+            f"--scales {','.join(map(str, self.scales))} --max-size {self.scale} --val-size {self.scale}",
             f"--epochs {self.epochs} --lr {self.lr:g} --lr-backbone {self.lr_backbone:g}",
             f"--batch {self.batch_size} --lr-drop {self.lr_drop} --eval-every {self.eval_every}",
             f"--workers {self.workers} --device cpu --out {out}",
         ]
-        if not self.augment:
-            parts.append("--no-augment")
+        parts.append("--no-crop" if self.augment else "--no-augment")
         return " ".join(parts)
 
     def train_config(self, root: Path, out_dir: Path) -> TrainConfig:
@@ -110,7 +121,9 @@ class Recipe:
             lr_drop=self.lr_drop,
             eval_every=self.eval_every,
             augment=self.augment,
-            scales=[self.scale],
+            crop=False,
+            query_groups=self.query_groups,
+            scales=list(self.scales),
             max_size=self.scale,
             val_size=self.scale,
             num_workers=self.workers,
@@ -120,26 +133,29 @@ class Recipe:
         )
 
 
-# The 'small' preset of ``detr-studio train --arch`` (kept in step with commands/train.py).
-SMALL = tiny_config(hidden_dim=128, nheads=8, dim_feedforward=512, enc_layers=3, dec_layers=3, num_queries=30)
+SMALL = ARCHITECTURES["small"]  # ``detr-studio train --arch small``
+RUN_DIR = Path("bench-out/from-scratch")
 
+# The demo model's recipe: the ``demo`` preset (a quarter-width ResNet-18 at stride 16 with trainable
+# batch norm, 3+3 transformer layers of width 128) and Group DETR with 10 query groups.
 RECIPE = Recipe(
-    arch="small",
-    model=SMALL,
+    arch="demo",
+    model=ARCHITECTURES["demo"],
     num_queries=20,
-    train_images=2000,
+    train_images=600,
     val_images=100,
-    image_size=64,
-    scale=64,
-    epochs=40,
-    lr=5e-4,
-    lr_backbone=5e-4,
-    batch_size=8,
-    lr_drop=30,
+    image_size=128,
+    scales=(96, 112, 128),
+    query_groups=10,
+    epochs=60,
+    lr=2e-4,
+    lr_backbone=2e-4,
+    batch_size=4,
+    lr_drop=45,
     eval_every=2,
-    augment=False,
+    augment=True,
 )
-QUICK_RECIPE = replace(RECIPE, train_images=200, val_images=50, epochs=100, eval_every=1)
+QUICK_RECIPE = replace(RECIPE, train_images=100, val_images=20, eval_every=1)
 
 
 # ------------------------------------------------------------------------------------ (c) matcher
@@ -354,38 +370,52 @@ def bench_train_step(report: Report) -> None:
 @dataclass
 class CurvePoint:
     minutes: float  # wall-clock since training started (set-up and data generation excluded)
-    cpu_minutes: float  # this process's CPU time over the same span, all threads
-    epoch: int
+    cpu_minutes: float  # the training process's CPU time over the same span, all threads
+    epoch: float  # epochs done (a fraction for the evaluation at the end of the budget)
     ap: float
     ap50: float
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc); 0 where that cannot be read."""
+    try:
+        fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 @dataclass
 class _Recorder:
-    """The training events the benchmark needs, with their wall-clock times."""
+    """The training events the benchmark needs, with their wall-clock and CPU times."""
 
     budget_s: float
+    pid: int = 0
     started: float | None = None
     started_cpu: float = 0.0
     curve: list[CurvePoint] = field(default_factory=list)
     final: Event | None = None
 
     def __call__(self, event: Event) -> None:
-        now = time.perf_counter()
         if isinstance(event, Started):
-            self.started, self.started_cpu = now, time.process_time()
-        elif isinstance(event, Evaluated) and self.started is not None:
-            minutes = (now - self.started) / 60
-            cpu_minutes = (time.process_time() - self.started_cpu) / 60
-            m = event.metrics
-            self.curve.append(CurvePoint(minutes, cpu_minutes, event.epoch, m["AP"], m["AP50"]))
-            print(
-                f"  epoch {event.epoch:3d}  {minutes:6.1f} min ({cpu_minutes:.1f} CPU-min)  AP {m['AP']:.3f}  "
-                f"AP50 {m['AP50']:.3f}",
-                flush=True,
-            )
+            self.started, self.started_cpu = time.perf_counter(), _cpu_seconds(self.pid)
+        elif isinstance(event, Evaluated):
+            self.add(event.epoch, event.metrics)
         elif isinstance(event, (Finished, Failed)):
             self.final = event
+
+    def add(self, epoch: float, metrics: dict[str, float], cpu_s: float | None = None) -> None:
+        if self.started is None:
+            return
+        minutes = (time.perf_counter() - self.started) / 60
+        cpu = _cpu_seconds(self.pid) if cpu_s is None else cpu_s
+        point = CurvePoint(minutes, (cpu - self.started_cpu) / 60, epoch, metrics["AP"], metrics["AP50"])
+        self.curve.append(point)
+        print(
+            f"  epoch {epoch:6.2f}  {minutes:6.1f} min ({point.cpu_minutes:.1f} CPU-min)  AP {point.ap:.3f}  "
+            f"AP50 {point.ap50:.3f}",
+            flush=True,
+        )
 
     def over_budget(self) -> bool:
         return self.started is not None and time.perf_counter() - self.started > self.budget_s
@@ -394,56 +424,99 @@ class _Recorder:
 def curve_table(curve: list[CurvePoint]) -> str:
     lines = ["| minutes | CPU-minutes | epoch | AP | AP50 |", "|---:|---:|---:|---:|---:|"]
     lines += [
-        f"| {p.minutes:.1f} | {p.cpu_minutes:.1f} | {p.epoch} | {p.ap:.3f} | {p.ap50:.3f} |" for p in curve
+        f"| {p.minutes:.1f} | {p.cpu_minutes:.1f} | {p.epoch:g} | {p.ap:.3f} | {p.ap50:.3f} |" for p in curve
     ]
     return "\n".join(lines)
 
 
+def _command(line: str) -> list[str]:
+    """A ``detr-studio ...`` line as this interpreter runs it."""
+    return [sys.executable, "-m", "detr_studio", *shlex.split(line)[1:]]
+
+
+def train_until_budget(recipe: Recipe, data: Path, out_dir: Path, recorder: _Recorder) -> None:
+    """Run the recipe's ``detr-studio train --events jsonl`` line; SIGTERM it (it saves and stops after the
+    current step) once the budget is spent."""
+    line = recipe.train_command(str(data), str(out_dir)) + " --events jsonl"
+    with subprocess.Popen(_command(line), stdout=subprocess.PIPE, text=True, bufsize=1) as child:
+        recorder.pid = child.pid
+        assert child.stdout is not None
+        for text in child.stdout:
+            try:
+                recorder(from_json(text))
+            except ValueError:
+                continue
+            if recorder.over_budget() and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+    if child.returncode != 0 or isinstance(recorder.final, Failed):
+        message = recorder.final.message if isinstance(recorder.final, Failed) else f"exit {child.returncode}"
+        raise RuntimeError(f"from-scratch training failed: {message}")
+
+
+def evaluate_last(cfg: TrainConfig, recorder: _Recorder) -> None:
+    """Evaluate the model where the budget stopped it (``last.pth``), unless the last epoch was evaluated."""
+    cpu_s = recorder.started_cpu + (recorder.curve[-1].cpu_minutes * 60 if recorder.curve else 0.0)
+    state = torch.load(Path(cfg.out_dir) / "last.pth", map_location="cpu", weights_only=True)
+    position = state["position"]
+    steps = max(1, len(build_datasets(cfg)[0]) // cfg.batch_size)
+    epoch = round(position["epoch"] + position["batch"] / steps, 2)
+    if recorder.curve and recorder.curve[-1].epoch >= epoch:
+        return
+    model = build_detr(DetrConfig.from_dict(state["model_config"]))
+    if cfg.query_groups > 1:
+        model.set_query_groups(cfg.query_groups)
+    model.load_state_dict(state["model"])
+    _, val_set = build_datasets(cfg)
+    metrics = flatten_metrics(evaluate_coco(model, val_set, torch.device("cpu"), cfg.batch_size))
+    recorder.add(epoch, metrics, cpu_s=cpu_s)
+
+
 def bench_from_scratch(report: Report) -> None:
+    """The recipe's own ``detr-studio demo`` and ``detr-studio train`` lines, run as commands. The run folder
+    is kept in ``RUN_DIR`` (its ``best.safetensors`` is the demo model when the run is the full one)."""
     recipe = QUICK_RECIPE if report.quick else RECIPE
     budget_min = QUICK_BUDGET_MIN if report.quick else BUDGET_MIN
     report.note(f"from scratch: {recipe.demo_command()}")
     report.note(f"from scratch: {recipe.train_command()}")
-    with tempfile.TemporaryDirectory(prefix="detr-bench-train-") as tmp:
-        root, out_dir = Path(tmp) / "shapes", Path(tmp) / "run"
-        start = time.perf_counter()
-        synthetic.generate(root, recipe.train_images, recipe.val_images, size=recipe.image_size, seed=0)
-        report.add("demo data generation", time.perf_counter() - start, "s",
-                   note=f"{recipe.train_images} + {recipe.val_images} images")  # fmt: skip
-        recorder = _Recorder(budget_s=budget_min * 60)
-        fit(recipe.train_config(root, out_dir), recorder, cancel=recorder.over_budget)
-        weights = out_dir / "best.safetensors"
-        size_mb = weights.stat().st_size / 1e6 if weights.exists() else None
-    if isinstance(recorder.final, Failed):
-        raise RuntimeError(f"from-scratch training failed: {recorder.final.message}")
+    run_dir = RUN_DIR / ("quick" if report.quick else "full")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root, out_dir = run_dir / "shapes", run_dir / "run"
+    start = time.perf_counter()
+    subprocess.run(_command(recipe.demo_command(str(root))), check=True, stderr=subprocess.DEVNULL)
+    report.add("demo data generation", time.perf_counter() - start, "s",
+               note=f"{recipe.train_images} + {recipe.val_images} images")  # fmt: skip
+    recorder = _Recorder(budget_s=budget_min * 60)
+    train_until_budget(recipe, root, out_dir, recorder)
+    cfg = recipe.train_config(root, out_dir)
+    evaluate_last(cfg, recorder)
+    weights = out_dir / "best.safetensors"
+    size_mb = weights.stat().st_size / 1e6 if weights.exists() else None
     curve = recorder.curve
     table = curve_table(curve)
     print(table, flush=True)
-    report.note("from-scratch curve (val split, wall-clock minutes of training incl. evaluation):\n" + table)
-    params = sum(p.numel() for p in build_detr(recipe.model.replace(num_classes=NUM_CLASSES,
-                                                                    num_queries=recipe.num_queries)).parameters())  # fmt: skip
+    report.note(
+        f"from-scratch curve (val split, {recipe.val_images} images; minutes of wall-clock training including "
+        "the evaluations; CPU-minutes of the training process, all threads):\n" + table
+    )
+    model = build_detr(recipe.model.replace(num_classes=NUM_CLASSES, num_queries=recipe.num_queries))
+    params = sum(p.numel() for p in model.parameters())
     report.add("model parameters", params / 1e6, "M", note=f"{recipe.arch}, {recipe.num_queries} queries")
     report.add("best.safetensors size", size_mb, "MB", note="fp32 weights + buffers")
-    best = max(curve, key=lambda p: p.ap50, default=None)
-    if best is None:
-        report.add("AP50 (val)", None, "", note="no evaluation finished within the budget")
-        return
     last = curve[-1]
-    report.add("AP (val), last evaluation", last.ap, "", note=f"epoch {last.epoch}, {last.minutes:.1f} min")
-    report.add(
-        "AP50 (val), last evaluation", last.ap50, "", note=f"epoch {last.epoch}, {last.minutes:.1f} min"
-    )
+    where = f"epoch {last.epoch:g}, {last.minutes:.1f} min"
+    report.add("AP (val) at the end", last.ap, "", note=where)
+    report.add("AP50 (val) at the end", last.ap50, "", note=where)
     reached = next((p for p in curve if p.ap50 >= AP50_GOAL), None)
-    minutes = reached.minutes if reached is not None else math.inf
-    note = f"epoch {reached.epoch}" if reached is not None else f"not reached; best AP50 {best.ap50:.3f}"
+    best = max(p.ap50 for p in curve)
     report.add(
         f"minutes to AP50 >= {AP50_GOAL:g}",
-        minutes,
+        reached.minutes if reached is not None else math.inf,
         "min",
         peer="budget",
         peer_value=budget_min,
         target=None if report.quick else 1.0,
-        note=note + ("; quick run, not checked" if report.quick else ""),
+        note=(f"epoch {reached.epoch:g}" if reached is not None else f"not reached; best AP50 {best:.3f}")
+        + ("; quick run, not checked" if report.quick else ""),
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
@@ -16,12 +17,19 @@ from detr_studio import __version__
 from detr_studio.commands import export as export_command
 from detr_studio.infer import onnx_export
 from detr_studio.infer.onnx_backend import CPU, CUDA, OnnxModelError, OnnxPredictor, provider_order
-from detr_studio.infer.onnx_export import OnnxExportError, check_parity, export_onnx, read_metadata
+from detr_studio.infer.onnx_export import (
+    OnnxExportError,
+    check_parity,
+    export_onnx,
+    read_metadata,
+    split_panoptic,
+)
 from detr_studio.infer.predictor import Predictor
 from detr_studio.model.checkpoint import save_checkpoint
 from detr_studio.model.config import tiny_config
 from detr_studio.model.detr import build_detr
 from detr_studio.model.nested import nested_tensor_from_tensor_list
+from detr_studio.model.postprocess import PostProcessPanoptic, default_is_thing_map, panoptic_scores
 
 SAMPLE = (64, 96)  # export trace size (h, w); every check below uses other sizes and batch sizes
 SIZE, MAX_SIZE = 96, 160  # small preprocessing so that predictions stay fast
@@ -227,6 +235,82 @@ def test_onnx_panoptic_results_match_predictor(panoptic):
         ]
         assert a.panoptic.ids.shape == b.panoptic.ids.shape == a.image_size
         assert (a.panoptic.ids == b.panoptic.ids).mean() > 0.999
+
+
+def _whole_file(path, images) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The reference's way with an ONNX file: masks of every query from the whole graph.
+    -> (logits [B, Q, C+1], masks [B, Q, H/4, W/4], the prepared images)."""
+    prepared = [OnnxPredictor(path, providers="cpu")._prepare(img) for img in images]
+    batch = nested_tensor_from_tensor_list([p.tensor for p in prepared])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits, _, masks = session.run(None, {"images": batch.tensors.numpy(), "mask": batch.mask.numpy()})
+    return torch.from_numpy(logits), torch.from_numpy(masks), prepared
+
+
+def test_panoptic_file_splits_into_parts_that_reproduce_it(panoptic):
+    _, _, path, _ = panoptic
+    assert read_metadata(path).splits_for_kept_queries
+    features, head = (
+        ort.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+        for part in split_panoptic(onnx.load(str(path)))
+    )
+    whole = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = nested_tensor_from_tensor_list([torch.randn(3, 70, 90), torch.randn(3, 50, 110)])
+    feed = {"images": batch.tensors.numpy(), "mask": batch.mask.numpy()}
+    logits, boxes, masks = whole.run(None, feed)  # masks [B, Q, H/4, W/4]
+    parts = dict(zip([o.name for o in features.get_outputs()], features.run(None, feed)))
+    assert np.array_equal(parts["pred_logits"], logits) and np.array_equal(parts["pred_boxes"], boxes)
+    attention = parts["mask_attention"]  # [B, Q, heads, h, w]
+    b, q = attention.shape[:2]
+    head_feed = {k: parts[k] for k in ("mask_projected", "mask_fpn1", "mask_fpn2", "mask_fpn3")}
+    rows = attention.reshape(b * q, *attention.shape[2:])
+    every = head.run(None, {**head_feed, "mask_rows": rows, "mask_row_image": np.repeat(np.arange(b), q)})[0]
+    assert np.array_equal(every.reshape(masks.shape), masks)
+    some = [1, 4, q + 2, 2 * q - 1]  # rows of both images
+    chosen = head.run(None, {**head_feed, "mask_rows": rows[some], "mask_row_image": np.array(some) // q})[0]
+    assert np.array_equal(chosen, every[some])
+
+
+def test_kept_queries_panoptic_is_byte_identical_to_the_whole_file(panoptic):
+    _, config, path, _ = panoptic
+    images = _images((90, 70), (60, 100), seed=5)
+    logits, masks, prepared = _whole_file(path, images)
+    scores, classes = panoptic_scores(logits)  # [B, Q]
+    real = classes != config.num_classes
+    # the lower of the images' median scores: each image keeps queries, and some are dropped
+    threshold = min(float(scores[i][real[i]].median()) for i in range(len(images)))
+    keep = real & (scores > threshold)
+    assert (keep.sum(1) > 0).all() and keep.sum() < keep.numel()
+    post = PostProcessPanoptic(default_is_thing_map(config.num_classes), threshold)
+    reference = post(
+        {"pred_logits": logits, "pred_masks": masks},
+        [p.tensor.shape[-2:] for p in prepared],
+        [p.original for p in prepared],
+    )
+    assert all(r["segments_info"] for r in reference)
+    ours = OnnxPredictor(path, providers="cpu", panoptic_threshold=threshold).predict(images, panoptic=True)
+    for dets, ref in zip(ours, reference):
+        assert dets.panoptic.png == ref["png_string"]
+        assert dets.panoptic.segments_info == ref["segments_info"]
+
+
+def test_older_panoptic_files_without_the_split_run_whole(panoptic, tmp_path):
+    _, _, path, _ = panoptic
+    proto = onnx.load(str(path))
+    props = [p for p in proto.metadata_props if p.key != "detr_studio.mask_head"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(props)
+    older = tmp_path / "older.onnx"
+    onnx.save(proto, str(older))
+    images = _images((80, 64), seed=2)
+    whole = OnnxPredictor(older, providers="cpu", panoptic_threshold=0.0)
+    split = OnnxPredictor(path, providers="cpu", panoptic_threshold=0.0)
+    assert whole.mask_session is None and split.mask_session is not None
+    a, b = whole.predict(images, panoptic=True)[0], split.predict(images, panoptic=True)[0]
+    assert a.panoptic.png == b.panoptic.png and a.panoptic.segments_info == b.panoptic.segments_info
+    assert np.array_equal(a.probs, b.probs) and np.array_equal(a.boxes, b.boxes)
+    detections = split.predict(images)[0]  # detection only: the first part alone
+    assert detections.panoptic is None and np.array_equal(detections.probs, b.probs)
 
 
 def test_attention_and_panoptic_requests_are_refused_clearly(detection):
