@@ -116,10 +116,12 @@ def choose_images(doc: CocoDocument, which: str) -> list[int]:
     """Image ids for ``which``: REVIEWED (marked reviewed) or ANNOTATED (reviewed, or with trusted labels)."""
     if which not in (REVIEWED, ANNOTATED):
         raise ValueError(f"images must be {REVIEWED!r} or {ANNOTATED!r}, got {which!r}")
+    reviewed = doc.reviewed_image_ids()
     if which == REVIEWED:
-        return [img.id for img in doc.images if img.reviewed]
-    labelled = {a.image_id for a in doc.annotations if is_trusted(a)}
-    return [img.id for img in doc.images if img.reviewed or img.id in labelled]
+        return reviewed
+    keep = set(reviewed)
+    keep.update(a.image_id for a in doc.annotations if is_trusted(a))
+    return [i for i in doc.image_ids if i in keep]
 
 
 def split_images(ids: Sequence[int], holdout: float, seed: int) -> tuple[list[int], list[int]]:

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -416,6 +417,12 @@ class MaskHeadRows(nn.Module):
 
     (mask_projected [B, D, h, w], mask_rows [N, heads, h, w], mask_row_image [N] int64 (the image of
     each row), mask_fpn1..3 [B, Ci, Hi, Wi]) -> mask_rows_out [N, H/4, W/4] mask logits.
+
+    ``MaskHeadSmallConv.forward`` with one change of order: its first convolution sees the projected
+    features (the same for every query of an image) beside each query's attention maps, and being linear
+    it is split in two, the projected features' share computed once per image and the attention maps'
+    share per row. The sum differs from the one-piece convolution by float rounding only, and the whole
+    file runs this same graph for every query, so the kept rows stay bit-identical to it.
     """
 
     def __init__(self, model: nn.Module, half: bool = False):
@@ -428,8 +435,22 @@ class MaskHeadRows(nn.Module):
     ) -> Tensor:
         if self.half:
             projected, rows, fpn1, fpn2, fpn3 = (t.half() for t in (projected, rows, fpn1, fpn2, fpn3))
-        masks = self.mask_head(projected, rows, [fpn1, fpn2, fpn3], batch_index=row_image)  # [N, 1, H/4, W/4]
-        return masks[:, 0].float()
+        head = self.mask_head
+        d = projected.shape[1]
+        weight = head.lay1.weight  # [C, D + heads, 3, 3]
+        shared = F.conv2d(projected, weight[:, :d], head.lay1.bias, padding=1)  # [B, C, h, w]
+        x = shared[row_image] + F.conv2d(rows, weight[:, d:], None, padding=1)  # [N, C, h, w]
+        x = F.relu(head.gn1(x))
+        x = F.relu(head.gn2(head.lay2(x)))
+        for adapter, lay, gn, fpn in (
+            (head.adapter1, head.lay3, head.gn3, fpn1),
+            (head.adapter2, head.lay4, head.gn4, fpn2),
+            (head.adapter3, head.lay5, head.gn5, fpn3),
+        ):
+            cur = adapter(fpn)[row_image]  # [N, Ci', Hi, Wi]
+            x = cur + F.interpolate(x, size=cur.shape[-2:], mode="nearest")
+            x = F.relu(gn(lay(x)))
+        return head.out_lay(x)[:, 0].float()  # [N, H/4, W/4]
 
 
 def _export_panoptic(

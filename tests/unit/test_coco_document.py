@@ -572,6 +572,15 @@ def test_image_review_state_lives_under_our_key(doc: CocoDocument) -> None:
     assert doc.to_json()["images"][0][OUR_KEY] == {"reviewed": True}
 
 
+def test_reviewed_image_ids_follow_edits_and_undo(doc: CocoDocument) -> None:
+    assert doc.reviewed_image_ids() == []
+    undo_1 = doc.set_image_reviewed(1)
+    doc.set_image_reviewed(2)
+    assert doc.reviewed_image_ids() == [img.id for img in doc.images if img.reviewed] == [1, 2]
+    doc.apply(undo_1)
+    assert doc.reviewed_image_ids() == [2]
+
+
 REFUSED: list[tuple[str, Callable[[CocoDocument], Edit], str]] = [
     ("remove unknown", lambda d: RemoveAnnotations([99]), "no annotation with id 99"),
     ("add duplicate id", lambda d: AddAnnotations([{**d.to_json()["annotations"][0]}]), "already used"),
