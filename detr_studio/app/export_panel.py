@@ -148,7 +148,8 @@ def summary_rows(result: ExportResult) -> list[tuple[str, str]]:
         rows.append((f"Top class agrees ({parity.label})", f"{100 * parity.top_class_agreement:.1f}%"))
     for latency in result.latencies:
         if latency.median_ms is None:
-            rows.append((f"{latency.provider} latency", f"not measured: {latency.note}"))
+            reason = latency.note.strip().splitlines()[0] if latency.note.strip() else "unavailable"
+            rows.append((f"{latency.provider} latency", f"not measured: {reason}"))
         else:
             h, w = latency.input_hw
             rows.append(

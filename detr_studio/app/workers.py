@@ -293,6 +293,7 @@ class TaskRunner(QObject):
         super().__init__(parent)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detr-studio-task")
         self._pending = 0
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -301,7 +302,10 @@ class TaskRunner(QObject):
             return self._pending
 
     def submit(self, tag: object, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the pool; after `shutdown` (the window is closing) the task is dropped."""
         with self._lock:
+            if self._closed:
+                return
             self._pending += 1
         future = self._pool.submit(fn, *args)
         future.add_done_callback(lambda f: self._finish(tag, f))
@@ -316,4 +320,6 @@ class TaskRunner(QObject):
             self.done.emit(tag, future.result())
 
     def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -24,7 +24,8 @@ ARCHITECTURES = {
     "small": tiny_config(
         hidden_dim=128, nheads=8, dim_feedforward=512, enc_layers=3, dec_layers=3, num_queries=30
     ),
-    # From scratch on small images: a quarter-width ResNet-18 at stride 16 with trainable batch norm.
+    # From scratch on small images: a quarter-width ResNet-18 at stride 8 (a 16x16 feature map for 128-pixel
+    # images: small shapes need it) with trainable batch norm.
     "demo": tiny_config(
         hidden_dim=128,
         nheads=8,
@@ -33,7 +34,7 @@ ARCHITECTURES = {
         dec_layers=3,
         num_queries=20,
         backbone_width=16,
-        dilation=True,
+        backbone_stride=8,
         backbone_norm="batch",
     ),
 }
@@ -83,6 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--lr-drop", type=int, help="epochs between learning-rate drops (×0.1)")
     opt.add_argument("--clip", type=float, dest="clip_max_norm", help="gradient clipping max norm")
+    opt.add_argument(
+        "--eos-coef",
+        type=float,
+        help="weight of the no-object class in the classification loss (default 0.1; raise it when there are "
+        "few queries per object, to suppress duplicate boxes)",
+    )
     opt.add_argument("--batch", type=int, dest="batch_size", help="images per process and step")
     opt.add_argument("--accumulate", type=int, help="gradient accumulation steps")
     opt.add_argument("--scales", help="comma-separated training shorter sides (default 480..800)")
@@ -132,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "num_queries": args.num_queries,
         "dropout": args.dropout,
         "query_groups": args.query_groups,
+        "eos_coef": args.eos_coef,
         "max_size": args.max_size,
         "val_size": args.val_size,
         "device": args.device,

@@ -69,9 +69,9 @@ class Predictor(BasePredictor):
         self.note = devices.precision_note(self.device, precision)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.panoptic = PostProcessPanoptic(
-            is_thing_map or default_is_thing_map(config.num_classes), panoptic_threshold
-        )
+        things = is_thing_map or default_is_thing_map(config.num_classes)
+        # A model without stuff classes has no class for the background: its pixels stay void.
+        self.panoptic = PostProcessPanoptic(things, panoptic_threshold, void=all(things.values()))
         self._detector = detector_of(self.model)
 
     # ------------------------------------------------------------------------------------ building

@@ -79,12 +79,13 @@ class BackboneBase(nn.Module):
 
 class _BasicResNet(torchvision.models.ResNet):
     """torchvision's ResNet-18/34 with ``width`` stem channels (64 in the standard network), no classifier,
-    and optionally stride 1 in the last stage (stride 16 overall; basic blocks cannot dilate).
+    and optionally stride 1 in the last stage (stride 16 overall; basic blocks cannot dilate) or in the last
+    two (stride 8: twice the feature map of stride 16 each way, for small objects in small images).
 
     Parameter names are torchvision's, so at width 64 the state dict is the standard one.
     """
 
-    def __init__(self, blocks: tuple[int, ...], width: int, norm_layer: type[nn.Module], last_stride: int):
+    def __init__(self, blocks: tuple[int, ...], width: int, norm_layer: type[nn.Module], stride: int = 32):
         nn.Module.__init__(self)
         self._norm_layer = norm_layer
         self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64
@@ -95,8 +96,8 @@ class _BasicResNet(torchvision.models.ResNet):
         block = torchvision.models.resnet.BasicBlock
         self.layer1 = self._make_layer(block, width, blocks[0])
         self.layer2 = self._make_layer(block, 2 * width, blocks[1], stride=2)
-        self.layer3 = self._make_layer(block, 4 * width, blocks[2], stride=2)
-        self.layer4 = self._make_layer(block, 8 * width, blocks[3], stride=last_stride)
+        self.layer3 = self._make_layer(block, 4 * width, blocks[2], stride=2 if stride > 8 else 1)
+        self.layer4 = self._make_layer(block, 8 * width, blocks[3], stride=2 if stride > 16 else 1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -117,6 +118,7 @@ class Backbone(BackboneBase):
         dilation: bool,
         width: int = 64,
         norm: str = "frozen",
+        stride: int = 0,
     ):
         if name not in RESNETS:
             raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(RESNETS)}")
@@ -124,10 +126,11 @@ class Backbone(BackboneBase):
             raise ValueError(f"unknown backbone norm {norm!r}; choose one of {', '.join(NORMS)}")
         norm_layer = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
         small = name in _BASIC_BLOCKS
+        stride = stride or (16 if dilation else 32)
+        if stride not in (8, 16, 32) or (stride == 8 and not small):
+            raise ValueError(f"{name} cannot run at stride {stride}")
         if small:
-            net: nn.Module = _BasicResNet(
-                _BASIC_BLOCKS[name], width, norm_layer, last_stride=1 if dilation else 2
-            )
+            net: nn.Module = _BasicResNet(_BASIC_BLOCKS[name], width, norm_layer, stride)
             channels = [width, 2 * width, 4 * width, 8 * width]
         else:
             if width != 64:
@@ -138,7 +141,7 @@ class Backbone(BackboneBase):
             channels = [256, 512, 1024, 2048]
         super().__init__(net, train_backbone, channels[-1], return_interm_layers, train_stem=norm == "batch")
         self.layer_channels = channels
-        self.stride = 16 if dilation else 32
+        self.stride = stride
 
 
 class Joiner(nn.Sequential):
@@ -165,6 +168,7 @@ def build_backbone(
     dilation: bool = False,
     width: int = 64,
     norm: str = "frozen",
+    stride: int = 0,
 ) -> Joiner:
-    body = Backbone(name, train_backbone, return_interm_layers, dilation, width, norm)
+    body = Backbone(name, train_backbone, return_interm_layers, dilation, width, norm, stride)
     return Joiner(body, build_position_encoding(position_embedding, hidden_dim))

@@ -316,16 +316,21 @@ def reset_class_head(model: nn.Module, num_classes: int) -> None:
 
 
 def load_for_finetuning(model: nn.Module, ckpt: Checkpoint) -> list[str]:
-    """Load every weight of ``ckpt`` into ``model``, which may have another class count or a mask
-    branch the checkpoint lacks. The class head is skipped when its size differs; the mask branch
-    keeps its fresh initialisation when absent. Anything else that does not fit is an error.
+    """Load every weight of ``ckpt`` into ``model``, which may have another class count, a mask branch
+    the checkpoint lacks, or no mask branch where the checkpoint has one. The class head is skipped when
+    its size differs; a missing mask branch keeps its fresh initialisation; a mask branch the model lacks is
+    left out (training boxes from a segmentation checkpoint). Anything else that does not fit is an error.
 
     Returns the names of the model's tensors left at their initial values.
     """
     own = model.state_dict()
     sd = dict(ckpt.state_dict)
-    if any(k.startswith("detr.") for k in own) and not any(k.startswith("detr.") for k in sd):
+    model_wraps = any(k.startswith("detr.") for k in own)
+    ckpt_wraps = any(k.startswith("detr.") for k in sd)
+    if model_wraps and not ckpt_wraps:
         sd = {f"detr.{k}": v for k, v in sd.items()}
+    elif ckpt_wraps and not model_wraps:
+        sd = {k.removeprefix("detr."): v for k, v in sd.items() if k.startswith("detr.")}
     fresh = {
         k
         for k in own

@@ -19,6 +19,9 @@ class DetrConfig:
     dilation: bool = False  # last stage at stride 16 (dilated for ResNet-50/101, undilated for 18/34)
     backbone_width: int = 64  # stem channels of ResNet-18/34 (64 is the standard network)
     backbone_norm: str = "frozen"  # "batch": trainable batch norm, for backbones trained from scratch
+    backbone_stride: int = (
+        0  # 0: 32 (16 with dilation); 8: ResNet-18/34 with their last two stages at stride 1
+    )
     position_embedding: str = "sine"
     hidden_dim: int = 256
     nheads: int = 8
@@ -40,6 +43,10 @@ class DetrConfig:
             raise ValueError(f"only resnet18 and resnet34 take another backbone_width, not {self.backbone}")
         if self.backbone_width < 8 or self.backbone_width % 8:
             raise ValueError(f"backbone_width must be a positive multiple of 8, got {self.backbone_width}")
+        if self.backbone_stride not in (0, 8):
+            raise ValueError(f"backbone_stride must be 0 (from dilation) or 8, got {self.backbone_stride}")
+        if self.backbone_stride == 8 and self.backbone not in ("resnet18", "resnet34"):
+            raise ValueError(f"only resnet18 and resnet34 take backbone_stride 8, not {self.backbone}")
         if self.backbone_norm not in ("frozen", "batch"):
             raise ValueError(f"backbone_norm must be 'frozen' or 'batch', got {self.backbone_norm!r}")
         if self.masks and (

@@ -122,6 +122,7 @@ def build_detr(config: DetrConfig, train_backbone: bool = True) -> nn.Module:
         dilation=config.dilation,
         width=config.backbone_width,
         norm=config.backbone_norm,
+        stride=config.backbone_stride,
     )
     transformer = Transformer(
         d_model=config.hidden_dim,

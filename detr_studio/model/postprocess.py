@@ -186,18 +186,27 @@ def _id_map_to_image(ids: Tensor, target_hw: tuple[int, int]) -> tuple[Image.Ima
     return image, rgb2id(np.asarray(image))
 
 
-def _segment_ids(flat_masks: Tensor, hw: tuple[int, int]) -> Tensor:
-    """[N, h*w] mask logits -> [h, w] int64: per pixel, the index of the winning mask (0 if N == 0)."""
+def _segment_ids(flat_masks: Tensor, hw: tuple[int, int], void: bool = False) -> Tensor:
+    """[N, h*w] mask logits -> [h, w] int64: per pixel, the index of the winning mask (0 if N == 0).
+
+    ``void``: a pixel where no mask is on (every logit below 0) gets index N, which names no segment."""
     if flat_masks.shape[0] == 0:
         return torch.zeros(hw, dtype=torch.long, device=flat_masks.device)
-    return flat_masks.transpose(0, 1).softmax(-1).argmax(-1).view(hw)
+    ids = flat_masks.transpose(0, 1).softmax(-1).argmax(-1)
+    if void:
+        ids = ids.masked_fill(flat_masks.amax(0) < 0, flat_masks.shape[0])
+    return ids.view(hw)
 
 
 def _ids_and_areas(
-    flat_masks: Tensor, hw: tuple[int, int], target_hw: tuple[int, int], merge: list[list[int]]
+    flat_masks: Tensor,
+    hw: tuple[int, int],
+    target_hw: tuple[int, int],
+    merge: list[list[int]],
+    void: bool = False,
 ) -> tuple[Image.Image, list[int]]:
     """One rendering pass: id map, merge of each group into its first index, resize, area per index."""
-    ids = _segment_ids(flat_masks, hw)
+    ids = _segment_ids(flat_masks, hw, void)
     for group in merge:
         for index in group:
             ids.masked_fill_(ids.eq(index), group[0])
@@ -213,8 +222,13 @@ def panoptic_from_kept(
     processed_size: SizeLike,
     target_size: SizeLike | None,
     is_thing_map: Mapping[int, bool],
+    void: bool = False,
 ) -> dict:
     """The panoptic result of one image from the masks of its kept queries only.
+
+    ``void`` (not the reference): pixels that no kept mask covers (all logits below 0) belong to no segment
+    (their id is the segment count, absent from segments_info) instead of going to the strongest mask.
+    For models without stuff classes, whose backgrounds no class describes.
 
     masks: [N, h, w] mask logits of the kept queries, in query order (stride 4 of the padded batch).
     classes: [N] their class ids (``panoptic_scores`` classes at the kept queries).
@@ -246,14 +260,14 @@ def panoptic_from_kept(
             stuff_groups.setdefault(cat, []).append(index)
     merge = [group for group in stuff_groups.values() if len(group) > 1]
 
-    image, areas = _ids_and_areas(flat, hw, target_hw, merge)
+    image, areas = _ids_and_areas(flat, hw, target_hw, merge, void)
     # Drop tiny segments (merged duplicates end with area 0) until none is left; as in the reference,
     # these later passes do not merge stuff duplicates again.
     while any(a <= SMALL_SEGMENT_AREA for a in areas):
         survivors = [i for i, a in enumerate(areas) if a > SMALL_SEGMENT_AREA]
         flat = flat[survivors]
         class_ids = [class_ids[i] for i in survivors]
-        image, areas = _ids_and_areas(flat, hw, target_hw, [])
+        image, areas = _ids_and_areas(flat, hw, target_hw, [], void)
 
     segments_info = [
         {"id": i, "isthing": bool(is_thing_map[cat]), "category_id": cat, "area": area}
@@ -271,11 +285,14 @@ class PostProcessPanoptic:
     is_thing_map: {class id: is a thing}, e.g. ``default_is_thing_map(num_classes)``.
     threshold: a query is kept when its top class (softmax over all columns) is not no-object and has a
     probability above this.
+    void: leave pixels no kept mask covers out of every segment (see ``panoptic_from_kept``); the reference
+    gives them to the strongest mask, which suits models with stuff classes only.
     """
 
-    def __init__(self, is_thing_map: Mapping[int, bool], threshold: float = 0.85):
+    def __init__(self, is_thing_map: Mapping[int, bool], threshold: float = 0.85, void: bool = False):
         self.is_thing_map = is_thing_map
         self.threshold = threshold
+        self.void = void
 
     def select(self, outputs: Mapping[str, Tensor]) -> Tensor:
         """The queries that need masks: bool [B, Q]. Fits ``DETRsegm.forward(select=...)``."""
@@ -301,7 +318,9 @@ class PostProcessPanoptic:
         for cur_logits, cur_masks, size, target in zip(logits, masks, processed_sizes, target_sizes):
             keep = panoptic_keep(cur_logits, self.threshold)  # [Q]
             classes = panoptic_scores(cur_logits)[1][keep]
-            results.append(panoptic_from_kept(cur_masks[keep], classes, size, target, self.is_thing_map))
+            results.append(
+                panoptic_from_kept(cur_masks[keep], classes, size, target, self.is_thing_map, self.void)
+            )
         return results
 
     @torch.no_grad()
@@ -330,7 +349,7 @@ class PostProcessPanoptic:
             logits, keep, masks.split(counts), processed_sizes, target_sizes
         ):
             classes = panoptic_scores(cur_logits)[1][cur_keep]
-            results.append(panoptic_from_kept(cur_masks, classes, size, target, self.is_thing_map))
+            results.append(panoptic_from_kept(cur_masks, classes, size, target, self.is_thing_map, self.void))
         return results
 
     @staticmethod

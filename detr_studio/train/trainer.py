@@ -209,6 +209,21 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, DetrConf
     return build_detr(config, train_backbone=train_backbone), config, None
 
 
+def carried_mask_branch(cfg: TrainConfig) -> dict[str, Tensor]:
+    """The base checkpoint's mask branch when this run trains boxes only from a segmentation model.
+
+    The run trains the detector; its saved models keep this branch unchanged, so that a segmentation model
+    fine-tuned on boxes still draws masks (retrain them with ``--masks --stage masks`` for the best ones).
+    Empty when there is nothing to carry.
+    """
+    if not cfg.base_weights or cfg.masks:
+        return {}
+    ckpt = load_checkpoint(resolve(cfg.base_weights))
+    if not ckpt.config.masks:
+        return {}
+    return {k: v for k, v in ckpt.state_dict.items() if k.startswith(("bbox_attention.", "mask_head."))}
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The reference's two groups: everything but the backbone at ``lr``, the backbone at ``lr_backbone``."""
     head = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
@@ -297,6 +312,7 @@ class _Run:
         if self.val_set is not None:
             num_classes = max(num_classes, self.val_set.num_classes)
         model, self.model_config, base_names = build_model(cfg, num_classes)
+        self.mask_branch = carried_mask_branch(cfg)
         if cfg.query_groups > 1:
             model.set_query_groups(cfg.query_groups)
         self.class_names = (
@@ -387,13 +403,12 @@ class _Run:
             "max_size": self.cfg.max_size,
             "val_size": self.cfg.val_size,
         }
-        return save_checkpoint(
-            single_group_state_dict(self.bare_model),
-            self.out_dir / name,
-            self.model_config,
-            self.class_names,
-            provenance,
-        )
+        weights, config = single_group_state_dict(self.bare_model), self.model_config
+        if self.mask_branch:
+            weights = {**{f"detr.{k}": v for k, v in weights.items()}, **self.mask_branch}
+            config = config.replace(masks=True)
+            provenance["mask_head"] = "carried over unchanged from the base model (this run trained boxes)"
+        return save_checkpoint(weights, self.out_dir / name, config, self.class_names, provenance)
 
     # -------------------------------------------------------------------------------- loop
 

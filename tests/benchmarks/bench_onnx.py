@@ -477,7 +477,9 @@ def _panoptic(report: Report, size: int, max_size: int) -> None:
     model.detr.class_embed = BiasedClassHead(model.detr.class_embed, bias)
     picture = synthetic_picture(max_size, size * 5 // 4)  # 1333x1000 -> 800x1066 network input
     predictor = Predictor(model, config, device=CPU, size=size, max_size=max_size)
-    post = PostProcessPanoptic(default_is_thing_map(config.num_classes), predictor.panoptic.threshold)
+    post = PostProcessPanoptic(
+        default_is_thing_map(config.num_classes), predictor.panoptic.threshold, void=predictor.panoptic.void
+    )
     with tempfile.TemporaryDirectory(prefix="bench-panoptic-") as folder:
         path = Path(folder) / "detr_r50_panoptic.onnx"
         exported = export_onnx(model, config, path, panoptic=True, size=size, max_size=max_size)

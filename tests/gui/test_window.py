@@ -333,3 +333,15 @@ def test_autosave_never_creates_a_file_for_a_new_folder_project(qtbot, window, d
     window.next_image()
     window._autosave()
     assert window.doc.dirty and not (folder / "annotations.json").exists()
+
+
+def test_a_task_submitted_after_shutdown_is_dropped_quietly(qtbot):
+    from detr_studio.app.workers import TaskRunner
+
+    runner = TaskRunner()
+    ran = []
+    with qtbot.waitSignal(runner.done, timeout=5_000):
+        runner.submit("first", ran.append, 1)
+    runner.shutdown()
+    runner.submit("late", ran.append, 2)  # a window closing while a project opens does this
+    assert ran == [1] and runner.pending == 0

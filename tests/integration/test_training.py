@@ -136,3 +136,21 @@ def test_finetuning_resets_the_head_and_keeps_the_queries(two_images, tmp_path):
     # lr_backbone 0 freezes the backbone.
     key = "backbone.0.body.layer4.0.conv1.weight"
     assert torch.equal(tuned.state_dict[key], base.state_dict()[key])
+
+
+@pytest.mark.slow
+def test_finetuning_boxes_from_a_segmentation_model_keeps_its_mask_head(two_images, tmp_path):
+    base = build_detr(tiny_config(masks=True, num_classes=91))
+    weights = save_official(base, tmp_path / "segm.pth")
+    cfg = config(two_images, tmp_path / "ft", epochs=1, base_weights=str(weights), max_steps=1,
+                 val_annotations=None)  # fmt: skip
+    final, _ = collect(cfg)
+    assert isinstance(final, Finished)
+    tuned = load_checkpoint(final.best_path)
+    assert tuned.config.masks and tuned.config.num_classes == 3
+    assert "carried over" in tuned.provenance["mask_head"]
+    mask_keys = [k for k in tuned.state_dict if k.startswith(("bbox_attention.", "mask_head."))]
+    assert mask_keys and all(torch.equal(tuned.state_dict[k], base.state_dict()[k]) for k in mask_keys)
+    key = "detr.query_embed.weight"  # the detector did train
+    assert not torch.equal(tuned.state_dict[key], base.state_dict()[key])
+    assert tuned.state_dict["detr.class_embed.weight"].shape[0] == 4

@@ -45,6 +45,28 @@ def test_small_resnet_with_dilation_flag_has_stride_16() -> None:
     assert feature.mask.shape[-2:] == (4, 4)
 
 
+def test_small_resnet_at_stride_8_keeps_its_weights_and_doubles_the_feature_map() -> None:
+    backbone = Backbone("resnet18", True, True, False, width=16, stride=8)
+    assert backbone.stride == 8
+    features = list(backbone(_images(size=64)).values())
+    assert [f.tensors.shape[-1] for f in features] == [16, 8, 8, 8]  # layer1 at 4, the rest at 8
+    assert features[-1].mask.shape[-2:] == (8, 8)
+    plain = Backbone("resnet18", True, True, False, width=16)
+    assert {k: v.shape for k, v in backbone.state_dict().items()} == {
+        k: v.shape for k, v in plain.state_dict().items()
+    }
+    model = build_detr(tiny_config(backbone_width=16, backbone_stride=8, masks=True))
+    out = model(torch.rand(1, 3, 64, 64))
+    assert out["pred_masks"].shape[-2:] == (
+        16,
+        16,
+    )  # the mask head's FPN takes the equal-size maps in its stride
+    with pytest.raises(ValueError, match="backbone_stride"):
+        DetrConfig(backbone="resnet50", backbone_stride=8)
+    with pytest.raises(ValueError, match="backbone_stride"):
+        tiny_config(backbone_stride=4)
+
+
 def test_width_is_refused_for_bottleneck_resnets() -> None:
     with pytest.raises(ValueError, match="backbone_width"):
         DetrConfig(backbone="resnet50", backbone_width=32)

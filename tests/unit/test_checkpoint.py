@@ -162,6 +162,17 @@ def test_finetuning_a_detector_into_a_segmentation_model_keeps_the_mask_head_fre
     assert torch.equal(segm.detr.query_embed.weight, detector.query_embed.weight)
 
 
+def test_finetuning_boxes_from_a_segmentation_checkpoint_takes_its_detector(tmp_path):
+    config = tiny_config(masks=True)
+    segm = build_detr(config)
+    ckpt = load_checkpoint(save_official(segm, tmp_path / "segm.pth"))
+    detector = build_detr(config.replace(masks=False, num_classes=3))
+    fresh = load_for_finetuning(detector, ckpt)
+    assert fresh == ["class_embed.bias", "class_embed.weight"]
+    assert torch.equal(detector.query_embed.weight, segm.detr.query_embed.weight)
+    assert torch.equal(detector.backbone[0].body.conv1.weight, segm.detr.backbone[0].body.conv1.weight)
+
+
 def test_hugging_face_files_are_read_and_written_back_in_the_official_layout(tmp_path):
     import json
 

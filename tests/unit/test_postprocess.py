@@ -370,3 +370,22 @@ def test_panoptic_fast_path_through_detrsegm_select_matches_the_full_model_call(
         fast = model(images, select=post.select)
     assert len(fast["mask_index"]) > 2
     assert post.from_selected(fast, processed, targets) == post(full, processed, targets)
+
+
+def test_panoptic_void_leaves_pixels_no_mask_covers_out_of_every_segment():
+    things = {0: True, 1: True}
+    logits = torch.tensor([[9.0, 0.0, -9.0], [0.0, 9.0, -9.0]])  # two confident things
+    masks = torch.tensor(
+        [
+            [[4.0, 4, -3, -3], [-3, -3, -3, -3]],  # thing 0: the top-left pair
+            [[-3.0, -3, -3, 2], [-3, -3, -3, 2]],  # thing 1: the right column
+        ]
+    )
+    outputs = {"pred_logits": logits[None], "pred_masks": masks[None]}
+    (reference,) = PostProcessPanoptic(things)(outputs, [(2, 4)], [(4, 8)])
+    (void,) = PostProcessPanoptic(things, void=True)(outputs, [(2, 4)], [(4, 8)])
+    # The reference gives every pixel to the stronger mask; void keeps only the covered ones (id 2).
+    assert sum(s["area"] for s in reference["segments_info"]) == 32
+    row = [0, 0, 0, 0, 2, 2, 1, 1]
+    np.testing.assert_array_equal(decode_png(void["png_string"])[::2], [row, [2, 2, 2, 2, 2, 2, 1, 1]])
+    assert [(s["id"], s["category_id"], s["area"]) for s in void["segments_info"]] == [(0, 0, 8), (1, 1, 8)]

@@ -1,0 +1,420 @@
+"""The README's "closing the loop" screenshots, taken from the real window, offscreen.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/make_screenshots.py [--out docs]
+
+Starts DETR Studio as a first start does (no recent project: the built-in demo project opens and the demo
+model predicts the first image) and walks through the loop, saving one PNG per step into ``--out``:
+
+1. ``loop-1-demo.png``: the demo project with the demo model's detections on the first image.
+2. ``loop-2-review.png``: Predict All, then the Review queue dock with the first mistake clicked.
+3. ``loop-3-training.png``: the Training dock after fine-tuning the demo model on the project's annotated
+   images (20% held out, 3 epochs at lr 2e-5 on the CPU; a real ``detr-studio train`` child, a few minutes), with the
+   loss and AP curves and the before/after AP. "Use this model" then loads the fine-tuned model.
+4. ``loop-4-export.png``: the Export dock after exporting that model to ONNX, with the parity report and
+   the latency.
+
+Everything is written into a temporary folder (``$DETR_STUDIO_HOME`` and the window's settings file), so the
+user's demo project, recent projects and settings are not touched. Before each shot the window's state is
+checked; the script stops with a message and exit status 1 when a step does not show what it should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QPoint, QSettings, Qt, QTimer
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QDockWidget, QListWidget, QScrollArea, QWidget
+
+from detr_studio.app import demo_project
+from detr_studio.app.canvas import PREDICTIONS
+from detr_studio.app.main import APP_NAME, ORGANISATION, MainWindow, start_window
+from detr_studio.app.training_panel import DEMO
+from detr_studio.train.events import Finished
+
+WINDOW_SIZE = (1400, 900)
+QUEUE_WIDTH = 470  # the review queue's rows: "000123.jpg — wrong class: labelled …, predicted … 0.87"
+IMAGES_WIDTH = 240  # the image list beside the training and export docks (the canvas keeps some room)
+PANEL_WIDTH = 560  # the training curves and the export report
+START_TIMEOUT_S = 300  # writing the demo dataset and loading torch on a shared CPU
+PREDICT_ALL_TIMEOUT_S = 900
+TRAINING_TIMEOUT_S = 15 * 60
+EVALUATION_TIMEOUT_S = 600
+MODEL_TIMEOUT_S = 180
+EXPORT_TIMEOUT_S = 900
+timeout_factor = 1.0  # --timeout-factor: every wait is this many times longer (a CPU shared with other work)
+
+HOLDOUT, EPOCHS, LR, BATCH, SIZE = 0.2, 3, "2e-5", 4, 128
+
+
+class StepFailed(Exception):
+    """A step did not reach the state its screenshot is meant to show."""
+
+
+def check(condition: object, message: str) -> None:
+    if not condition:
+        raise StepFailed(message)
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float, what: str, window: MainWindow, errors: bool = True
+) -> None:
+    """Run the event loop until ``predicate()`` holds; StepFailed naming ``what`` after ``timeout_s``
+    seconds, or (``errors``) at once when the window reports an error."""
+    timeout_s *= timeout_factor
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if errors and window.errors:
+            raise StepFailed(f"while waiting for {what}, the window reported: {window.errors[-1]}")
+        if time.monotonic() > deadline:
+            raise StepFailed(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        pause(50)
+
+
+def pause(ms: int) -> None:
+    """Run the event loop for ``ms`` milliseconds. (``QTest.qWait`` would too, but it keeps the GIL while
+    it polls, which starves the window's worker threads: importing torch there took minutes.)"""
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def idle(window: MainWindow) -> bool:
+    """No model work, project opening, image decoding or mask drawing under way."""
+    runners = (window.tasks, window.pixels, window.overlay_tasks)
+    return not window.worker.busy and not any(r.pending for r in runners)
+
+
+def settle(window: MainWindow, timeout_s: float = 120) -> None:
+    wait_until(lambda: idle(window), timeout_s, "the window's background work to finish", window)
+    pause(300)  # queued refreshes (the review queue waits 250 ms) and repaints
+    QApplication.processEvents()
+
+
+def show_docks(window: MainWindow, widths: dict[QDockWidget, int]) -> None:
+    """Bring these docks to the front of their tab groups, at these widths."""
+    for dock in widths:
+        dock.show()
+        dock.raise_()
+    window.resizeDocks(list(widths), list(widths.values()), Qt.Orientation.Horizontal)
+    QApplication.processEvents()
+
+
+def fit(window: MainWindow) -> None:
+    """View > Fit: the whole image in the canvas (its size changes with the docks)."""
+    QApplication.processEvents()
+    window.actions_by_name["fit"].trigger()
+
+
+def click(widget: QWidget, pos: QPoint | None = None) -> None:
+    check(widget.isEnabled(), f"{widget.objectName() or type(widget).__name__} is not enabled")
+    QTest.mouseClick(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos or QPoint())
+    QApplication.processEvents()
+
+
+def fully_shown(widget: QWidget, scroll: QScrollArea) -> bool:
+    """Whether ``widget`` lies entirely inside the visible part of ``scroll``."""
+    viewport = scroll.viewport()
+    top_left = widget.mapTo(viewport, QPoint(0, 0))
+    return (
+        widget.isVisible()
+        and top_left.y() >= 0
+        and top_left.x() >= 0
+        and top_left.y() + widget.height() <= viewport.height()
+        and top_left.x() + widget.width() <= viewport.width()
+    )
+
+
+def save_shot(window: MainWindow, out: Path, name: str) -> Path:
+    check(not window.errors, f"the window reported an error: {window.errors[-1] if window.errors else ''}")
+    QApplication.processEvents()
+    path = out / name
+    check(window.grab().save(str(path)), f"cannot write {path}")
+    print(f"saved {path}", flush=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the steps
+
+
+def step_demo(window: MainWindow, out: Path) -> None:
+    """1. The first start: the demo project opens and the demo model predicts the first image."""
+    drawn_after_prediction: list[int] = []  # the mask overlay redrawn once the predictions are in
+    predicted: list[int] = []
+    window.predictions_changed.connect(predicted.append)
+    window.overlays_ready.connect(lambda: drawn_after_prediction.append(1) if predicted else None)
+    wait_until(
+        lambda: window.project is not None and window.canvas.has_pixmap,
+        START_TIMEOUT_S,
+        "the demo project to open",
+        window,
+    )
+    check(
+        window.project.location.absolute().is_relative_to(demo_project.demo_root().absolute()),
+        f"the window opened {window.project.location}, not the demo project",
+    )
+    first = window.image_panel.model.image_id_at(0)
+    wait_until(
+        lambda: window.model_info is not None and window.current_image_id in window.store,
+        START_TIMEOUT_S,
+        "the demo model to predict the first image",
+        window,
+    )
+    wait_until(lambda: drawn_after_prediction, 120, "the predicted masks to be drawn", window)
+    settle(window)
+    check(window.current_image_id == first, "the first image of the demo project is not the one shown")
+    check(window.model_info.name == "model.safetensors", f"the model loaded is {window.model_info.name}")
+    boxes = window.canvas.prediction_items()
+    check(boxes, "the demo model's detections are not drawn on the first image")
+    fit(window)
+    save_shot(window, out, "loop-1-demo.png")
+    print(f"  {len(boxes)} detections on {window.doc.image(first).file_name}", flush=True)
+
+
+def step_review(window: MainWindow, out: Path) -> None:
+    """2. Predict All, then the review queue: uncertain images and mistakes; the first mistake clicked."""
+    finished = []
+    window.worker.batch_finished.connect(finished.append)
+    action = window.actions_by_name["predict_all"]
+    check(action.isEnabled(), "Predict All is not enabled")
+    action.trigger()
+    wait_until(lambda: finished, PREDICT_ALL_TIMEOUT_S, "Predict All to finish", window)
+    summary = finished[0]
+    check(
+        not summary.cancelled and not summary.failure and summary.done == len(window.doc.images),
+        f"Predict All did not predict every image: {summary}",
+    )
+    print(f"  Predict All: {summary.done} images", flush=True)
+
+    dock = window.queue_dock
+    panel = dock.panel
+    show_docks(window, {dock: QUEUE_WIDTH})
+    predicted = f"{summary.done} images with predictions"  # the lists were filled before Predict All too
+
+    def refreshed() -> bool:
+        return (
+            panel.summary_label.text().startswith(predicted)
+            and panel.uncertain_list.count() == summary.done
+            and panel.mistakes_list.count() > 0
+        )
+
+    wait_until(refreshed, 60, "the review queue to list every predicted image and the mistakes", window)
+    settle(window)
+    panel.tabs.setCurrentIndex(1)  # Mistakes
+    QApplication.processEvents()
+    mistakes: QListWidget = panel.mistakes_list
+    item = mistakes.item(0)
+    text = item.text()
+    image_id, layer, key = item.data(Qt.ItemDataRole.UserRole)
+    mistakes.scrollToItem(item)
+    click(mistakes.viewport(), mistakes.visualItemRect(item).center())
+    settle(window)
+    selected_rows = [row.text() for row in mistakes.selectedItems()]
+    check(selected_rows == [text], f"the first mistake is not the row selected in the list: {selected_rows}")
+    check(window.current_image_id == image_id, "clicking the first mistake did not show its image")
+    selected = (
+        window.canvas.selected_prediction_ids()
+        if layer == PREDICTIONS
+        else window.canvas.selected_annotation_ids()
+    )
+    check(key is None or selected == [key], f"the mistake's box ({layer} {key}) is not selected: {selected}")
+    fit(window)
+    save_shot(window, out, "loop-2-review.png")
+    print(
+        f"  review queue: {panel.uncertain_list.count()} uncertain images, {mistakes.count()} mistakes; "
+        f"clicked: {text}",
+        flush=True,
+    )
+
+
+def step_training(window: MainWindow, out: Path) -> None:
+    """3. Fine-tune the demo model on the annotated images, wait for the before/after AP, use the model."""
+    dock = window.training_dock
+    panel = dock.panel
+    show_docks(window, {window.images_dock: IMAGES_WIDTH, dock: PANEL_WIDTH})
+    base = panel.base_combo.findData(DEMO)
+    check(base >= 0, "the Training dock offers no demo model to start from")
+    panel.base_combo.setCurrentIndex(base)
+    panel.images_combo.setCurrentIndex(panel.images_combo.findData("annotated"))
+    panel.holdout_spin.setValue(HOLDOUT)
+    panel.epochs_spin.setValue(EPOCHS)
+    panel.lr_edit.setText(LR)
+    panel.batch_spin.setValue(BATCH)
+    panel.size_spin.setValue(SIZE)
+    panel.max_size_spin.setValue(SIZE)
+    panel.device_combo.setCurrentText("cpu")
+    panel.extra_options = {"workers": 0}
+    print(f"  training: {panel.count_label.text()}", flush=True)
+
+    ended = []
+    panel.job.ended.connect(ended.append)
+    started = time.monotonic()
+    click(panel.start_button)
+    check(panel.job.running, f"the training run did not start: {window.errors}")
+    wait_until(lambda: ended, TRAINING_TIMEOUT_S, "the training run to end", window)
+    end = ended[0]
+    check(
+        isinstance(end.final, Finished) and not end.final.cancelled,
+        f"the training run did not finish: {end.final!r}",
+    )
+    print(f"  training run: {time.monotonic() - started:.0f} s, {panel.status_label.text()}", flush=True)
+
+    def compared() -> bool:
+        data = panel.comparison()
+        measured = [data.get(k) for k in ("before", "after")]
+        done = all(isinstance(m, dict) and ("AP" in m or "error" in m) for m in measured)
+        return done and panel.evaluator.pending == 0
+
+    wait_until(compared, EVALUATION_TIMEOUT_S, "the before/after AP comparison", window)
+    settle(window)
+    data = panel.comparison()
+    before, after = data["before"], data["after"]
+    check("AP" in before and "AP" in after, f"the before/after AP was not measured: {data}")
+    label = panel.compare_label.text()
+    check(
+        f"{before['AP']:.3f}" in label and f"{after['AP']:.3f}" in label,
+        f"the panel does not show the AP before/after: {label!r}",
+    )
+    check(len(panel.loss_series.get("total", ())) > 0, "the loss curve is empty")
+    check(len(panel.ap_series.get("AP", ())) > 0, "the AP curve is empty")
+    check(panel.use_button.isEnabled(), "'Use this model' is not enabled after the run")
+
+    scroll = dock.widget()
+    assert isinstance(scroll, QScrollArea)
+    run_box = panel.loss_plot.parentWidget()  # the "Run" group: curves, comparison, "Use this model"
+    scroll.verticalScrollBar().setValue(run_box.y())
+    QApplication.processEvents()
+    for widget, what in ((panel.loss_plot, "loss curve"), (panel.ap_plot, "AP curve"),
+                         (panel.compare_label, "AP comparison")):  # fmt: skip
+        check(fully_shown(widget, scroll), f"the {what} is not fully visible in the Training dock")
+    fit(window)
+    save_shot(window, out, "loop-3-training.png")
+    print(
+        f"  AP before {before['AP']:.3f} (AP50 {before.get('AP50', 0.0):.3f}), "
+        f"after {after['AP']:.3f} (AP50 {after.get('AP50', 0.0):.3f}) "
+        f"on the held-out images",
+        flush=True,
+    )
+
+    loaded = []
+    window.worker.model_loaded.connect(loaded.append)
+    click(panel.use_button)
+    wait_until(lambda: loaded, MODEL_TIMEOUT_S, "the fine-tuned model to load", window)
+    check(window.model_info.name == "best.safetensors", f"the model loaded is {window.model_info.name}")
+    window.actions_by_name["predict"].trigger()  # the canvas shows the fine-tuned model's detections
+    wait_until(
+        lambda: window.current_image_id in window.store, MODEL_TIMEOUT_S, "the fine-tuned prediction", window
+    )
+    settle(window)
+    print(f"  using {window.model_choice.source}", flush=True)
+
+
+def step_export(window: MainWindow, out: Path, temp: Path) -> None:
+    """4. Export the fine-tuned model to ONNX; the parity report and the latency."""
+    dock = window.export_dock
+    panel = dock.panel
+    show_docks(window, {window.images_dock: IMAGES_WIDTH, dock: PANEL_WIDTH})
+    target = temp / "exports" / "demo-fine-tuned.onnx"
+    panel.path_edit.setText(str(target))
+    panel.path_edit.setModified(True)
+    click(panel.export_button)
+    wait_until(
+        lambda: panel.result is not None or panel.error is not None, EXPORT_TIMEOUT_S, "the export", window
+    )
+    check(panel.error is None, f"the export failed: {panel.error}")
+    settle(window)
+    rows = dict(panel.rows)
+    check(target.is_file(), f"{target} was not written")
+    check(rows.get("Parity") == "passed", f"the parity check did not pass: {rows.get('Parity')}")
+    check("ms per image" in rows.get("CPU latency", ""), f"no CPU latency: {rows.get('CPU latency')}")
+    check("Parity" in panel.summary.text() and panel.details.toPlainText(), "the parity report is not shown")
+    scroll = dock.widget()
+    assert isinstance(scroll, QScrollArea)
+    scroll.verticalScrollBar().setValue(0)
+    QApplication.processEvents()
+    check(fully_shown(panel.summary, scroll), "the parity report is not fully visible in the Export dock")
+    fit(window)
+    save_shot(window, out, "loop-4-export.png")
+    for name in ("Parity", "CPU latency", "CUDA latency"):
+        print(f"  {name}: {rows.get(name)}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="folder for PNGs")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
+    parser.add_argument(
+        "--timeout-factor", type=float, default=1.0, help="multiply every wait's time limit (a busy CPU)"
+    )
+    args = parser.parse_args(argv)
+    global timeout_factor
+    timeout_factor = max(args.timeout_factor, 0.01)
+    if demo_project.demo_model_path() is None:
+        print(
+            "make_screenshots: the demo model (resources/demo/model.safetensors) is missing", file=sys.stderr
+        )
+        return 1
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix="detr-studio-shots-"))
+    os.environ[demo_project.HOME_ENV] = str(temp / "home")  # the demo project is written here
+    settings = QSettings(str(temp / "settings.ini"), QSettings.Format.IniFormat)  # no recent projects
+
+    app = QApplication.instance() or QApplication([APP_NAME])
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORGANISATION)
+    app.setWindowIcon(demo_project.app_icon())
+    started = time.monotonic()
+    window = start_window(["detr-studio"], settings)  # as `detr-studio` does: no recent project -> the demo
+    window.error_dialogs = False  # errors fail the step instead of opening a message box in a shot
+
+    def ask(title: str, text: str, choices=("Yes", "No")) -> str:  # a modal question would block offscreen
+        window.errors.append(f"unexpected question: {title}: {text}")
+        return choices[-1]
+
+    window.ask = ask
+    window.resize(*WINDOW_SIZE)
+    status = 0
+    step = "start"
+    try:
+        for step, run in (
+            ("1 demo", lambda: step_demo(window, out)),
+            ("2 review", lambda: step_review(window, out)),
+            ("3 training", lambda: step_training(window, out)),
+            ("4 export", lambda: step_export(window, out, temp)),
+        ):
+            t0 = time.monotonic()
+            print(f"step {step}…", flush=True)
+            run()
+            print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)
+    except StepFailed as exc:
+        print(f"make_screenshots: step {step} failed: {exc}", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        with contextlib.suppress(StepFailed):
+            wait_until(lambda: idle(window), 120, "background work before closing", window, errors=False)
+        window.doc = None  # nothing to ask about: the walkthrough edits nothing
+        window.close()  # stops the threads (and a training child still running)
+        window.deleteLater()
+        QApplication.processEvents()
+        if args.keep:
+            print(f"kept {temp}", flush=True)
+        else:
+            shutil.rmtree(temp, ignore_errors=True)
+    print(f"{'done' if status == 0 else 'stopped'} in {time.monotonic() - started:.0f} s", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
