@@ -83,20 +83,13 @@ def demo_model_choice(weights: Path) -> ModelChoice:
     at their own size (longer side ``DEMO.size``).
     """
     from detr_studio.commands.demo import DEMO  # brings in torch: call this off the Qt thread or after it
+    from detr_studio.model.checkpoint import provenance_input_size
 
-    size, max_size = DEMO.size, DEMO.size
     try:
         provenance = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8")).get("provenance")
     except (OSError, ValueError):
         provenance = None  # the worker's load reports a broken sidecar with its file name
-    if isinstance(provenance, dict):
-        scales = provenance.get("scales")
-        if isinstance(scales, list) and scales and all(isinstance(s, int) for s in scales):
-            size = max(scales)
-        if isinstance(provenance.get("val_size"), int):
-            size = provenance["val_size"]
-        if isinstance(provenance.get("max_size"), int):
-            max_size = provenance["max_size"]
+    size, max_size = provenance_input_size(provenance, default=(DEMO.size, DEMO.size))
     return ModelChoice(str(weights), device=None, precision="fp32", size=size, max_size=max_size)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..model.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+from ..model.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, provenance_input_size
 from ..model.sources import resolve
 from . import CommandError
 
@@ -25,8 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", action="store_true", help="also mask AP (segmentation models)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="auto")
-    p.add_argument("--size", type=int, default=800, help="shorter side fed to the network")
-    p.add_argument("--max-size", type=int, default=1333)
+    p.add_argument(
+        "--size", type=int, help="shorter side fed to the network (default: the checkpoint's, else 800)"
+    )
+    p.add_argument(
+        "--max-size", type=int, help="cap on the longer side (default: the checkpoint's, else 1333)"
+    )
     p.add_argument("-o", "--output", help="write the metrics as JSON here")
     p.set_defaults(run=run)
 
@@ -59,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     if (args.masks or args.panoptic) and not ckpt.config.masks:
         raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head")
-    transforms = make_transforms("val", scales=[args.size], max_size=args.max_size)
+    trained = provenance_input_size(ckpt.provenance)  # the sizes it was trained and evaluated at
+    size, max_size = args.size or trained[0], args.max_size or trained[1]
+    transforms = make_transforms("val", scales=[size], max_size=max_size)
     try:
         if args.panoptic:
             pan_root = args.panoptic_masks or str(Path(args.data).with_suffix(""))

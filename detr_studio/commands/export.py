@@ -67,8 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="int8: fraction of PyTorch's detections the int8 model must keep (default 0.9)",
     )
-    p.add_argument("--size", type=int, default=800, help="shorter image side recorded for runtimes")
-    p.add_argument("--max-size", type=int, default=1333, help="cap on the longer side recorded for runtimes")
+    p.add_argument(
+        "--size",
+        type=int,
+        help="shorter image side recorded for runtimes (default: the checkpoint's, else 800)",
+    )
+    p.add_argument(
+        "--max-size",
+        type=int,
+        help="cap on the longer side recorded for runtimes (default: the checkpoint's, else 1333)",
+    )
     p.set_defaults(run=run)
 
 
@@ -91,7 +99,7 @@ def _check_images(items: list[str] | None, option: str = "--check") -> list[Path
 
 def run(args: argparse.Namespace) -> int:
     from ..infer.onnx_export import OnnxExportError, export_onnx
-    from ..model.checkpoint import build_from_checkpoint, load_checkpoint
+    from ..model.checkpoint import build_from_checkpoint, load_checkpoint, provenance_input_size
     from ..model.sources import default_class_names, resolve
 
     output = Path(args.output)
@@ -113,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     if args.panoptic and not ckpt.config.masks:
         raise CommandError(f"{args.weights}: --panoptic needs a panoptic checkpoint (one with a mask head)")
     names = ckpt.class_names or default_class_names(ckpt.config)
+    trained = provenance_input_size(ckpt.provenance)  # the sizes it was trained and evaluated at
+    size, max_size = args.size or trained[0], args.max_size or trained[1]
     task = "panoptic" if args.panoptic else "detection"
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     print(f"exporting {args.weights} ({task}, {precision}) to {output} ...", file=sys.stderr)
@@ -137,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
             source=str(ckpt.path or args.weights),
             check_inputs=check,
             exporter=args.exporter,
-            size=args.size,
-            max_size=args.max_size,
+            size=size,
+            max_size=max_size,
             atol=args.atol,
             int8_transformer=not args.int8_backbone_only,
             **agreement,

@@ -204,9 +204,9 @@ class OnnxPredictor(BasePredictor):
         self.providers = list(self.session.get_providers())
         self.provider = self.providers[0]
         self.provider_note = self._fallback_note(wanted)
-        things = is_thing_map or default_is_thing_map(self.config.num_classes)
-        # As in Predictor: a model without stuff classes leaves background pixels void.
-        self.panoptic = PostProcessPanoptic(things, panoptic_threshold, void=all(things.values()))
+        self.panoptic = PostProcessPanoptic.for_model(
+            is_thing_map or default_is_thing_map(self.config.num_classes), panoptic_threshold
+        )
 
     def _load(self) -> onnx.ModelProto:
         import onnx

@@ -15,7 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from ..data.preprocess import batch as make_batch
-from ..model.checkpoint import Checkpoint, build_from_checkpoint, detector_of, load_checkpoint
+from ..model.checkpoint import (
+    Checkpoint,
+    build_from_checkpoint,
+    detector_of,
+    load_checkpoint,
+    provenance_input_size,
+)
 from ..model.config import DetrConfig
 from ..model.fuse import fold_frozen_batchnorm
 from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
@@ -69,9 +75,9 @@ class Predictor(BasePredictor):
         self.note = devices.precision_note(self.device, precision)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        things = is_thing_map or default_is_thing_map(config.num_classes)
-        # A model without stuff classes has no class for the background: its pixels stay void.
-        self.panoptic = PostProcessPanoptic(things, panoptic_threshold, void=all(things.values()))
+        self.panoptic = PostProcessPanoptic.for_model(
+            is_thing_map or default_is_thing_map(config.num_classes), panoptic_threshold
+        )
         self._detector = detector_of(self.model)
 
     # ------------------------------------------------------------------------------------ building
@@ -80,6 +86,9 @@ class Predictor(BasePredictor):
     def from_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> Predictor:
         model = build_from_checkpoint(ckpt, aux_loss=False, dropout=0.0)
         kwargs.setdefault("class_names", ckpt.class_names)
+        size, max_size = provenance_input_size(ckpt.provenance)  # the sizes it was trained and evaluated at
+        kwargs.setdefault("size", size)
+        kwargs.setdefault("max_size", max_size)
         kwargs.setdefault("name", str(ckpt.path.name) if ckpt.path else "")
         return cls(model, ckpt.config, **kwargs)
 

@@ -53,6 +53,26 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)  # optimizer, lr_scheduler, epoch … when present
 
 
+REFERENCE_INPUT_SIZE = (800, 1333)  # shorter side, cap on the longer side: the reference's evaluation sizes
+
+
+def provenance_input_size(
+    provenance: Any, default: tuple[int, int] = REFERENCE_INPUT_SIZE
+) -> tuple[int, int]:
+    """(shorter side, longer-side cap) a checkpoint of ours was evaluated at, read from its provenance
+    (``val_size``, else the largest training scale; ``max_size``); ``default`` for what it does not say."""
+    size, max_size = default
+    if isinstance(provenance, dict):
+        scales = provenance.get("scales")
+        if isinstance(scales, list) and scales and all(isinstance(s, int) for s in scales):
+            size = max(scales)
+        if isinstance(provenance.get("val_size"), int):
+            size = provenance["val_size"]
+        if isinstance(provenance.get("max_size"), int):
+            max_size = provenance["max_size"]
+    return size, max_size
+
+
 # --------------------------------------------------------------------------------------------- reading
 
 

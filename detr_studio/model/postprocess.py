@@ -294,6 +294,12 @@ class PostProcessPanoptic:
         self.threshold = threshold
         self.void = void
 
+    @classmethod
+    def for_model(cls, is_thing_map: Mapping[int, bool], threshold: float = 0.85) -> PostProcessPanoptic:
+        """What the prediction backends use: the reference, except that a model without stuff classes
+        (nothing describes its background) leaves uncovered pixels void."""
+        return cls(is_thing_map, threshold, void=all(is_thing_map.values()))
+
     def select(self, outputs: Mapping[str, Tensor]) -> Tensor:
         """The queries that need masks: bool [B, Q]. Fits ``DETRsegm.forward(select=...)``."""
         return panoptic_keep(outputs["pred_logits"], self.threshold)

@@ -34,6 +34,7 @@ from ..data.images import ImageReadError
 from ..data.transforms import make_transforms, scaled_recipe
 from ..infer.device import pick_device
 from ..model.checkpoint import (
+    Checkpoint,
     CheckpointError,
     atomic_write,
     load_checkpoint,
@@ -170,14 +171,24 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any | None]:
     return train, val
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, DetrConfig, dict[int, str] | None]:
-    """The model to train: from ``base_weights`` (class head reset when the class count differs) or from scratch."""
+def load_base(cfg: TrainConfig) -> Checkpoint | None:
+    """The checkpoint ``base_weights`` names (a file or a zoo name), or None when training from scratch."""
+    if not cfg.base_weights:
+        return None
+    try:
+        return load_checkpoint(resolve(cfg.base_weights))
+    except (CheckpointError, ValueError, ZooDownloadError) as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def build_model(
+    cfg: TrainConfig, num_classes: int, base: Checkpoint | None = None
+) -> tuple[nn.Module, DetrConfig, dict[int, str] | None]:
+    """The model to train: from the base checkpoint (``base``, or read from ``base_weights``; class head reset
+    when the class count differs) or from scratch."""
     train_backbone = cfg.lr_backbone > 0
-    if cfg.base_weights:
-        try:
-            ckpt = load_checkpoint(resolve(cfg.base_weights))
-        except (CheckpointError, ValueError, ZooDownloadError) as exc:
-            raise TrainingError(str(exc)) from None
+    ckpt = base if base is not None else load_base(cfg)
+    if ckpt is not None:
         changes: dict[str, Any] = {"num_classes": num_classes, "aux_loss": cfg.aux_loss, "masks": cfg.masks}
         if cfg.dropout is not None:
             changes["dropout"] = cfg.dropout
@@ -209,19 +220,16 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, DetrConf
     return build_detr(config, train_backbone=train_backbone), config, None
 
 
-def carried_mask_branch(cfg: TrainConfig) -> dict[str, Tensor]:
+def carried_mask_branch(cfg: TrainConfig, base: Checkpoint | None) -> dict[str, Tensor]:
     """The base checkpoint's mask branch when this run trains boxes only from a segmentation model.
 
     The run trains the detector; its saved models keep this branch unchanged, so that a segmentation model
     fine-tuned on boxes still draws masks (retrain them with ``--masks --stage masks`` for the best ones).
     Empty when there is nothing to carry.
     """
-    if not cfg.base_weights or cfg.masks:
+    if base is None or cfg.masks or not base.config.masks:
         return {}
-    ckpt = load_checkpoint(resolve(cfg.base_weights))
-    if not ckpt.config.masks:
-        return {}
-    return {k: v for k, v in ckpt.state_dict.items() if k.startswith(("bbox_attention.", "mask_head."))}
+    return {k: v for k, v in base.state_dict.items() if k.startswith(("bbox_attention.", "mask_head."))}
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -311,8 +319,10 @@ class _Run:
         num_classes = self.train_set.num_classes
         if self.val_set is not None:
             num_classes = max(num_classes, self.val_set.num_classes)
-        model, self.model_config, base_names = build_model(cfg, num_classes)
-        self.mask_branch = carried_mask_branch(cfg)
+        base = load_base(cfg)  # read once: the model and the carried mask branch both come from it
+        model, self.model_config, base_names = build_model(cfg, num_classes, base)
+        self.mask_branch = carried_mask_branch(cfg, base)
+        del base
         if cfg.query_groups > 1:
             model.set_query_groups(cfg.query_groups)
         self.class_names = (

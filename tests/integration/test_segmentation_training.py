@@ -80,8 +80,8 @@ def mask_stage(shapes, box_stage, tmp_path_factory) -> tuple[Finished, list[Even
     """Stage 2: the mask head on the frozen stage-1 detector. Also returns the model's state before training."""
     initial: dict[str, torch.Tensor] = {}
 
-    def recording_build_model(cfg, num_classes):
-        model, model_config, names = real_build_model(cfg, num_classes)
+    def recording_build_model(cfg, num_classes, base=None):
+        model, model_config, names = real_build_model(cfg, num_classes, base)
         initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         return model, model_config, names
 

@@ -194,3 +194,20 @@ def test_hugging_face_files_are_read_and_written_back_in_the_official_layout(tmp
     official = load_checkpoint(save_official(build_from_checkpoint(ckpt), tmp_path / "back.pth"))
     assert official.source == "official"
     assert official.state_dict.keys() == model.state_dict().keys()
+
+
+def test_a_checkpoint_is_predicted_at_the_input_size_it_was_trained_and_evaluated_at(tmp_path):
+    from detr_studio.infer.predictor import Predictor
+    from detr_studio.model.checkpoint import REFERENCE_INPUT_SIZE, provenance_input_size
+
+    assert provenance_input_size({}) == REFERENCE_INPUT_SIZE == (800, 1333)
+    assert provenance_input_size({"scales": [96, 112], "max_size": 128}) == (112, 128)
+    assert provenance_input_size({"scales": [96, 112], "val_size": 100, "max_size": 128}) == (100, 128)
+    assert provenance_input_size({"val_size": "big"}, default=(64, 64)) == (64, 64)
+    config = tiny_config()
+    weights = save_checkpoint(
+        build_detr(config), tmp_path / "m", config, provenance={"val_size": 96, "max_size": 128}
+    )
+    predictor = Predictor.from_weights(weights, device="cpu")
+    assert (predictor.size, predictor.max_size) == (96, 128)
+    assert Predictor.from_weights(weights, device="cpu", size=200).size == 200  # asked for: kept

@@ -281,9 +281,9 @@ def test_kept_queries_panoptic_is_byte_identical_to_the_whole_file(panoptic):
     threshold = min(float(scores[i][real[i]].median()) for i in range(len(images)))
     keep = real & (scores > threshold)
     assert (keep.sum(1) > 0).all() and keep.sum() < keep.numel()
-    things = default_is_thing_map(config.num_classes)
-    # The backend's own setting: a model without stuff classes leaves uncovered pixels void.
-    post = PostProcessPanoptic(things, threshold, void=all(things.values()))
+    post = PostProcessPanoptic.for_model(
+        default_is_thing_map(config.num_classes), threshold
+    )  # as the backend
     reference = post(
         {"pred_logits": logits, "pred_masks": masks},
         [p.tensor.shape[-2:] for p in prepared],

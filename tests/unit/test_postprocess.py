@@ -389,3 +389,8 @@ def test_panoptic_void_leaves_pixels_no_mask_covers_out_of_every_segment():
     row = [0, 0, 0, 0, 2, 2, 1, 1]
     np.testing.assert_array_equal(decode_png(void["png_string"])[::2], [row, [2, 2, 2, 2, 2, 2, 1, 1]])
     assert [(s["id"], s["category_id"], s["area"]) for s in void["segments_info"]] == [(0, 0, 8), (1, 1, 8)]
+
+
+def test_the_backends_post_processing_is_the_reference_unless_the_model_has_no_stuff_class():
+    assert not PostProcessPanoptic.for_model(THING_MAP).void  # stuff classes 2 and 3: the reference
+    assert PostProcessPanoptic.for_model({0: True, 1: True}).void
