@@ -111,8 +111,10 @@ def label_tab(text: str, colour: QColor, ratio: float = 1.0) -> QPixmap:
 
 
 class LabelItem(QGraphicsPixmapItem):
-    """Class name and score on a coloured tab above a box (inside it when the box touches the image's top);
-    constant size on screen. A plain pixmap item: Qt paints it without calling Python."""
+    """Class name and score on a coloured tab; constant size on screen. A plain pixmap item: Qt paints it
+    without calling Python. Labels sit above their box's top-left corner (inside it when the box touches the
+    image's top); predictions sit below the bottom-left corner instead, so that a prediction and the label
+    it matches never cover each other's tabs."""
 
     def __init__(self, text: str, colour: QColor, parent: QGraphicsItem):
         app = QGuiApplication.instance()
@@ -203,9 +205,12 @@ class BoxItem(QGraphicsRectItem):
 
     def _layout_children(self) -> None:
         rect = self.rect()
-        if self.label is not None:
+        if self.label is not None and self.kind == ANNOTATIONS:
             self.label.setPos(rect.topLeft())
             self.label.set_inside(rect.top() < 1.0)
+        elif self.label is not None:
+            self.label.setPos(rect.bottomLeft())
+            self.label.setOffset(0.0, 0.0)
         for handle in self._handles:
             left, top, right, bottom = _HANDLES[handle.name]
             x = rect.left() if left else rect.right() if right else rect.center().x()

@@ -51,7 +51,6 @@ from detr_studio.data.coco import CocoDocument, ImageInfo
 from detr_studio.data.images import ImageReadError, image_size, load_image
 
 from .filters import ImageFilter, matching_image_ids
-from .overlays import rgb_to_qimage
 from .predictions import PredictionStore
 
 THUMB_SIZE = 48
@@ -63,13 +62,23 @@ SCAN_DUTY = 0.5  # at most this share of the time the scan thread works (the res
 
 
 def make_thumbnail(path: Path, size: int) -> tuple[QImage, tuple[int, int]]:
-    """Decode ``path`` and shrink it to fit ``size`` pixels (runs on a pool thread); with the full size."""
+    """Decode ``path`` and shrink it to fit ``size`` pixels (runs on a pool thread); with the full size.
+
+    The thumbnail is centred on a transparent ``size`` x ``size`` square, so that every row's text starts
+    at the same place whatever the image's shape.
+    """
     import numpy as np
 
     img = load_image(path)
     full = img.size  # after EXIF orientation, like CocoDocument's sizes
     img.thumbnail((size, size))
-    return rgb_to_qimage(np.asarray(img)), full
+    rgb = np.asarray(img)
+    h, w = rgb.shape[:2]
+    square = np.zeros((size, size, 4), dtype=np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    square[top : top + h, left : left + w, :3] = rgb
+    square[top : top + h, left : left + w, 3] = 255
+    return QImage(square.data, size, size, 4 * size, QImage.Format.Format_RGBA8888).copy(), full
 
 
 class _ThumbnailSignals(QObject):

@@ -292,9 +292,18 @@ class ReviewQueuePanel(QWidget):
             self._timer.start()
 
     def refresh(self) -> None:
+        """Rebuild both lists; the row the user had selected in each stays selected if it is still listed."""
         self._stale = False
+        selected = {widget: self._selected(widget) for widget in (self.uncertain_list, self.mistakes_list)}
         self.uncertain_list.clear()
         self.mistakes_list.clear()
+        try:
+            self._fill()
+        finally:
+            for widget, data in selected.items():
+                self._reselect(widget, data)
+
+    def _fill(self) -> None:
         doc, store = self.window.doc, self.window.store
         if doc is None:
             self.summary_label.setText("")
@@ -317,6 +326,22 @@ class ReviewQueuePanel(QWidget):
             f"{len(ranked)} images with predictions; {counts[MISS]} misses, {counts[EXTRA]} extra boxes, "
             f"{counts[WRONG_CLASS]} wrong classes at threshold {self.window.threshold:.2f}"
         )
+
+    @staticmethod
+    def _selected(widget: QListWidget) -> tuple | None:
+        item = widget.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None and item.isSelected() else None
+
+    @staticmethod
+    def _reselect(widget: QListWidget, data: tuple | None) -> None:
+        if data is None:
+            return
+        for row in range(widget.count()):
+            item = widget.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == data:
+                widget.setCurrentItem(item)
+                widget.scrollToItem(item)
+                return
 
     def _known(self, image_id: int) -> bool:
         try:

@@ -219,8 +219,9 @@ class TrainingPanel(QWidget):
         self.progress = QProgressBar(self)
         self.progress.setFormat("%p%")
         self.speed_label = QLabel("", self)
-        self.loss_plot = self._plot("loss", "epoch")
-        self.ap_plot = self._plot("AP", "epoch")
+        # legends in the corner the curves move away from: losses fall (top right), AP rises (bottom right)
+        self.loss_plot = self._plot("loss", "epoch", legend_offset=(-4, 4))
+        self.ap_plot = self._plot("AP", "epoch", legend_offset=(-4, -4))
         self.ap_plot.setYRange(0.0, 1.0)
         self.ap_plot.enableAutoRange(axis="y", enable=False)
         self.compare_label = QLabel("", self)
@@ -293,14 +294,14 @@ class TrainingPanel(QWidget):
         edit.setValidator(validator)
         return edit
 
-    def _plot(self, left: str, bottom: str) -> pg.PlotWidget:
+    def _plot(self, left: str, bottom: str, legend_offset: tuple[int, int]) -> pg.PlotWidget:
         plot = pg.PlotWidget(self, background="w")
         plot.setMinimumHeight(140)
         plot.setLabel("left", left)
         plot.setLabel("bottom", bottom)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.addLegend(
-            offset=(-4, 4),
+            offset=legend_offset,
             labelTextSize="7pt",
             labelTextColor=(40, 40, 40),
             brush=pg.mkBrush(255, 255, 255, 210),

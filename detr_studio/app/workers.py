@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from detr_studio.data.images import ImageReadError
 
@@ -284,13 +284,20 @@ class InferenceWorker(QObject):
 
 class TaskRunner(QObject):
     """Runs plain functions on a thread pool; ``done(tag, result)`` or ``failed(tag, exception)`` come back
-    on the Qt thread. The tag says what the result is for, so a stale one can be ignored."""
+    on the Qt thread. The tag says what the result is for, so a stale one can be ignored.
+
+    Results always arrive through the event loop, never inside ``submit``: a task that finishes before
+    ``submit`` returns would otherwise be reported at once (``add_done_callback`` calls back immediately on a
+    finished future), before the caller has connected what should follow it.
+    """
 
     done = Signal(object, object)
     failed = Signal(object, object)
+    _settled = Signal(object, object)  # tag, future: from any thread, queued to this object's thread
 
     def __init__(self, workers: int = 1, parent: QObject | None = None):
         super().__init__(parent)
+        self._settled.connect(self._finish, Qt.ConnectionType.QueuedConnection)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detr-studio-task")
         self._pending = 0
         self._closed = False
@@ -308,11 +315,13 @@ class TaskRunner(QObject):
                 return
             self._pending += 1
         future = self._pool.submit(fn, *args)
-        future.add_done_callback(lambda f: self._finish(tag, f))
+        future.add_done_callback(lambda f: self._settled.emit(tag, f))
 
     def _finish(self, tag: object, future: Future) -> None:
         with self._lock:
             self._pending -= 1
+        if future.cancelled():  # dropped by `shutdown`
+            return
         exc = future.exception()
         if exc is not None:
             self.failed.emit(tag, exc)

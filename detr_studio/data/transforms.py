@@ -65,8 +65,7 @@ class Target(Mapping[str, Tensor]):
         return len(self._keys())
 
     def _keys(self) -> tuple[str, ...]:
-        names = tuple(f.name for f in dataclasses.fields(self))
-        return names if self.masks is not None else tuple(n for n in names if n != "masks")
+        return _TARGET_KEYS if self.masks is not None else _TARGET_KEYS_NO_MASKS
 
     @property
     def num_objects(self) -> int:
@@ -93,6 +92,11 @@ class Target(Mapping[str, Tensor]):
         """Page-locked copies, so ``DataLoader(pin_memory=True)`` keeps the Target type."""
         return self.replace(**{key: value.pin_memory() for key, value in self.items()})
 
+
+_TARGET_KEYS = tuple(
+    f.name for f in dataclasses.fields(Target)
+)  # computed once: the criterion reads keys often
+_TARGET_KEYS_NO_MASKS = tuple(n for n in _TARGET_KEYS if n != "masks")
 
 ImageLike = Image.Image | Tensor
 

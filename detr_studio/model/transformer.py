@@ -93,9 +93,13 @@ class TransformerDecoderLayer(_RecordingLayer):
         self.dropout3 = nn.Dropout(dropout)
         self.normalize_before = normalize_before
 
-    def _self(self, x: Tensor, query_pos: Tensor | None) -> Tensor:
+    def _self(self, x: Tensor, query_pos: Tensor | None, groups: int) -> Tensor:
+        """Self-attention among the queries; with ``groups`` > 1 only within each group (x: [G*Q, B, C])."""
+        if groups > 1:
+            x, query_pos = _split_groups(x, groups), _split_groups(query_pos, groups)
         qk = _with_pos(x, query_pos)
-        return self.self_attn(qk, qk, x, need_weights=False)[0]
+        out = self.self_attn(qk, qk, x, need_weights=False)[0]
+        return _join_groups(out, groups) if groups > 1 else out
 
     def _cross(self, x: Tensor, memory: Tensor, mask: Tensor | None, pos, query_pos) -> Tensor:
         return self._attend(
@@ -112,19 +116,35 @@ class TransformerDecoderLayer(_RecordingLayer):
         memory_key_padding_mask: Tensor | None,
         pos: Tensor | None,
         query_pos: Tensor | None,
+        groups: int = 1,
     ) -> Tensor:
-        """tgt, query_pos: [Q, B, C]; memory, pos: [HW, B, C]; memory_key_padding_mask: [B, HW]."""
+        """tgt, query_pos: [G*Q, B, C]; memory, pos: [HW, B, C]; memory_key_padding_mask: [B, HW].
+
+        Only the self-attention sees the groups; cross-attention and feed-forward treat every query alike.
+        """
         if self.normalize_before:
-            tgt = tgt + self.dropout1(self._self(self.norm1(tgt), query_pos))
+            tgt = tgt + self.dropout1(self._self(self.norm1(tgt), query_pos, groups))
             tgt = tgt + self.dropout2(
                 self._cross(self.norm2(tgt), memory, memory_key_padding_mask, pos, query_pos)
             )
             return tgt + self.dropout3(self._feedforward(self.norm3(tgt)))
-        tgt = self.norm1(tgt + self.dropout1(self._self(tgt, query_pos)))
+        tgt = self.norm1(tgt + self.dropout1(self._self(tgt, query_pos, groups)))
         tgt = self.norm2(
             tgt + self.dropout2(self._cross(tgt, memory, memory_key_padding_mask, pos, query_pos))
         )
         return self.norm3(tgt + self.dropout3(self._feedforward(tgt)))
+
+
+def _split_groups(x: Tensor, groups: int) -> Tensor:
+    """[G*Q, B, C] (query index g * Q + q) -> [Q, G*B, C] (batch index g * B + b)."""
+    gq, b, c = x.shape
+    return x.reshape(groups, gq // groups, b, c).transpose(0, 1).reshape(gq // groups, groups * b, c)
+
+
+def _join_groups(x: Tensor, groups: int) -> Tensor:
+    """The inverse of ``_split_groups``: [Q, G*B, C] -> [G*Q, B, C]."""
+    q, gb, c = x.shape
+    return x.reshape(q, groups, gb // groups, c).transpose(0, 1).reshape(groups * q, gb // groups, c)
 
 
 def _clones(module: nn.Module, n: int) -> nn.ModuleList:
@@ -155,12 +175,12 @@ class TransformerDecoder(nn.Module):
         self.norm = norm
         self.return_intermediate = return_intermediate
 
-    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos) -> Tensor:
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos, groups: int = 1) -> Tensor:
         """-> [L, Q, B, C] (every layer, normed) or [1, Q, B, C] (last layer only)."""
         out = tgt
         outputs = []
         for layer in self.layers:
-            out = layer(out, memory, memory_key_padding_mask, pos, query_pos)
+            out = layer(out, memory, memory_key_padding_mask, pos, query_pos, groups)
             if self.return_intermediate:
                 outputs.append(self.norm(out))
         if self.return_intermediate:
@@ -201,7 +221,9 @@ class Transformer(nn.Module):
         """src, pos_embed: [B, C, h, w]; mask: [B, h, w]; query_embed: [G*Q, C].
 
         ``groups`` > 1 (training only): the queries form G independent groups that share the decoder but
-        never attend to one another; each group is decoded as if it were its own batch.
+        never attend to one another. Only the decoder's self-attention needs to know: it runs within each
+        group, while cross-attention and feed-forward see the G*Q queries of an image together, so the
+        image's keys and values are projected once, not once per group.
 
         -> (hs [L, B, G*Q, C], memory [B, C, h, w]).
         """
@@ -211,19 +233,6 @@ class Transformer(nn.Module):
         mask = mask.flatten(1)  # [B, HW]
         memory = self.encoder(src, mask, pos_embed)
         image = memory.permute(1, 2, 0).reshape(b, c, h, w)
-        if groups == 1:
-            query_pos = query_embed.unsqueeze(1).expand(-1, b, -1)  # [Q, B, C]
-            hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos_embed, query_pos)
-            return hs.transpose(1, 2), image
-        q = query_embed.shape[0] // groups
-        query_pos = query_embed.reshape(groups, q, 1, c).expand(-1, -1, b, -1)  # [G, Q, B, C]
-        query_pos = query_pos.permute(1, 0, 2, 3).reshape(q, groups * b, c)  # batch index g * B + b
-        hs = self.decoder(
-            torch.zeros_like(query_pos),
-            memory.repeat(1, groups, 1),
-            mask.repeat(groups, 1),
-            pos_embed.repeat(1, groups, 1),
-            query_pos,
-        )  # [L, Q, G*B, C]
-        hs = hs.reshape(hs.shape[0], q, groups, b, c).permute(0, 3, 2, 1, 4)  # [L, B, G, Q, C]
-        return hs.reshape(hs.shape[0], b, groups * q, c), image
+        query_pos = query_embed.unsqueeze(1).expand(-1, b, -1)  # [G*Q, B, C]
+        hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos_embed, query_pos, groups)
+        return hs.transpose(1, 2), image

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
 
-from detr_studio.app.canvas import ATTENTION, MASKS, PREDICTIONS
+from detr_studio.app.canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS
 from detr_studio.model.config import tiny_config
 from detr_studio.model.detr import build_detr
 
@@ -52,6 +52,13 @@ def test_prediction_boxes_appear_and_the_threshold_refilters_without_running_the
     item = window.canvas.prediction_items()[0]
     assert item.spec.label.split()[0] in {*window.model_info.class_names.values(), "class"}
     assert "no-object" in item.toolTip() and f"query {item.key}" in item.toolTip()
+    # a prediction's tab hangs below its box, a label's sits above: the two never cover each other
+    label_tab = item.label.mapRectToScene(item.label.boundingRect())
+    assert label_tab.top() == pytest.approx(item.rect().bottom(), abs=0.5)
+    for annotation in window.canvas.boxes(ANNOTATIONS):
+        if annotation.rect().top() >= 1.0:  # (a box at the image's top edge keeps its tab inside)
+            annotation_tab = annotation.label.mapRectToScene(annotation.label.boundingRect())
+            assert annotation_tab.bottom() == pytest.approx(annotation.rect().top(), abs=0.5)
 
 
 def test_space_accepts_a_prediction_with_model_provenance_and_undo_restores_it(qtbot, predicted):

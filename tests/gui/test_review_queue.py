@@ -185,3 +185,11 @@ def test_rows_take_the_user_to_the_image_and_select_the_box(qtbot, window, datas
         panel.mistakes_list.itemClicked.emit(panel.mistakes_list.item(miss))
         assert window.canvas.selected_annotation_ids()[0] in {a.id for a in other}
     assert panel.mistakes_list.item(0).data(Qt.ItemDataRole.UserRole)[1] in (ANNOTATIONS, PREDICTIONS)
+
+    # a rebuild (new predictions, an edit) keeps the row the user was on
+    panel.mistakes_list.setCurrentRow(extra_row)
+    chosen = panel.mistakes_list.currentItem().data(Qt.ItemDataRole.UserRole)
+    window.predictions_changed.emit(target.id)
+    panel.refresh()
+    assert panel.mistakes_list.currentItem().data(Qt.ItemDataRole.UserRole) == chosen
+    assert panel.mistakes_list.currentItem().isSelected()

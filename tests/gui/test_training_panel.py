@@ -166,6 +166,9 @@ def test_fine_tune_from_the_panel_through_cancel_and_a_crash_to_a_better_model(
     assert isinstance(end.final, Finished) and not end.final.cancelled, (end, window.errors)
     assert len(panel.loss_series["total"]) == 8  # the resumed run went on where the first one stopped
     assert curve_points(panel.loss_plot, "total") == 8 and curve_points(panel.ap_plot, "AP") == 1
+    # each legend sits where its curves are not heading: falling losses top right, rising AP bottom right
+    assert panel.loss_plot.getPlotItem().legend.opts["offset"][1] > 0
+    assert panel.ap_plot.getPlotItem().legend.opts["offset"][1] < 0
     assert panel.progress.value() == panel.progress.maximum()
     qtbot.waitUntil(lambda: "after" in panel.comparison(), timeout=60_000)
     after = panel.comparison()["after"]

@@ -345,3 +345,50 @@ def test_a_task_submitted_after_shutdown_is_dropped_quietly(qtbot):
     runner.shutdown()
     runner.submit("late", ran.append, 2)  # a window closing while a project opens does this
     assert ran == [1] and runner.pending == 0
+
+
+def test_a_task_done_before_submit_returns_is_still_reported_through_the_event_loop(qtbot):
+    """The demo start connects what follows the opening after submitting it; a quick task must not be
+    reported before that (it once was, and the demo model then never loaded)."""
+    import threading
+
+    from detr_studio.app.workers import TaskRunner
+
+    runner = TaskRunner()
+    finished = threading.Event()
+    got = []
+    runner.done.connect(lambda tag, result: got.append((tag, result)))
+
+    def quick() -> int:
+        finished.set()
+        return 7
+
+    original = runner._pool.submit
+
+    def submit_and_wait(fn, *args):  # the task is over before its callback is attached
+        future = original(fn, *args)
+        finished.wait(5)
+        future.result()
+        return future
+
+    runner._pool.submit = submit_and_wait
+    runner.submit("quick", quick)
+    assert got == []  # not inside submit
+    qtbot.waitUntil(lambda: got == [("quick", 7)], timeout=5_000)
+    assert runner.pending == 0
+    runner.shutdown()
+
+
+def test_thumbnails_are_square_so_row_text_lines_up(tmp_path):
+    from PIL import Image
+
+    from detr_studio.app.image_list import make_thumbnail
+
+    for name, size in (("wide.png", (300, 100)), ("tall.png", (40, 160))):
+        Image.new("RGB", size, (200, 30, 30)).save(tmp_path / name)
+        thumb, full = make_thumbnail(tmp_path / name, 64)
+        assert full == size
+        assert (thumb.width(), thumb.height()) == (64, 64)
+        centre, corner = thumb.pixelColor(32, 32), thumb.pixelColor(0, 0)
+        assert (centre.red(), centre.alpha()) == (200, 255)  # the picture, centred
+        assert corner.alpha() == 0  # the padding is transparent
