@@ -51,6 +51,7 @@ from detr_studio.data.coco import CocoDocument, ImageInfo
 from detr_studio.data.images import ImageReadError, image_size, load_image
 
 from .filters import ImageFilter, matching_image_ids
+from .overlays import to_qimage
 from .predictions import PredictionStore
 
 THUMB_SIZE = 48
@@ -78,7 +79,7 @@ def make_thumbnail(path: Path, size: int) -> tuple[QImage, tuple[int, int]]:
     top, left = (size - h) // 2, (size - w) // 2
     square[top : top + h, left : left + w, :3] = rgb
     square[top : top + h, left : left + w, 3] = 255
-    return QImage(square.data, size, size, 4 * size, QImage.Format.Format_RGBA8888).copy(), full
+    return to_qimage(square), full
 
 
 class _ThumbnailSignals(QObject):

@@ -93,9 +93,8 @@ class Target(Mapping[str, Tensor]):
         return self.replace(**{key: value.pin_memory() for key, value in self.items()})
 
 
-_TARGET_KEYS = tuple(
-    f.name for f in dataclasses.fields(Target)
-)  # computed once: the criterion reads keys often
+# computed once: the criterion reads a target's keys many times a step
+_TARGET_KEYS = tuple(f.name for f in dataclasses.fields(Target))
 _TARGET_KEYS_NO_MASKS = tuple(n for n in _TARGET_KEYS if n != "masks")
 
 ImageLike = Image.Image | Tensor
