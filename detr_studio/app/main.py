@@ -68,6 +68,7 @@ from .layers import (
     prediction_specs,
     visible_predictions,
 )
+from .main_thread_gc import MainThreadCollector
 from .model_dialog import ModelDialog
 from .overlays import rgb_to_qimage
 from .panels import ReviewPanel, duration_text
@@ -127,6 +128,8 @@ class MainWindow(QMainWindow):
         self._categories_seen: tuple = ()
         self._batch_started = 0.0
         self._overlay_generation = 0
+        MainThreadCollector.acquire()  # garbage with Qt objects in it is freed on this thread only
+        self._collector_held = True
 
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
@@ -1299,6 +1302,9 @@ class MainWindow(QMainWindow):
         for runner in (self.tasks, self.pixels, self.overlay_tasks):
             runner.shutdown()
         self.image_panel.model.stop_background_work()
+        if self._collector_held:
+            self._collector_held = False
+            MainThreadCollector.release()
 
 
 def start_window(
