@@ -90,6 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight of the no-object class in the classification loss (default 0.1; raise it when there are "
         "few queries per object, to suppress duplicate boxes)",
     )
+    opt.add_argument(
+        "--ema",
+        type=float,
+        dest="ema_decay",
+        help="keep an exponential moving average of the weights with this decay per step (e.g. 0.997), and "
+        "evaluate and save it instead of the live weights (default: none)",
+    )
     opt.add_argument("--batch", type=int, dest="batch_size", help="images per process and step")
     opt.add_argument("--accumulate", type=int, help="gradient accumulation steps")
     opt.add_argument("--scales", help="comma-separated training shorter sides (default 480..800)")
@@ -140,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "dropout": args.dropout,
         "query_groups": args.query_groups,
         "eos_coef": args.eos_coef,
+        "ema_decay": args.ema_decay,
         "max_size": args.max_size,
         "val_size": args.val_size,
         "device": args.device,

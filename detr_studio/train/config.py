@@ -44,6 +44,9 @@ class TrainConfig:
     batch_size: int = 2  # per process
     accumulate: int = 1  # gradient accumulation steps
     eos_coef: float = 0.1
+    ema_decay: float = (
+        0.0  # >0 keeps an average of the weights (evaluated and saved in place of the live ones)
+    )
     aux_loss: bool = True
     # augmentation
     scales: list[int] | None = None  # training shorter sides (default: the reference's 480..800)
@@ -87,6 +90,8 @@ class TrainConfig:
             raise ValueError("stage must be 'full' or 'masks'")
         if self.stage == "masks" and not (self.masks and self.base_weights):
             raise ValueError("the 'masks' stage needs masks=True and base_weights (the trained detector)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("ema_decay must be in [0, 1) (0 keeps no weight average)")
         if self.query_groups < 1:
             raise ValueError("query_groups must be at least 1")
         if self.query_groups > 1 and self.masks:

@@ -48,6 +48,7 @@ from ..model.zoo import ZooDownloadError
 from . import distributed
 from .config import TrainConfig
 from .criterion import GroupedCriterion, build_criterion, total_loss
+from .ema import WeightAverage
 from .evaluate import evaluate_coco, flatten_metrics
 from .events import CheckpointSaved, EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
 from .matcher import NonFinitePredictionError
@@ -309,6 +310,11 @@ class _Run:
             self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
         )
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """What the run evaluates and saves: the weight average when the run keeps one."""
+        return self.average.model if self.average is not None else self.bare_model
+
     # -------------------------------------------------------------------------------- set-up
 
     def setup(self) -> None:
@@ -329,6 +335,7 @@ class _Run:
             {int(c["id"]): str(c["name"]) for c in self.train_set.categories} or base_names or {}
         )
         model.to(self.device)
+        self.average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.criterion, self.weight_dict = build_criterion(
             num_classes,
             aux_layers=self.model_config.dec_layers - 1 if cfg.aux_loss else 0,
@@ -379,6 +386,11 @@ class _Run:
             ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
+        if self.average is not None:
+            if "ema" in state:
+                self.average.load_state_dict(state["ema"])
+            else:  # the run being resumed kept no average: start one from its weights
+                self.average = WeightAverage(self.bare_model, self.cfg.ema_decay)
         self.position = _Position(**state["position"])
         _set_rng_state(state["rng"])
 
@@ -396,6 +408,7 @@ class _Run:
             "epoch": self.position.epoch,
             "position": vars(self.position).copy(),
             "rng": _rng_state(),
+            **({"ema": self.average.state_dict()} if self.average is not None else {}),
             "model_config": self.model_config.to_dict(),
             "class_names": {str(k): v for k, v in self.class_names.items()},
         }
@@ -413,7 +426,7 @@ class _Run:
             "max_size": self.cfg.max_size,
             "val_size": self.cfg.val_size,
         }
-        weights, config = single_group_state_dict(self.bare_model), self.model_config
+        weights, config = single_group_state_dict(self.eval_model), self.model_config
         if self.mask_branch:
             weights = {**{f"detr.{k}": v for k, v in weights.items()}, **self.mask_branch}
             config = config.replace(masks=True)
@@ -564,6 +577,8 @@ class _Run:
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.position.global_step += 1
+                if self.average is not None:
+                    self.average.update(self.bare_model)
             self.position.batch = index + 1
             parts = _reduced_parts(loss_dict, self.weight_dict)
             reduced_total = sum(parts[k] * self.weight_dict[k] for k in parts if k in self.weight_dict)
@@ -619,12 +634,12 @@ class _Run:
             if self.cfg.panoptic and self.cfg.masks:
                 from .panoptic_quality import evaluate_panoptic
 
-                pq = evaluate_panoptic(self.bare_model, self.val_set, self.device, autocast=self.autocast)
+                pq = evaluate_panoptic(self.eval_model, self.val_set, self.device, autocast=self.autocast)
                 metrics = pq.flat()
                 per_class = pq.per_class_pq()
             else:
                 result = evaluate_coco(
-                    self.bare_model,
+                    self.eval_model,
                     self.val_set,
                     self.device,
                     self.cfg.batch_size,

@@ -154,3 +154,29 @@ def test_finetuning_boxes_from_a_segmentation_model_keeps_its_mask_head(two_imag
     key = "detr.query_embed.weight"  # the detector did train
     assert not torch.equal(tuned.state_dict[key], base.state_dict()[key])
     assert tuned.state_dict["detr.class_embed.weight"].shape[0] == 4
+
+
+def test_a_weight_average_leaves_the_losses_alone_is_what_is_saved_and_survives_a_resume(
+    two_images, tmp_path
+):
+    _, plain = collect(config(two_images, tmp_path / "plain", epochs=3, batch_size=1))
+    whole, events = collect(config(two_images, tmp_path / "whole", epochs=3, batch_size=1, ema_decay=0.9,
+                                   eval_every=3))  # fmt: skip
+    assert step_losses(events) == pytest.approx(step_losses(plain), rel=1e-6)  # training itself is unchanged
+    state = torch.load(tmp_path / "whole" / "last.pth", weights_only=True)
+    assert state["ema"]["updates"] == 6
+    live, averaged = state["model"], state["ema"]["weights"]
+    saved = load_checkpoint(whole.best_path).state_dict
+    name = "class_embed.weight"
+    assert not torch.equal(live[name], averaged[name])
+    assert torch.equal(saved[name], averaged[name])  # the model saved is the average
+
+    seen = []
+    cfg = config(two_images, tmp_path / "split", epochs=3, batch_size=1, ema_decay=0.9)
+    fit(cfg, lambda e: seen.append(e) if isinstance(e, Step) else None, lambda: len(seen) >= 3)
+    collect(config(two_images, tmp_path / "split", epochs=3, batch_size=1, ema_decay=0.9,
+                   resume=str(tmp_path / "split")))  # fmt: skip
+    resumed = torch.load(tmp_path / "split" / "last.pth", weights_only=True)["ema"]
+    assert resumed["updates"] == 6
+    for key, value in averaged.items():
+        assert torch.allclose(resumed["weights"][key], value, atol=1e-6), key
