@@ -109,9 +109,8 @@ def _copy_master(master: Path, home: Path) -> None:
 def test_a_first_start_writes_the_demo_project_opens_it_and_draws_the_demo_models_detections(
     qtbot, started, home, confident_checkpoint, monkeypatch, fast_demo
 ):
-    # `fast_demo`: the same writing path with fewer images. The full 700 can take minutes here, because
-    # pytest-qt's polling wait starves the writer thread of the GIL in a big test process; the real event
-    # loop (`detr-studio`) opens the full demo and predicts in about 11 s.
+    # `fast_demo`: the same writing path with fewer images, to keep the suite quick; the real `detr-studio`
+    # writes and opens the full demo and predicts in about 11 s.
     monkeypatch.setattr(demo_project, "demo_model_path", lambda: confident_checkpoint)
     window = started()
     _wait_for_demo(qtbot, window, home)
