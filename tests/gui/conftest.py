@@ -10,12 +10,22 @@ import torch
 from PySide6.QtCore import QSettings
 
 from detr_studio.app.main import MainWindow
+from detr_studio.app.main_thread_gc import MainThreadCollector
 from detr_studio.data.synthetic import generate
 from detr_studio.model.checkpoint import save_checkpoint
 from detr_studio.model.config import tiny_config
 from detr_studio.model.detr import build_detr
 
 from .helpers import CLASS_NAMES
+
+
+@pytest.fixture(scope="package", autouse=True)
+def collect_on_the_qt_thread(qapp):
+    """As in the app while a window is open: garbage cycles are freed on the Qt thread only, also in tests that
+    drive widgets and workers without a window (see `MainThreadCollector`)."""
+    MainThreadCollector.acquire()
+    yield
+    MainThreadCollector.release()
 
 
 @pytest.fixture(scope="session")
