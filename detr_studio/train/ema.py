@@ -3,7 +3,7 @@
 Early in a high-learning-rate phase a DETR's validation AP swings from one evaluation to the next; the average
 of the last few hundred steps' weights is steadier and usually better. When a run keeps an average, it is what
 the run evaluates and saves as its model; the live weights go on training as before, so the losses do not
-change.
+change. The average starts again at each learning-rate drop.
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ class WeightAverage:
         for mine, theirs in zip(self.model.buffers(), model.buffers(), strict=True):
             mine.copy_(theirs)
         self.updates += 1
+
+    @torch.no_grad()
+    def restart(self, model: nn.Module) -> None:
+        """Start again from ``model``'s weights, warm-up included. After a learning-rate drop the old average
+        still holds the noisier high-rate weights and would lag behind the live ones for hundreds of steps."""
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            mine.copy_(theirs)
+        self.updates = 0
 
     def state_dict(self) -> dict[str, Any]:
         weights: dict[str, Tensor] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

@@ -461,7 +461,10 @@ class _Run:
             metrics = self.evaluate()
             self.position.epoch += 1
             self.position.batch = 0
+            lr_before = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
+            if self.average is not None and self.optimizer.param_groups[0]["lr"] != lr_before:
+                self.average.restart(self.bare_model)
             # the mask stage keeps the detector frozen, so its box AP cannot tell epochs apart
             key = "segm_AP" if self.cfg.stage == "masks" and "segm_AP" in metrics else "AP"
             score = metrics.get("PQ", metrics.get(key, -self._epoch_loss))

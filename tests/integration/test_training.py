@@ -180,3 +180,11 @@ def test_a_weight_average_leaves_the_losses_alone_is_what_is_saved_and_survives_
     assert resumed["updates"] == 6
     for key, value in averaged.items():
         assert torch.allclose(resumed["weights"][key], value, atol=1e-6), key
+
+
+def test_the_weight_average_starts_again_at_a_learning_rate_drop(two_images, tmp_path):
+    collect(
+        config(two_images, tmp_path / "run", epochs=3, batch_size=1, lr_drop=2, ema_decay=0.9, eval_every=3)
+    )
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert state["ema"]["updates"] == 2  # the two steps of the third epoch, after the drop

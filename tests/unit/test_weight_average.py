@@ -56,3 +56,18 @@ def test_the_state_round_trips_with_its_update_count():
 def test_a_decay_outside_0_1_is_refused(decay):
     with pytest.raises(ValueError, match="between 0 and 1"):
         WeightAverage(_model(), decay)
+
+
+def test_a_restart_takes_the_weights_as_they_are_and_warms_up_again():
+    model = _model()
+    average = WeightAverage(model, decay=0.99)
+    for _ in range(50):
+        average.update(model)
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)
+    model.train()
+    model(torch.randn(8, 3))
+    average.restart(model)
+    assert average.updates == 0 and average.rate() == 2 / 11
+    assert torch.equal(average.model[0].weight, model[0].weight)
+    assert torch.equal(average.model[1].running_var, model[1].running_var)
