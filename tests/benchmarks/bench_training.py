@@ -142,8 +142,7 @@ RUN_DIR = Path("bench-out/from-scratch")
 # The demo model's architecture (the ``demo`` preset: a quarter-width ResNet-18 at stride 8 with trainable batch
 # norm, 3+3 transformer layers of width 128, no dropout) with Group DETR at 8 query groups, batch 8, and a
 # schedule fitted to the 30-minute budget: ~35 s an epoch on 2 cores, the learning-rate drop at 5/6. (A weight
-# average, ``ema_decay=0.997`` with 50 epochs and the drop after 42, was steadier before the drop but no better
-# at the end of the budget: README.)
+# average, ``ema_decay=0.997``, was steadier before the drop but no better at the end of the budget: README.)
 RECIPE = Recipe(
     arch="demo",
     model=ARCHITECTURES["demo"],
