@@ -28,7 +28,7 @@ class MainThreadCollector(QObject):
     def __init__(self) -> None:
         super().__init__()
         self._users = 0
-        self._was_enabled = gc.isenabled()
+        self._was_enabled = True  # set by the first `acquire`
         self._timer = QTimer(self)
         self._timer.setInterval(_INTERVAL_MS)
         self._timer.timeout.connect(self.collect_due)

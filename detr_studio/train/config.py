@@ -44,9 +44,8 @@ class TrainConfig:
     batch_size: int = 2  # per process
     accumulate: int = 1  # gradient accumulation steps
     eos_coef: float = 0.1
-    ema_decay: float = (
-        0.0  # >0 keeps an average of the weights (evaluated and saved in place of the live ones)
-    )
+    # >0 keeps an average of the weights, evaluated and saved in place of the live ones
+    ema_decay: float = 0.0
     aux_loss: bool = True
     # augmentation
     scales: list[int] | None = None  # training shorter sides (default: the reference's 480..800)

@@ -42,17 +42,15 @@ class WeightAverage:
             mine.copy_(theirs)
         self.updates += 1
 
-    @torch.no_grad()
     def restart(self, model: nn.Module) -> None:
         """Start again from ``model``'s weights, warm-up included. After a learning-rate drop the old average
         still holds the noisier high-rate weights and would lag behind the live ones for hundreds of steps."""
-        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
-            mine.copy_(theirs)
+        self.model.load_state_dict(model.state_dict())
         self.updates = 0
 
     def state_dict(self) -> dict[str, Any]:
         weights: dict[str, Tensor] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        return {"decay": self.decay, "updates": self.updates, "weights": weights}
+        return {"updates": self.updates, "weights": weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["weights"], strict=True)

@@ -109,8 +109,7 @@ def _copy_master(master: Path, home: Path) -> None:
 def test_a_first_start_writes_the_demo_project_opens_it_and_draws_the_demo_models_detections(
     qtbot, started, home, confident_checkpoint, monkeypatch, fast_demo
 ):
-    # `fast_demo`: the same writing path with fewer images, to keep the suite quick; the real `detr-studio`
-    # writes and opens the full demo and predicts in about 11 s.
+    # `fast_demo`: the same writing path as the real demo, with fewer images, to keep the suite quick.
     monkeypatch.setattr(demo_project, "demo_model_path", lambda: confident_checkpoint)
     window = started()
     _wait_for_demo(qtbot, window, home)
