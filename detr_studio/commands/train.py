@@ -68,6 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="'masks': second panoptic stage, mask head only on frozen detection weights",
     )
+    model.add_argument(
+        "--enc-layers", type=int, help="encoder layers of a model from scratch (default: --arch's)"
+    )
+    model.add_argument(
+        "--dec-layers", type=int, help="decoder layers of a model from scratch (default: --arch's)"
+    )
     model.add_argument("--num-queries", type=int)
     model.add_argument("--dropout", type=float)
     model.add_argument(
@@ -184,6 +190,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not args.weights and "model" not in values:
         values["model"] = {k: v for k, v in ARCHITECTURES[args.arch].to_dict().items()
                            if k not in ("num_classes", "aux_loss", "masks")}  # fmt: skip
+    layers = {
+        k: v for k, v in (("enc_layers", args.enc_layers), ("dec_layers", args.dec_layers)) if v is not None
+    }
+    if layers:
+        if args.weights or values.get("base_weights"):
+            raise CommandError(
+                "--enc-layers/--dec-layers shape a model from scratch; a checkpoint fixes its own"
+            )
+        if min(layers.values()) < 1:
+            raise CommandError("--enc-layers and --dec-layers must be at least 1")
+        values["model"] = {**values.get("model", {}), **layers}
     if not values.get("train_annotations") or not values.get("train_images"):
         raise CommandError("--data and --images are required (or a --config that names them)")
     try:

@@ -90,11 +90,22 @@ class Recipe:
     def demo_command(self, out: str = "shapes") -> str:
         return f"detr-studio demo {out} --train {self.train_images} --val {self.val_images} --size {self.image_size}"
 
+    def layer_flags(self) -> str:
+        """``--enc-layers``/``--dec-layers`` where the recipe's model differs from its preset."""
+        preset = ARCHITECTURES[self.arch]
+        flags = [
+            f" --{name.replace('_', '-')} {getattr(self.model, name)}"
+            for name in ("enc_layers", "dec_layers")
+            if getattr(self.model, name) != getattr(preset, name)
+        ]
+        return "".join(flags)
+
     def train_command(self, data: str = "shapes", out: str = "runs/shapes") -> str:
         parts = [
             f"detr-studio train --data {data}/annotations/instances_train.json --images {data}/train",
             f"--val-data {data}/annotations/instances_val.json --val-images {data}/val",
-            f"--arch {self.arch} --num-queries {self.num_queries} --query-groups {self.query_groups}",
+            f"--arch {self.arch}{self.layer_flags()} --num-queries {self.num_queries} "
+            f"--query-groups {self.query_groups}",
             f"--scales {','.join(map(str, self.scales))} --max-size {self.scale} --val-size {self.scale}",
             f"--epochs {self.epochs} --lr {self.lr:g} --lr-backbone {self.lr_backbone:g}",
             f"--batch {self.batch_size} --lr-drop {self.lr_drop} --eval-every {self.eval_every}"

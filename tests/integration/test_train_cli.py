@@ -212,6 +212,25 @@ def test_config_file_is_used_and_flags_override_it(two_images, tmp_path, capsys)
     assert step.lr == pytest.approx(2e-3)
 
 
+def test_layer_counts_shape_a_model_from_scratch(two_images, tmp_path, capsys):
+    out = tmp_path / "layers"
+    code, _, _ = train(capsys, two_images, out, "--enc-layers", "1", "--dec-layers", "3")
+    assert code == 0
+    used = json.loads((out / "config.json").read_text())
+    assert (used["model"]["enc_layers"], used["model"]["dec_layers"]) == (1, 3)
+    config = load_checkpoint(out / "best.safetensors").config
+    assert (config.enc_layers, config.dec_layers) == (1, 3)
+
+
+def test_layer_counts_with_a_checkpoint_exit_1_with_one_line(two_images, first_run, tmp_path, capsys):
+    weights = first_run[3] / "best.safetensors"
+    code, _, err = train(capsys, two_images, tmp_path / "x", "--weights", str(weights), "--dec-layers", "4")
+    assert code == 1
+    assert (
+        "--enc-layers/--dec-layers shape a model from scratch" in err and len(err.strip().splitlines()) == 1
+    )
+
+
 def test_resume_from_a_run_folder_continues_in_that_folder(
     two_images, first_run, tmp_path, capsys, monkeypatch
 ):
