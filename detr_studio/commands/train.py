@@ -40,6 +40,9 @@ ARCHITECTURES = {
 }
 
 
+SHAPE_FLAGS = ("enc_layers", "dec_layers", "nheads")  # from-scratch changes to the --arch preset
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -73,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     model.add_argument(
         "--dec-layers", type=int, help="decoder layers of a model from scratch (default: --arch's)"
+    )
+    model.add_argument(
+        "--nheads", type=int, help="attention heads of a model from scratch (default: --arch's)"
     )
     model.add_argument("--num-queries", type=int)
     model.add_argument("--dropout", type=float)
@@ -190,17 +196,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not args.weights and "model" not in values:
         values["model"] = {k: v for k, v in ARCHITECTURES[args.arch].to_dict().items()
                            if k not in ("num_classes", "aux_loss", "masks")}  # fmt: skip
-    layers = {
-        k: v for k, v in (("enc_layers", args.enc_layers), ("dec_layers", args.dec_layers)) if v is not None
-    }
-    if layers:
+    shape = {name: getattr(args, name) for name in SHAPE_FLAGS if getattr(args, name) is not None}
+    if shape:
         if args.weights or values.get("base_weights"):
             raise CommandError(
-                "--enc-layers/--dec-layers shape a model from scratch; a checkpoint fixes its own"
+                "--enc-layers/--dec-layers/--nheads shape a model from scratch; a checkpoint fixes its own"
             )
-        if min(layers.values()) < 1:
-            raise CommandError("--enc-layers and --dec-layers must be at least 1")
-        values["model"] = {**values.get("model", {}), **layers}
+        if min(shape.values()) < 1:
+            raise CommandError("--enc-layers, --dec-layers and --nheads must be at least 1")
+        model = {**values.get("model", {}), **shape}
+        hidden = model.get("hidden_dim", DetrConfig().hidden_dim)
+        if hidden % model.get("nheads", DetrConfig().nheads):
+            raise CommandError(f"--nheads must divide the model width ({hidden})")
+        values["model"] = model
     if not values.get("train_annotations") or not values.get("train_images"):
         raise CommandError("--data and --images are required (or a --config that names them)")
     try:

@@ -240,6 +240,17 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     return [{"params": head, "lr": cfg.lr}, {"params": body, "lr": cfg.lr_backbone}]
 
 
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``, fused on CPUs and CUDA GPUs: one kernel for all the parameters instead of
+    a Python loop over ~200 tensors (PyTorch's default loops on a CPU; for the 12.5 M parameters of the ``small``
+    preset a step takes about 10 ms fused against 67 ms looped and 54 ms ``foreach`` on 2 cores). Elsewhere
+    (MPS, ...) the ``foreach`` kernels."""
+    groups = param_groups(model, cfg)
+    devices = {p.device.type for group in groups for p in group["params"]}
+    fast = {"fused": True} if devices <= {"cpu", "cuda"} else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+
+
 def _rng_state() -> dict[str, Any]:
     version, internal, _ = random.getstate()
     state: dict[str, Any] = {
@@ -345,11 +356,7 @@ class _Run:
         if cfg.query_groups > 1:
             self.criterion = GroupedCriterion(self.criterion, cfg.query_groups)
         self.criterion.to(self.device)
-        # foreach: one kernel per parameter group instead of a Python loop over ~200 tensors (the default
-        # picks it on GPUs only; on a CPU it is ~4x faster for small models, with the same numbers).
-        self.optimizer = torch.optim.AdamW(
-            param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
-        )
+        self.optimizer = build_optimizer(model, cfg)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_drop)
         self.position = _Position()
         if self.world > 1:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detr_studio.commands.train import ARCHITECTURES
+from detr_studio.commands.train import ARCHITECTURES, SHAPE_FLAGS
 from detr_studio.data import synthetic
 from detr_studio.model.config import DetrConfig
 from detr_studio.model.detr import build_detr
@@ -46,7 +46,7 @@ from detr_studio.train.criterion import build_criterion, total_loss
 from detr_studio.train.evaluate import evaluate_coco, flatten_metrics
 from detr_studio.train.events import Evaluated, Event, Failed, Finished, Started, from_json
 from detr_studio.train.matcher import HungarianMatcher, match_per_image_loop
-from detr_studio.train.trainer import build_datasets, param_groups
+from detr_studio.train.trainer import build_datasets, build_optimizer
 
 from .common import Report, Timing, set_threads, time_interleaved
 
@@ -66,7 +66,7 @@ class Recipe:
     """A from-scratch training run on ``detr-studio demo`` data, in the terms of the command line."""
 
     arch: str  # a preset of ``detr-studio train --arch``
-    model: DetrConfig  # that preset with the recipe's changes (``--num-queries``)
+    model: DetrConfig  # that preset with the recipe's changes (``--num-queries``, ``SHAPE_FLAGS``)
     num_queries: int
     train_images: int  # demo --train
     val_images: int  # demo --val
@@ -90,12 +90,12 @@ class Recipe:
     def demo_command(self, out: str = "shapes") -> str:
         return f"detr-studio demo {out} --train {self.train_images} --val {self.val_images} --size {self.image_size}"
 
-    def layer_flags(self) -> str:
-        """``--enc-layers``/``--dec-layers`` where the recipe's model differs from its preset."""
+    def shape_flags(self) -> str:
+        """``--enc-layers``/``--dec-layers``/``--nheads`` where the recipe's model differs from its preset."""
         preset = ARCHITECTURES[self.arch]
         flags = [
             f" --{name.replace('_', '-')} {getattr(self.model, name)}"
-            for name in ("enc_layers", "dec_layers")
+            for name in SHAPE_FLAGS
             if getattr(self.model, name) != getattr(preset, name)
         ]
         return "".join(flags)
@@ -104,7 +104,7 @@ class Recipe:
         parts = [
             f"detr-studio train --data {data}/annotations/instances_train.json --images {data}/train",
             f"--val-data {data}/annotations/instances_val.json --val-images {data}/val",
-            f"--arch {self.arch}{self.layer_flags()} --num-queries {self.num_queries} "
+            f"--arch {self.arch}{self.shape_flags()} --num-queries {self.num_queries} "
             f"--query-groups {self.query_groups}",
             f"--scales {','.join(map(str, self.scales))} --max-size {self.scale} --val-size {self.scale}",
             f"--epochs {self.epochs} --lr {self.lr:g} --lr-backbone {self.lr_backbone:g}",
@@ -153,7 +153,7 @@ RUN_DIR = Path("bench-out/from-scratch")
 # The demo model's architecture (the ``demo`` preset: a quarter-width ResNet-18 at stride 8 with trainable batch
 # norm, 3+3 transformer layers of width 128, no dropout) with Group DETR at 8 query groups, batch 8, and a
 # schedule fitted to the 30-minute budget: ~35 s an epoch on 2 cores, the learning-rate drop at 5/6. (A weight
-# average, ``ema_decay=0.997``, was steadier before the drop but no better at the end of the budget: README.)
+# average, ``ema_decay=0.997``, and 2+4 layers with 4 heads were no better at the end of the budget: README.)
 RECIPE = Recipe(
     arch="demo",
     model=ARCHITECTURES["demo"],
@@ -313,7 +313,7 @@ def bench_train_step(report: Report) -> None:
     criterion, weights = build_criterion(NUM_CLASSES, aux_layers=config.dec_layers - 1, masks=False)
     criterion.train()
     cfg = TrainConfig(train_annotations="", train_images="")  # the reference optimiser settings
-    ours_opt = torch.optim.AdamW(param_groups(ours, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ours_opt = build_optimizer(ours, cfg)  # as ``detr-studio train`` builds it
     samples = NestedTensor(images, torch.zeros(batch, size, size, dtype=torch.bool))
 
     def ours_step() -> None:
@@ -330,7 +330,8 @@ def bench_train_step(report: Report) -> None:
         groups: list[dict[str, Any]] = [{"params": head, "lr": cfg.lr}]
         if body:
             groups.append({"params": body, "lr": cfg.lr_backbone})
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused, as transformers' Trainer builds it by default (optim="adamw_torch_fused")
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         pixel_mask = torch.ones(batch, size, size, dtype=torch.long)  # transformers: 1 = real pixel
         labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
 
@@ -358,7 +359,8 @@ def bench_train_step(report: Report) -> None:
         f"training step: 'small' preset ({config.backbone}, d_model {config.hidden_dim}, {config.enc_layers}+"
         f"{config.dec_layers} layers, {config.nheads} heads, ffn {config.dim_feedforward}, {config.num_queries} "
         f"queries, aux loss), batch {batch} at {size}x{size}, {objects} objects/image, fp32, AdamW + clip "
-        f"{cfg.clip_max_norm}; {steps} step(s) per sample. Peer: {hf_note}; trainable parameters ours "
+        f"{cfg.clip_max_norm} (both fused, as detr-studio train and transformers' Trainer build it); "
+        f"{steps} step(s) per sample. Peer: {hf_note}; trainable parameters ours "
         f"{trainable(ours) / 1e6:.2f} M, HF {trainable(hf) / 1e6:.2f} M (its backbone stages 1-3 unfrozen to match)"
     )
     times = {name: per_call(t, steps) for name, t in report.time(candidates).items()}

@@ -214,21 +214,26 @@ def test_config_file_is_used_and_flags_override_it(two_images, tmp_path, capsys)
 
 def test_layer_counts_shape_a_model_from_scratch(two_images, tmp_path, capsys):
     out = tmp_path / "layers"
-    code, _, _ = train(capsys, two_images, out, "--enc-layers", "1", "--dec-layers", "3")
+    code, _, _ = train(capsys, two_images, out, "--enc-layers", "1", "--dec-layers", "3", "--nheads", "4")
     assert code == 0
     used = json.loads((out / "config.json").read_text())
-    assert (used["model"]["enc_layers"], used["model"]["dec_layers"]) == (1, 3)
+    assert (used["model"]["enc_layers"], used["model"]["dec_layers"], used["model"]["nheads"]) == (1, 3, 4)
     config = load_checkpoint(out / "best.safetensors").config
-    assert (config.enc_layers, config.dec_layers) == (1, 3)
+    assert (config.enc_layers, config.dec_layers, config.nheads) == (1, 3, 4)
+
+
+def test_heads_that_do_not_divide_the_width_exit_1_with_one_line(two_images, tmp_path, capsys):
+    code, _, err = train(capsys, two_images, tmp_path / "x", "--nheads", "5")
+    assert code == 1
+    assert "--nheads must divide the model width" in err and len(err.strip().splitlines()) == 1
 
 
 def test_layer_counts_with_a_checkpoint_exit_1_with_one_line(two_images, first_run, tmp_path, capsys):
     weights = first_run[3] / "best.safetensors"
     code, _, err = train(capsys, two_images, tmp_path / "x", "--weights", str(weights), "--dec-layers", "4")
     assert code == 1
-    assert (
-        "--enc-layers/--dec-layers shape a model from scratch" in err and len(err.strip().splitlines()) == 1
-    )
+    assert "shape a model from scratch; a checkpoint fixes its own" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_resume_from_a_run_folder_continues_in_that_folder(

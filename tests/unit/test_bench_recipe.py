@@ -12,7 +12,7 @@ from tests.benchmarks.bench_training import QUICK_RECIPE, RECIPE
 
 
 def test_the_recipes_command_line_trains_the_recipes_config() -> None:
-    other_layers = replace(RECIPE, model=RECIPE.model.replace(enc_layers=1, dec_layers=5))
+    other_layers = replace(RECIPE, model=RECIPE.model.replace(enc_layers=1, dec_layers=5, nheads=4))
     for recipe in (RECIPE, QUICK_RECIPE, other_layers):
         line = recipe.train_command("shapes", "runs/shapes")
         args = build_parser().parse_args(shlex.split(line)[1:])
