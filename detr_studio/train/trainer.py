@@ -242,9 +242,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over ``param_groups``, fused on CPUs and CUDA GPUs: one kernel for all the parameters instead of
-    a Python loop over ~200 tensors (PyTorch's default loops on a CPU; for the 12.5 M parameters of the ``small``
-    preset a step takes about 10 ms fused against 67 ms looped and 54 ms ``foreach`` on 2 cores). Elsewhere
-    (MPS, ...) the ``foreach`` kernels."""
+    a Python loop over ~200 tensors (PyTorch's default on a CPU). Elsewhere (MPS, ...) the ``foreach`` kernels.
+    The training-step benchmark times it (``tests/benchmarks/bench_training.py``)."""
     groups = param_groups(model, cfg)
     devices = {p.device.type for group in groups for p in group["params"]}
     fast = {"fused": True} if devices <= {"cpu", "cuda"} else {"foreach": True}
