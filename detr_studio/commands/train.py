@@ -196,6 +196,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not args.weights and "model" not in values:
         values["model"] = {k: v for k, v in ARCHITECTURES[args.arch].to_dict().items()
                            if k not in ("num_classes", "aux_loss", "masks")}  # fmt: skip
+        if values.get("num_queries") is not None:  # the model record says what trains
+            values["model"]["num_queries"] = values["num_queries"]
     shape = {name: getattr(args, name) for name in SHAPE_FLAGS if getattr(args, name) is not None}
     if shape:
         if args.weights or values.get("base_weights"):
