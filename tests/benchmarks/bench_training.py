@@ -152,7 +152,7 @@ RUN_DIR = Path("bench-out/from-scratch")
 
 # The demo model's architecture (the ``demo`` preset: a quarter-width ResNet-18 at stride 8 with trainable batch
 # norm, 3+3 transformer layers of width 128, no dropout) with 12 queries (the images hold at most 6 shapes),
-# Group DETR at 8 query groups, batch 8, and a schedule fitted to the 30-minute budget: ~31 s an epoch on 2
+# Group DETR at 8 query groups, batch 8, and a schedule fitted to the 30-minute budget: ~32 s an epoch on 2
 # cores, the learning-rate drop after epoch 47. (A weight average, ``ema_decay=0.997``, and 2+4 layers with 4
 # heads were no better at the end of the budget: README.)
 QUERIES = 12

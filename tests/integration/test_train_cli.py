@@ -212,14 +212,15 @@ def test_config_file_is_used_and_flags_override_it(two_images, tmp_path, capsys)
     assert step.lr == pytest.approx(2e-3)
 
 
-def test_layer_counts_shape_a_model_from_scratch(two_images, tmp_path, capsys):
+def test_layer_counts_and_queries_shape_a_model_from_scratch(two_images, tmp_path, capsys):
     out = tmp_path / "layers"
-    code, _, _ = train(capsys, two_images, out, "--enc-layers", "1", "--dec-layers", "3", "--nheads", "4")
+    shape = ["--enc-layers", "1", "--dec-layers", "3", "--nheads", "4", "--num-queries", "7"]
+    code, _, _ = train(capsys, two_images, out, *shape)
     assert code == 0
-    used = json.loads((out / "config.json").read_text())
-    assert (used["model"]["enc_layers"], used["model"]["dec_layers"], used["model"]["nheads"]) == (1, 3, 4)
+    model = json.loads((out / "config.json").read_text())["model"]  # the record names what trained
+    assert (model["enc_layers"], model["dec_layers"], model["nheads"], model["num_queries"]) == (1, 3, 4, 7)
     config = load_checkpoint(out / "best.safetensors").config
-    assert (config.enc_layers, config.dec_layers, config.nheads) == (1, 3, 4)
+    assert (config.enc_layers, config.dec_layers, config.nheads, config.num_queries) == (1, 3, 4, 7)
 
 
 def test_heads_that_do_not_divide_the_width_exit_1_with_one_line(two_images, tmp_path, capsys):
