@@ -196,8 +196,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not args.weights and "model" not in values:
         values["model"] = {k: v for k, v in ARCHITECTURES[args.arch].to_dict().items()
                            if k not in ("num_classes", "aux_loss", "masks")}  # fmt: skip
-        if values.get("num_queries") is not None:  # the model record says what trains
-            values["model"]["num_queries"] = values["num_queries"]
     shape = {name: getattr(args, name) for name in SHAPE_FLAGS if getattr(args, name) is not None}
     if shape:
         if args.weights or values.get("base_weights"):
@@ -211,6 +209,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if hidden % model.get("nheads", DetrConfig().nheads):
             raise CommandError(f"--nheads must divide the model width ({hidden})")
         values["model"] = model
+    if values.get("num_queries") is not None and values.get("model"):  # the model record says what trains
+        values["model"] = {**values["model"], "num_queries": values["num_queries"]}
     if not values.get("train_annotations") or not values.get("train_images"):
         raise CommandError("--data and --images are required (or a --config that names them)")
     try:

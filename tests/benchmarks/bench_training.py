@@ -67,7 +67,6 @@ class Recipe:
 
     arch: str  # a preset of ``detr-studio train --arch``
     model: DetrConfig  # that preset with the recipe's changes (``--num-queries``, ``SHAPE_FLAGS``)
-    num_queries: int
     train_images: int  # demo --train
     val_images: int  # demo --val
     image_size: int  # demo --size: the longer side of the generated images
@@ -82,6 +81,10 @@ class Recipe:
     ema_decay: float  # --ema: evaluate and save an average of the weights (0: the live weights)
     augment: bool  # flips and multi-scale (random crops stay off: the images are already small)
     workers: int = 0
+
+    @property
+    def num_queries(self) -> int:
+        return self.model.num_queries
 
     @property
     def scale(self) -> int:
@@ -143,7 +146,6 @@ class Recipe:
             num_workers=self.workers,
             device="cpu",
             out_dir=str(out_dir),
-            seed=0,
         )
 
 
@@ -152,14 +154,12 @@ RUN_DIR = Path("bench-out/from-scratch")
 
 # The demo model's architecture (the ``demo`` preset: a quarter-width ResNet-18 at stride 8 with trainable batch
 # norm, 3+3 transformer layers of width 128, no dropout) with 12 queries (the images hold at most 6 shapes),
-# Group DETR at 8 query groups, batch 8, and a schedule fitted to the 30-minute budget: ~32 s an epoch on 2
+# Group DETR at 8 query groups, batch 8, and a schedule fitted to the 30-minute budget: ~31 s an epoch on 2
 # cores, the learning-rate drop after epoch 47. (A weight average, ``ema_decay=0.997``, and 2+4 layers with 4
 # heads were no better at the end of the budget: README.)
-QUERIES = 12
 RECIPE = Recipe(
     arch="demo",
-    model=ARCHITECTURES["demo"].replace(num_queries=QUERIES),
-    num_queries=QUERIES,
+    model=ARCHITECTURES["demo"].replace(num_queries=12),
     train_images=600,
     val_images=100,
     image_size=128,
@@ -521,7 +521,7 @@ def bench_from_scratch(report: Report) -> None:
         f"from-scratch curve (val split, {recipe.val_images} images; minutes of wall-clock training including "
         "the evaluations; CPU-minutes of the training process, all threads):\n" + table
     )
-    model = build_detr(recipe.model.replace(num_classes=NUM_CLASSES, num_queries=recipe.num_queries))
+    model = build_detr(recipe.model.replace(num_classes=NUM_CLASSES))
     params = sum(p.numel() for p in model.parameters())
     report.add("model parameters", params / 1e6, "M", note=f"{recipe.arch}, {recipe.num_queries} queries")
     report.add("best.safetensors size", size_mb, "MB", note="fp32 weights + buffers")

@@ -199,14 +199,15 @@ def test_config_file_is_used_and_flags_override_it(two_images, tmp_path, capsys)
     out = tmp_path / "from-flags"
     code, stdout, _ = run_cli(
         capsys, "train", "--config", str(config), "--epochs", "1", "--eos-coef", "0.4", "--out", str(out),
-        "--events", "jsonl",
+        "--events", "jsonl", "--num-queries", "6",
     )  # fmt: skip
     assert code == 0
     events = events_of(stdout)
     assert events[0].epochs == 1 and isinstance(events[-1], Finished)
     used = json.loads((out / "config.json").read_text())
     assert (used["epochs"], used["out_dir"], used["eos_coef"]) == (1, str(out), 0.4)
-    assert (used["lr"], used["lr_drop"], used["model"]) == (2e-3, 77, model)
+    assert (used["lr"], used["lr_drop"], used["model"]) == (2e-3, 77, {**model, "num_queries": 6})
+    assert load_checkpoint(out / "best.safetensors").config.num_queries == 6
     assert not (tmp_path / "from-file").exists()
     step = next(e for e in events if isinstance(e, Step))
     assert step.lr == pytest.approx(2e-3)
