@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The window; on a first start (no recent project) it writes and opens the demo project.
+# The window, after checking that Qt's system libraries are here (it prints the install command when not);
+# on a first start (no recent project) it writes and opens the demo project.
 run: $(STAMP)
+	QT_QPA_PLATFORM= $(BIN)/detr-studio --check-display
 	QT_QPA_PLATFORM= $(BIN)/detr-studio
 
 # A one-folder PyInstaller build in dist/detr-studio/, checked by starting it offscreen.
