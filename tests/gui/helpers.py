@@ -9,7 +9,6 @@ from PySide6.QtWidgets import QApplication
 
 from detr_studio.app.main import MainWindow
 
-SHOTS = Path("/tmp/gui-shots")
 CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
 
 
@@ -25,12 +24,12 @@ def wait_for_pixels(qtbot, window: MainWindow) -> None:
 
 def load_tiny_model(qtbot, window: MainWindow, checkpoint: Path) -> None:
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        window.load_model(checkpoint, device="cpu", size=96, max_size=128)
+        window.predictions.load_model(checkpoint, device="cpu", size=96, max_size=128)
 
 
 def predict_and_wait(qtbot, window: MainWindow) -> None:
     with qtbot.waitSignal(window.predictions_changed, timeout=60_000):
-        window.predict_current()
+        window.predictions.predict_current()
 
 
 def view_point(window: MainWindow, x: float, y: float) -> QPoint:
@@ -53,9 +52,10 @@ def drag(
     QApplication.processEvents()
 
 
-def shot(window: MainWindow, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def shot(window: MainWindow, folder: Path, name: str) -> Path:
+    """A picture of the window in ``folder`` (a test's own temporary folder) for a person to look at."""
+    folder.mkdir(parents=True, exist_ok=True)
     QApplication.processEvents()
-    path = SHOTS / f"{name}.png"
+    path = folder / f"{name}.png"
     window.grab().save(str(path))
     return path
