@@ -197,12 +197,6 @@ class Canvas(QGraphicsView):
     def prediction_items(self) -> list[BoxItem]:
         return [b for b in self._boxes[PREDICTIONS] if b.kind == PREDICTIONS]
 
-    def ghost_items(self) -> list[BoxItem]:
-        return [b for b in self._boxes[PREDICTIONS] if b.kind == "ghost"]
-
-    def annotation_item(self, annotation_id: int) -> BoxItem | None:
-        return next((b for b in self._boxes[ANNOTATIONS] if b.key == annotation_id), None)
-
     def selected_annotation_ids(self) -> list[int]:
         return [b.key for b in self._boxes[ANNOTATIONS] if b.isSelected()]
 

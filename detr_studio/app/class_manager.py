@@ -181,13 +181,6 @@ class ClassManager(QDialog):
         """Category ids in the order shown."""
         return [self._row_id(row) for row in range(self.table.rowCount())]
 
-    def row_texts(self) -> list[tuple[str, str, str, str]]:
-        """(colour, name, id, count) as shown, one tuple per row."""
-        return [
-            tuple(self.table.item(row, column).text() for column in range(4))  # type: ignore[misc]
-            for row in range(self.table.rowCount())
-        ]
-
     def selected_id(self) -> int | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
         return self._row_id(rows[0].row()) if rows else None

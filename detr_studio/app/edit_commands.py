@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QInputDialog, QWidget
+from PySide6.QtWidgets import QInputDialog
 
 from detr_studio.data.coco import Relabel, RemoveAnnotations, SetImageReviewed
 from detr_studio.session import Session
 from detr_studio.session import editing as edits
 
-from .canvas import ANNOTATIONS, Canvas
+from .canvas import ANNOTATIONS
 from .class_manager import ClassManager
-from .panels import ReviewPanel
 from .presenter import ScenePresenter
 from .services import Services
+from .views import Controller, Views
 
 
 def box_of(rect: QRectF) -> list[float]:
@@ -25,25 +25,16 @@ def box_of(rect: QRectF) -> list[float]:
     return [rect.x(), rect.y(), rect.width(), rect.height()]
 
 
-class EditController:
+class EditController(Controller):
     """See the module docstring. ``undo_redo`` are the window's undo and redo actions (the class manager
     takes them too, so Ctrl+Z works while it has focus)."""
 
-    def __init__(
-        self,
-        session: Session,
-        services: Services,
-        canvas: Canvas,
-        review_panel: ReviewPanel,
-        presenter: ScenePresenter,
-        dialog_parent: QWidget,
-    ):
-        self.session = session
-        self.services = services
-        self.canvas = canvas
-        self.review_panel = review_panel
+    def __init__(self, session: Session, services: Services, views: Views, presenter: ScenePresenter):
+        super().__init__(session, services, views, views.window)
+        self.canvas = canvas = views.canvas
+        self.review_panel = views.review_panel
         self.presenter = presenter
-        self.dialog_parent = dialog_parent
+        self.dialog_parent = views.window
         self.undo_redo: list[QAction] = []
         self.class_manager: ClassManager | None = None
         canvas.box_drawn.connect(self.add_box)

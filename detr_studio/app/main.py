@@ -54,6 +54,7 @@ from .shortcuts import ShortcutDialog
 from .status_bar import StatusWidgets
 from .theme import apply_theme
 from .training_panel import TrainingDock
+from .views import Views
 
 __all__ = ["APP_NAME", "ORGANISATION", "MainWindow", "run_app", "start_window"]
 
@@ -87,17 +88,12 @@ class MainWindow(QMainWindow):
         self.image_panel = ImageListPanel(session, self)
         self.actions = ActionRegistry(self, settings)
         self.review_panel = ReviewPanel(self)
-        self.presenter = ScenePresenter(
-            session, services, self.canvas, self.review_panel, self.image_panel, self
-        )
-        self.navigation = Navigator(
-            session, services, self.canvas, self.image_panel, self.status.size_label, self
-        )
-        self.projects = ProjectController(session, services, self.image_panel, self, self)
-        self.editing = EditController(session, services, self.canvas, self.review_panel, self.presenter, self)
-        self.predictions = PredictionController(
-            session, services, self.worker, self.review_panel, self.image_panel, self.status, self, self
-        )
+        views = Views(self, self.canvas, self.review_panel, self.image_panel, self.status)
+        self.presenter = ScenePresenter(session, services, views, self)
+        self.navigation = Navigator(session, services, views, self)
+        self.projects = ProjectController(session, services, views, self)
+        self.editing = EditController(session, services, views, self.presenter)
+        self.predictions = PredictionController(session, services, views, self)
         define_actions(self.actions, self._parts(), self.projects.autosave)
         self.actions_by_name = self.actions.by_name
         self.review_panel.add_buttons(self.actions.by_name)

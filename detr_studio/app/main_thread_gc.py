@@ -34,11 +34,6 @@ class MainThreadCollector(QObject):
         self._timer.timeout.connect(self.collect_due)
 
     @classmethod
-    def holders(cls) -> int:
-        """How many `acquire` calls are not yet released."""
-        return cls._instance._users if cls._instance is not None else 0
-
-    @classmethod
     def acquire(cls) -> MainThreadCollector:
         """Called on the Qt thread, by each window as it is made."""
         if cls._instance is None:

@@ -11,17 +11,15 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QLabel
 
 from detr_studio.data.images import ImageReadError, load_image
 from detr_studio.session import Session
 from detr_studio.session.project import Project
 
 from .background import Lane
-from .canvas import Canvas
-from .image_list import ImageListPanel
 from .overlays import rgb_to_qimage
 from .services import Services
+from .views import Controller, Views
 
 
 def decode_for_display(path: Path) -> QImage:
@@ -29,24 +27,14 @@ def decode_for_display(path: Path) -> QImage:
     return rgb_to_qimage(np.asarray(load_image(path)))
 
 
-class Navigator(QObject):
+class Navigator(Controller):
     """See the module docstring. A new project shows its first image."""
 
-    def __init__(
-        self,
-        session: Session,
-        services: Services,
-        canvas: Canvas,
-        image_panel: ImageListPanel,
-        size_label: QLabel,
-        parent: QObject | None = None,
-    ):
-        super().__init__(parent)
-        self.session = session
-        self.services = services
-        self.canvas = canvas
-        self.image_panel = image_panel
-        self.size_label = size_label
+    def __init__(self, session: Session, services: Services, views: Views, parent: QObject | None = None):
+        super().__init__(session, services, views, parent)
+        self.canvas = views.canvas
+        self.image_panel = image_panel = views.image_panel
+        self.size_label = views.status.size_label
         self.pixels = Lane("pixels", parent=self)
         image_panel.image_chosen.connect(self.show_image)
         session.events.project.connect(self._on_project)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import QApplication, QFileDialog, QMainWindow, QMenu
+from PySide6.QtWidgets import QApplication, QFileDialog, QMenu
 
 from detr_studio.data.coco import CocoFormatError, CocoSaveError
 from detr_studio.data.images import is_image_file
@@ -21,8 +21,8 @@ from detr_studio.session import Session
 from detr_studio.session import project as projects
 
 from .background import Lane
-from .image_list import ImageListPanel
 from .services import APP_NAME, Services
+from .views import Controller, Views
 
 MAX_RECENT = 10
 AUTOSAVE_MS = 60_000
@@ -30,24 +30,15 @@ IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp)"
 Opener = Callable[..., projects.Project]
 
 
-class ProjectController(QObject):
+class ProjectController(Controller):
     """See the module docstring. ``opened`` fires once a project is in place."""
 
     opened = Signal()
 
-    def __init__(
-        self,
-        session: Session,
-        services: Services,
-        image_panel: ImageListPanel,
-        window: QMainWindow,
-        parent: QObject | None = None,
-    ):
-        super().__init__(parent)
-        self.session = session
-        self.services = services
-        self.image_panel = image_panel
-        self.window = window
+    def __init__(self, session: Session, services: Services, views: Views, parent: QObject | None = None):
+        super().__init__(session, services, views, parent)
+        self.image_panel = views.image_panel
+        self.window = views.window
         self.opening = False
         self.autosave = bool(services.settings.value("autosave", True, type=bool))
         self.lane = Lane("open", parent=self)

@@ -8,52 +8,34 @@ Results go into the session, which tells the views.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QWidget
 
 from detr_studio.infer.detections import Detections
 from detr_studio.session import Session
 from detr_studio.session.inference import BatchSummary
 from detr_studio.session.model_loading import ModelChoice, ModelInfo
 
-from .image_list import ImageListPanel
-from .inference import InferenceWorker
 from .model_dialog import ModelDialog
-from .panels import ReviewPanel
 from .services import Services
-from .status_bar import StatusWidgets
+from .views import Controller, Views
 
 NO_MODEL = "No model is loaded: choose one first (Model > Choose Model)"
 
 
-class PredictionController(QObject):
+class PredictionController(Controller):
     """See the module docstring. ``predictions_changed(image_id)`` fires when new predictions for an image
     arrive (-1: a batch run ended). ``predict_all_action`` is disabled while a batch runs."""
 
     predictions_changed = Signal(int)
 
-    def __init__(
-        self,
-        session: Session,
-        services: Services,
-        worker: InferenceWorker,
-        review_panel: ReviewPanel,
-        image_panel: ImageListPanel,
-        status: StatusWidgets,
-        dialog_parent: QWidget,
-        parent: QObject | None = None,
-    ):
-        super().__init__(parent)
-        self.session = session
-        self.services = services
-        self.worker = worker
-        self.review_panel = review_panel
-        self.image_panel = image_panel
-        self.status = status
-        self.dialog_parent = dialog_parent
+    def __init__(self, session: Session, services: Services, views: Views, parent: QObject | None = None):
+        super().__init__(session, services, views, parent)
+        self.worker = worker = services.worker
+        self.review_panel = views.review_panel
+        self.image_panel = views.image_panel
+        self.status = status = views.status
+        self.dialog_parent = views.window
         self.predict_on_navigate = False
         self.predict_all_action: QAction | None = None
         worker.model_loaded.connect(self._on_model_loaded)
@@ -68,7 +50,7 @@ class PredictionController(QObject):
         session.events.model_choice.connect(self._load)
         session.events.image.connect(self._on_image)
         session.events.threshold.connect(self._on_threshold)
-        panel = review_panel
+        panel = self.review_panel
         panel.threshold_slider.valueChanged.connect(lambda v: self.set_threshold(v / 100.0))
         panel.ghosts_box.toggled.connect(session.set_ghosts)
         session.events.ghosts.connect(panel.ghosts_box.setChecked)
@@ -84,17 +66,6 @@ class PredictionController(QObject):
             self.services.report_error("Choose a zoo model or a checkpoint file")
             return
         self.session.choose_model(choice)
-
-    def load_model(
-        self,
-        source: str | Path,
-        device: str | None = None,
-        precision: str = "fp32",
-        size: int = 800,
-        max_size: int | None = 1333,
-    ) -> None:
-        """Load a checkpoint file or zoo entry in the worker; ``worker.model_loaded`` says when it is ready."""
-        self.session.choose_model(ModelChoice(str(source), device, precision, size, max_size))
 
     def _load(self, choice: ModelChoice | None) -> None:
         if choice is None:

@@ -19,16 +19,15 @@ from detr_studio.session.history import HistoryChange
 from detr_studio.session.project import Project
 
 from .background import Lane
-from .canvas import ANNOTATIONS, ATTENTION, PREDICTIONS, Canvas
-from .image_list import ImageListPanel
+from .canvas import ATTENTION, PREDICTIONS
 from .layers import Palette, annotation_specs, attention_picture, draw_masks, mask_jobs, prediction_specs
-from .panels import ReviewPanel
 from .services import Services
+from .views import Controller, Views
 
 NO_SELECTION = "Select a detection to see its query, top classes and no-object probability."
 
 
-class ScenePresenter(QObject):
+class ScenePresenter(Controller):
     """See the module docstring. ``overlays_ready`` fires when the mask layer of the image shown is drawn;
     ``layer_toggled(layer, visible)`` when a layer is shown or hidden."""
 
@@ -36,21 +35,11 @@ class ScenePresenter(QObject):
     layer_toggled = Signal(str, bool)
     categories_changed = Signal()
 
-    def __init__(
-        self,
-        session: Session,
-        services: Services,
-        canvas: Canvas,
-        review_panel: ReviewPanel,
-        image_panel: ImageListPanel,
-        parent: QObject | None = None,
-    ):
-        super().__init__(parent)
-        self.session = session
-        self.services = services
-        self.canvas = canvas
-        self.review_panel = review_panel
-        self.image_panel = image_panel
+    def __init__(self, session: Session, services: Services, views: Views, parent: QObject | None = None):
+        super().__init__(session, services, views, parent)
+        self.canvas = canvas = views.canvas
+        self.review_panel = review_panel = views.review_panel
+        self.image_panel = views.image_panel
         self.attention_head: int | None = None
         self.probe_point: tuple[float, float] | None = None
         self.overlays = Lane("overlays", parent=self)
@@ -242,9 +231,6 @@ class ScenePresenter(QObject):
         if layer == PREDICTIONS:
             self.refresh_masks()
         self.layer_toggled.emit(layer, visible)
-
-    def show_annotations(self) -> None:
-        self.set_layer_visible(ANNOTATIONS, True)
 
     # ---- the inspector -----------------------------------------------------------------------------------
 

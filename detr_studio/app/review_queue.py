@@ -89,9 +89,6 @@ class ReviewQueuePanel(QWidget):
     def measure(self) -> str:
         return str(self.measure_combo.currentData())
 
-    def set_measure(self, measure: str) -> None:
-        self.measure_combo.setCurrentIndex(self.measure_combo.findData(measure))
-
     def schedule(self) -> None:
         """Refresh soon (edits and predictions come in bursts); only while the dock is shown."""
         self._stale = True

@@ -173,11 +173,6 @@ class TrainingForm:
         if path:
             self.file_edit.setText(path)
 
-    def set_base_file(self, path: str | Path) -> None:
-        """Fine-tune from a checkpoint file (the "Checkpoint file…" entry)."""
-        self.base_combo.setCurrentIndex(self.base_combo.findData(FILE))
-        self.file_edit.setText(str(path))
-
     def base_weights(self) -> str:
         """The checkpoint path or zoo name to start from."""
         if self.base_combo.currentData() == FILE:

@@ -1,6 +1,6 @@
 """Augmentations that change an image and its annotations together, and the training target they act on.
 
-The recipe is the official DETR one (shared/reference/detr-reference-facts.md §4.2): a random horizontal
+The recipe is the official DETR one: a random horizontal
 flip, then with even odds either a multi-scale resize or a resize, random crop and multi-scale resize,
 then ImageNet normalisation, which also turns the boxes from absolute ``xyxy`` pixels into ``cxcywh``
 relative to the image. Boxes, labels, areas, crowd flags and masks stay in step through every step; a

@@ -169,14 +169,6 @@ class History:
     def can_redo(self) -> bool:
         return self._index < len(self._steps)
 
-    @property
-    def undo_text(self) -> str:
-        return self._steps[self._index - 1].text if self.can_undo else ""
-
-    @property
-    def redo_text(self) -> str:
-        return self._steps[self._index].text if self.can_redo else ""
-
     def __len__(self) -> int:
         """How many steps are done (and can be undone)."""
         return self._index

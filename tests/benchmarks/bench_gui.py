@@ -163,6 +163,7 @@ def _bench_stall(report: Report, app: QApplication, work: Path, images: int) -> 
     from detr_studio.model.checkpoint import save_checkpoint
     from detr_studio.model.config import tiny_config
     from detr_studio.model.detr import build_detr
+    from detr_studio.session.model_loading import ModelChoice
 
     folder = work / "stall"
     folder.mkdir()
@@ -181,7 +182,7 @@ def _bench_stall(report: Report, app: QApplication, work: Path, images: int) -> 
         return
     loaded: list[object] = []
     window.worker.model_loaded.connect(loaded.append)
-    window.predictions.load_model(checkpoint, device="cpu", size=128, max_size=160)
+    window.session.choose_model(ModelChoice(str(checkpoint), device="cpu", size=128, max_size=160))
     _run_until(lambda: bool(loaded), 120)
     for paging in (False, True):
         gaps, note = _batch_gaps(window, paging)

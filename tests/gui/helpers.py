@@ -7,7 +7,9 @@ from pathlib import Path
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
+from detr_studio.app.canvas import ANNOTATIONS, PREDICTIONS
 from detr_studio.app.main import MainWindow
+from detr_studio.session.model_loading import ModelChoice
 
 CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
 
@@ -22,9 +24,24 @@ def wait_for_pixels(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(lambda: window.canvas.has_pixmap, timeout=10_000)
 
 
+def load_model(window: MainWindow, source: Path | str, **options) -> None:
+    """Ask the session for a model, as the Model dialog does."""
+    window.session.choose_model(ModelChoice(str(source), **options))
+
+
 def load_tiny_model(qtbot, window: MainWindow, checkpoint: Path) -> None:
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        window.predictions.load_model(checkpoint, device="cpu", size=96, max_size=128)
+        load_model(window, checkpoint, device="cpu", size=96, max_size=128)
+
+
+def annotation_item(window: MainWindow, annotation_id: int):
+    """The canvas item of an annotation (None when it is not drawn)."""
+    return next((b for b in window.canvas.boxes(ANNOTATIONS) if b.key == annotation_id), None)
+
+
+def ghost_items(window: MainWindow) -> list:
+    """The faint boxes of queries below the threshold."""
+    return [b for b in window.canvas.boxes(PREDICTIONS) if b.kind == "ghost"]
 
 
 def predict_and_wait(qtbot, window: MainWindow) -> None:

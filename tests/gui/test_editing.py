@@ -9,7 +9,7 @@ from PySide6.QtCore import QPoint, Qt
 from detr_studio.app.canvas import ANNOTATIONS
 from detr_studio.data.coco import CocoDocument
 
-from .helpers import drag, open_and_wait, view_point
+from .helpers import annotation_item, drag, open_and_wait, view_point
 
 
 def boxes(doc: CocoDocument) -> dict[int, tuple]:
@@ -41,7 +41,7 @@ def test_drawing_a_box_with_w_adds_a_human_annotation_on_the_canvas(qtbot, opene
     x, y, w, h = ann.bbox
     assert abs(x - 10) < 1.5 and abs(y - 12) < 1.5 and abs(w - 30) < 2 and abs(h - 40) < 2
     assert ann.category_id == window.editing.new_box_category()
-    assert window.canvas.annotation_item(new) is not None
+    assert annotation_item(window, new) is not None
     assert window.canvas.selected_annotation_ids() == [new]
     assert window.canvas.mode == "select"
     assert window.session.doc.dirty and window.isWindowModified()
@@ -80,7 +80,7 @@ def test_move_resize_nudge_delete_each_undo_and_redo(qtbot, opened):
 
     qtbot.keyClick(window.canvas, Qt.Key.Key_Delete)
     assert new not in boxes(window.session.doc)
-    assert window.canvas.annotation_item(new) is None
+    assert annotation_item(window, new) is None
     states.append(boxes(window.session.doc))
 
     # The four nudges are one undo step; every other edit is its own.
@@ -88,7 +88,7 @@ def test_move_resize_nudge_delete_each_undo_and_redo(qtbot, opened):
         qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
         assert boxes(window.session.doc) == expected
     window.editing.undo()  # and the draw itself
-    assert new not in boxes(window.session.doc) and window.canvas.annotation_item(new) is None
+    assert new not in boxes(window.session.doc) and annotation_item(window, new) is None
     for expected in states:
         qtbot.keyClick(
             window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
@@ -115,7 +115,7 @@ def test_relabel_with_number_keys_and_duplicate_undo(qtbot, opened):
     categories = window.session.doc.categories
     qtbot.keyClick(window.canvas, Qt.Key.Key_3)
     assert window.session.doc.annotation(new).category_id == categories[2].id
-    assert window.canvas.annotation_item(new).spec.label == categories[2].name
+    assert annotation_item(window, new).spec.label == categories[2].name
     qtbot.keyClick(window.canvas, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier)
     copies = [a for a in window.canvas.selected_annotation_ids() if a != new]
     assert len(copies) == 1 and window.session.doc.annotation(copies[0]).category_id == categories[2].id

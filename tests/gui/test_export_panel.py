@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication
 from detr_studio.app.export_panel import EXPORTS_FOLDER
 from detr_studio.infer.onnx_export import read_metadata
 
-from .helpers import load_tiny_model, open_and_wait
+from .helpers import load_model, load_tiny_model, open_and_wait
 
 
 def shown(panel) -> dict[str, str]:
@@ -74,7 +74,7 @@ def test_export_from_the_panel_shows_the_parity_report_and_latency(
     panel.grab().save(str(shots / "export-panel.png"))
 
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        window.predictions.load_model(target, device="cpu")
+        load_model(window, target, device="cpu")
     assert "already an ONNX file" in panel.model_label.text() and not panel.export_button.isEnabled()
     assert not panel.export()
     assert "Load a PyTorch checkpoint" in window.services.errors[-1]

@@ -14,7 +14,16 @@ from detr_studio.app.canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS
 from detr_studio.model.config import tiny_config
 from detr_studio.model.detr import build_detr
 
-from .helpers import CLASS_NAMES, load_tiny_model, open_and_wait, predict_and_wait, view_point
+from .helpers import (
+    CLASS_NAMES,
+    annotation_item,
+    ghost_items,
+    load_model,
+    load_tiny_model,
+    open_and_wait,
+    predict_and_wait,
+    view_point,
+)
 
 
 @pytest.fixture
@@ -77,7 +86,7 @@ def test_space_accepts_a_prediction_with_model_provenance_and_undo_restores_it(q
         int(dets.labels[row])
     )
     assert query not in {i.key for i in window.canvas.prediction_items()}
-    assert window.canvas.annotation_item(ann.id) is not None
+    assert annotation_item(window, ann.id) is not None
     window.editing.undo()
     assert len(window.session.doc.annotations) == before
     assert query in {i.key for i in window.canvas.prediction_items()}
@@ -157,13 +166,13 @@ def test_ghosts_show_queries_below_the_threshold_and_one_can_be_accepted(qtbot, 
     window.predictions.set_threshold(float(np.sort(dets.scores)[-2]))  # one query above
     assert len(window.canvas.prediction_items()) == 1
     window.review_panel.ghosts_box.setChecked(True)
-    ghosts = window.canvas.ghost_items()
+    ghosts = ghost_items(window)
     assert len(ghosts) == int(((dets.scores > 0.05) & (dets.scores <= window.session.threshold)).sum()) > 0
     before = len(window.session.doc.annotations)
     window.canvas.select(PREDICTIONS, [ghosts[0].key])
     window.predictions.accept_selected()
     assert len(window.session.doc.annotations) == before + 1
-    assert ghosts[0].key not in {g.key for g in window.canvas.ghost_items()}
+    assert ghosts[0].key not in {g.key for g in ghost_items(window)}
 
 
 def test_instance_masks_are_an_overlay_with_opacity_and_a_layer_toggle(qtbot, window, dataset):
@@ -216,7 +225,7 @@ def test_a_checkpoint_that_does_not_load_is_reported_with_its_name(qtbot, window
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
     with qtbot.waitSignal(window.worker.model_failed, timeout=30_000):
-        window.predictions.load_model(bad)
+        load_model(window, bad)
     assert "broken.pth" in window.services.errors[-1]
     assert window.session.model_info is None
 
@@ -300,7 +309,7 @@ def test_an_exported_onnx_file_predicts_through_onnx_runtime(qtbot, window, data
                 size=96, max_size=128)  # fmt: skip
     open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        window.predictions.load_model(onnx_path, device="cpu")
+        load_model(window, onnx_path, device="cpu")
     assert "onnxruntime" in window.status.device_label.text() and not window.session.model_info.has_attention
     window.predictions.set_threshold(0.0)
     predict_and_wait(qtbot, window)

@@ -48,7 +48,7 @@ def test_rows_take_the_user_to_the_image_and_select_the_box(qtbot, window, datas
     assert window.session.current_image_id == target.id
     assert window.canvas.selected_prediction_ids() == [0]
 
-    panel.set_measure(ENTROPY)
+    panel.measure_combo.setCurrentIndex(panel.measure_combo.findData(ENTROPY))
     panel.refresh()
     top = panel.uncertain_list.item(0)
     assert top.data(Qt.ItemDataRole.UserRole) == (target.id, PREDICTIONS, 2)  # the unsure query

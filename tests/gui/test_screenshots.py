@@ -8,7 +8,7 @@ from PySide6.QtGui import QImage
 
 from detr_studio.app.canvas import PREDICTIONS
 
-from .helpers import load_tiny_model, open_and_wait, predict_and_wait, shot
+from .helpers import annotation_item, load_tiny_model, open_and_wait, predict_and_wait, shot
 
 
 def mean_lightness(path) -> float:
@@ -46,7 +46,7 @@ def test_screenshots_of_the_main_states(qtbot, window, dataset, tiny_checkpoint,
     window.canvas.scene().clearSelection()
     new = window.editing.add_box(QRectF(8, 10, 30, 26))
     window.canvas.select("annotations", [new])
-    assert len(window.canvas.annotation_item(new)._handles) == 8
+    assert len(annotation_item(window, new)._handles) == 8
     editing = shot(window, shots, "04-editing")
 
     window.actions_by_name["dark_theme"].setChecked(True)

@@ -14,6 +14,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
+from detr_studio.app.training_form import FILE
 from detr_studio.data.synthetic import generate
 from detr_studio.train.events import Failed, Finished, Started, Step
 from detr_studio.train.runs import RUNS_FOLDER, read_events
@@ -38,7 +39,9 @@ def project(shapes_master, tmp_path):
 
 def set_up(panel, checkpoint, epochs: int, holdout: float) -> None:
     """Fast options: the tiny checkpoint, all annotated images, 64 px, batch 1, CPU, no loader processes."""
-    panel.form.set_base_file(checkpoint)
+    form = panel.form
+    form.base_combo.setCurrentIndex(form.base_combo.findData(FILE))  # "Checkpoint file…"
+    form.file_edit.setText(str(checkpoint))
     panel.form.images_combo.setCurrentIndex(panel.form.images_combo.findData("annotated"))
     panel.form.holdout_spin.setValue(holdout)
     panel.form.epochs_spin.setValue(epochs)

@@ -359,3 +359,29 @@ def test_thumbnails_are_square_so_row_text_lines_up(tmp_path):
         centre, corner = thumb.pixelColor(32, 32), thumb.pixelColor(0, 0)
         assert (centre.red(), centre.alpha()) == (200, 255)  # the picture, centred
         assert corner.alpha() == 0  # the padding is transparent
+
+
+def test_autosave_does_not_write_when_undo_brought_the_document_back_to_its_file(qtbot, window, dataset):
+    path = dataset.instances_json("train")
+    open_and_wait(qtbot, window, window.projects.open_coco, path)
+    window.projects.autosave = True
+    window.editing.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
+    window.editing.undo()
+    assert window.session.at_saved_state and window.session.doc.dirty
+    before = path.stat().st_mtime_ns
+    window.projects.autosave_now()
+    window.navigation.next_image()
+    assert path.stat().st_mtime_ns == before and not path.with_name(path.name + ".bak").exists()
+    window.editing.redo()
+    window.projects.autosave_now()
+    assert path.stat().st_mtime_ns != before and window.session.at_saved_state
+
+
+def test_opening_the_window_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, detr_studio.app.main; print('torch' in sys.modules)"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

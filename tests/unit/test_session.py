@@ -84,7 +84,7 @@ def test_a_transaction_is_one_undo_step_of_document_edits_and_marks():
     with history.transaction("accept") as tx:
         tx.apply(DocumentChange(doc, AddAnnotations([record])))
         tx.apply(MarkChange.of(store, 1, "m", [0], ACCEPTED))
-    assert tx.ok and len(history) == 1 and history.undo_text == "accept"
+    assert tx.ok and len(history) == 1 and history.can_undo and not history.can_redo
     assert len(doc.annotations) == 1 and store.get(1).marks == {0: ACCEPTED}
     assert history.undo()
     assert doc.annotations == [] and store.get(1).marks == {}
@@ -285,3 +285,18 @@ def test_a_refused_edit_is_reported_through_the_session(session):
     assert failures and failures[0].startswith("delete 1 box: ")
     with pytest.raises(CocoEditError):
         session.doc.apply(RemoveAnnotations([123]))
+
+
+def test_the_session_package_imports_neither_qt_nor_the_window():
+    import ast
+
+    import detr_studio.session as package
+
+    folder = Path(package.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                assert not name.startswith(("PySide6", "detr_studio.app")), f"{path.name} imports {name}"
