@@ -112,3 +112,19 @@ def test_a_request_after_shutdown_is_dropped_quietly(qtbot):
     lane.submit(ran.append, 2)  # a window closing while a project opens does this
     qtbot.wait(100)
     assert ran == [1] and lane.pending == 0
+
+
+def test_a_lane_keeps_the_collector_on_the_qt_thread_until_it_shuts_down(qtbot):
+    import gc
+
+    from detr_studio.app.main_thread_gc import MainThreadCollector
+
+    before = MainThreadCollector.acquire()._users - 1
+    MainThreadCollector.release()
+    lane = Lane("collecting")
+    assert MainThreadCollector.acquire()._users - 1 == before + 1 and not gc.isenabled()
+    MainThreadCollector.release()
+    lane.shutdown()
+    lane.shutdown()
+    assert MainThreadCollector.acquire()._users - 1 == before
+    MainThreadCollector.release()

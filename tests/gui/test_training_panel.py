@@ -21,6 +21,7 @@ from detr_studio.train.runs import RUNS_FOLDER, read_events
 
 from .helpers import load_tiny_model, open_and_wait, predict_and_wait
 
+pytestmark = pytest.mark.slow  # real training children
 CHILD_TIMEOUT_MS = 180_000  # a child imports torch; the machine may be busy
 
 
