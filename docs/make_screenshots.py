@@ -37,7 +37,7 @@ from PySide6.QtWidgets import QApplication, QDockWidget, QListWidget, QScrollAre
 from detr_studio.app import demo_project
 from detr_studio.app.canvas import PREDICTIONS
 from detr_studio.app.main import APP_NAME, ORGANISATION, MainWindow, start_window
-from detr_studio.app.training_panel import DEMO
+from detr_studio.app.training_form import DEMO
 from detr_studio.train.events import Finished
 
 WINDOW_SIZE = (1400, 900)
@@ -72,8 +72,8 @@ def wait_until(
     timeout_s *= timeout_factor
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        if errors and window.errors:
-            raise StepFailed(f"while waiting for {what}, the window reported: {window.errors[-1]}")
+        if errors and window.services.errors:
+            raise StepFailed(f"while waiting for {what}, the window reported: {window.services.errors[-1]}")
         if time.monotonic() > deadline:
             raise StepFailed(f"timed out after {timeout_s:.0f} s waiting for {what}")
         pause(50)
@@ -89,7 +89,7 @@ def pause(ms: int) -> None:
 
 def idle(window: MainWindow) -> bool:
     """No model work, project opening, image decoding or mask drawing under way."""
-    runners = (window.tasks, window.pixels, window.overlay_tasks)
+    runners = (window.projects.lane, window.navigation.pixels, window.presenter.overlays)
     return not window.worker.busy and not any(r.pending for r in runners)
 
 
@@ -134,7 +134,10 @@ def fully_shown(widget: QWidget, scroll: QScrollArea) -> bool:
 
 
 def save_shot(window: MainWindow, out: Path, name: str) -> Path:
-    check(not window.errors, f"the window reported an error: {window.errors[-1] if window.errors else ''}")
+    check(
+        not window.services.errors,
+        f"the window reported an error: {window.services.errors[-1] if window.services.errors else ''}",
+    )
     QApplication.processEvents()
     path = out / name
     check(window.grab().save(str(path)), f"cannot write {path}")
@@ -152,31 +155,38 @@ def step_demo(window: MainWindow, out: Path) -> None:
     window.predictions_changed.connect(predicted.append)
     window.overlays_ready.connect(lambda: drawn_after_prediction.append(1) if predicted else None)
     wait_until(
-        lambda: window.project is not None and window.canvas.has_pixmap,
+        lambda: window.session.project is not None and window.canvas.has_pixmap,
         START_TIMEOUT_S,
         "the demo project to open",
         window,
     )
     check(
-        window.project.location.absolute().is_relative_to(demo_project.demo_root().absolute()),
-        f"the window opened {window.project.location}, not the demo project",
+        window.session.project.location.absolute().is_relative_to(demo_project.demo_root().absolute()),
+        f"the window opened {window.session.project.location}, not the demo project",
     )
     first = window.image_panel.model.image_id_at(0)
     wait_until(
-        lambda: window.model_info is not None and window.current_image_id in window.store,
+        lambda: (
+            window.session.model_info is not None and window.session.current_image_id in window.session.store
+        ),
         START_TIMEOUT_S,
         "the demo model to predict the first image",
         window,
     )
     wait_until(lambda: drawn_after_prediction, 120, "the predicted masks to be drawn", window)
     settle(window)
-    check(window.current_image_id == first, "the first image of the demo project is not the one shown")
-    check(window.model_info.name == "model.safetensors", f"the model loaded is {window.model_info.name}")
+    check(
+        window.session.current_image_id == first, "the first image of the demo project is not the one shown"
+    )
+    check(
+        window.session.model_info.name == "model.safetensors",
+        f"the model loaded is {window.session.model_info.name}",
+    )
     boxes = window.canvas.prediction_items()
     check(boxes, "the demo model's detections are not drawn on the first image")
     fit(window)
     save_shot(window, out, "loop-1-demo.png")
-    print(f"  {len(boxes)} detections on {window.doc.image(first).file_name}", flush=True)
+    print(f"  {len(boxes)} detections on {window.session.doc.image(first).file_name}", flush=True)
 
 
 def step_review(window: MainWindow, out: Path) -> None:
@@ -189,7 +199,7 @@ def step_review(window: MainWindow, out: Path) -> None:
     wait_until(lambda: finished, PREDICT_ALL_TIMEOUT_S, "Predict All to finish", window)
     summary = finished[0]
     check(
-        not summary.cancelled and not summary.failure and summary.done == len(window.doc.images),
+        not summary.cancelled and not summary.failure and summary.done == len(window.session.doc.images),
         f"Predict All did not predict every image: {summary}",
     )
     print(f"  Predict All: {summary.done} images", flush=True)
@@ -219,7 +229,7 @@ def step_review(window: MainWindow, out: Path) -> None:
     settle(window)
     selected_rows = [row.text() for row in mistakes.selectedItems()]
     check(selected_rows == [text], f"the first mistake is not the row selected in the list: {selected_rows}")
-    check(window.current_image_id == image_id, "clicking the first mistake did not show its image")
+    check(window.session.current_image_id == image_id, "clicking the first mistake did not show its image")
     selected = (
         window.canvas.selected_prediction_ids()
         if layer == PREDICTIONS
@@ -240,25 +250,25 @@ def step_training(window: MainWindow, out: Path) -> None:
     dock = window.training_dock
     panel = dock.panel
     show_docks(window, {window.images_dock: IMAGES_WIDTH, dock: PANEL_WIDTH})
-    base = panel.base_combo.findData(DEMO)
+    base = panel.form.base_combo.findData(DEMO)
     check(base >= 0, "the Training dock offers no demo model to start from")
-    panel.base_combo.setCurrentIndex(base)
-    panel.images_combo.setCurrentIndex(panel.images_combo.findData("annotated"))
-    panel.holdout_spin.setValue(HOLDOUT)
-    panel.epochs_spin.setValue(EPOCHS)
-    panel.lr_edit.setText(LR)
-    panel.batch_spin.setValue(BATCH)
-    panel.size_spin.setValue(SIZE)
-    panel.max_size_spin.setValue(SIZE)
-    panel.device_combo.setCurrentText("cpu")
-    panel.extra_options = {"workers": 0}
-    print(f"  training: {panel.count_label.text()}", flush=True)
+    panel.form.base_combo.setCurrentIndex(base)
+    panel.form.images_combo.setCurrentIndex(panel.form.images_combo.findData("annotated"))
+    panel.form.holdout_spin.setValue(HOLDOUT)
+    panel.form.epochs_spin.setValue(EPOCHS)
+    panel.form.lr_edit.setText(LR)
+    panel.form.batch_spin.setValue(BATCH)
+    panel.form.size_spin.setValue(SIZE)
+    panel.form.max_size_spin.setValue(SIZE)
+    panel.form.device_combo.setCurrentText("cpu")
+    panel.form.extra_options = {"workers": 0}
+    print(f"  training: {panel.form.count_label.text()}", flush=True)
 
     ended = []
     panel.job.ended.connect(ended.append)
     started = time.monotonic()
     click(panel.start_button)
-    check(panel.job.running, f"the training run did not start: {window.errors}")
+    check(panel.job.running, f"the training run did not start: {window.services.errors}")
     wait_until(lambda: ended, TRAINING_TIMEOUT_S, "the training run to end", window)
     end = ended[0]
     check(
@@ -308,13 +318,19 @@ def step_training(window: MainWindow, out: Path) -> None:
     window.worker.model_loaded.connect(loaded.append)
     click(panel.use_button)
     wait_until(lambda: loaded, MODEL_TIMEOUT_S, "the fine-tuned model to load", window)
-    check(window.model_info.name == "best.safetensors", f"the model loaded is {window.model_info.name}")
+    check(
+        window.session.model_info.name == "best.safetensors",
+        f"the model loaded is {window.session.model_info.name}",
+    )
     window.actions_by_name["predict"].trigger()  # the canvas shows the fine-tuned model's detections
     wait_until(
-        lambda: window.current_image_id in window.store, MODEL_TIMEOUT_S, "the fine-tuned prediction", window
+        lambda: window.session.current_image_id in window.session.store,
+        MODEL_TIMEOUT_S,
+        "the fine-tuned prediction",
+        window,
     )
     settle(window)
-    print(f"  using {window.model_choice.source}", flush=True)
+    print(f"  using {window.session.model_choice.source}", flush=True)
 
 
 def step_export(window: MainWindow, out: Path, temp: Path) -> None:
@@ -377,13 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     app.setWindowIcon(demo_project.app_icon())
     started = time.monotonic()
     window = start_window(["detr-studio"], settings)  # as `detr-studio` does: no recent project -> the demo
-    window.error_dialogs = False  # errors fail the step instead of opening a message box in a shot
+    window.services.error_dialogs = False  # errors fail the step instead of opening a message box in a shot
 
     def ask(title: str, text: str, choices=("Yes", "No")) -> str:  # a modal question would block offscreen
-        window.errors.append(f"unexpected question: {title}: {text}")
+        window.services.errors.append(f"unexpected question: {title}: {text}")
         return choices[-1]
 
-    window.ask = ask
+    window.services.ask = ask
     window.resize(*WINDOW_SIZE)
     status = 0
     step = "start"
@@ -404,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         with contextlib.suppress(StepFailed):
             wait_until(lambda: idle(window), 120, "background work before closing", window, errors=False)
-        window.doc = None  # nothing to ask about: the walkthrough edits nothing
+        window.session.set_project(None)  # nothing to ask about: the walkthrough edits nothing
         window.close()  # stops the threads (and a training child still running)
         window.deleteLater()
         QApplication.processEvents()

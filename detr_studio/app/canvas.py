@@ -1,23 +1,20 @@
 """The canvas: a QGraphicsView that shows one image with its boxes and overlays, and turns mouse and keys into
-requests (draw, move, resize, nudge, delete, accept, reject).
+requests (draw, move, resize, nudge, delete, accept).
 
 Scene coordinates are image pixels. The canvas never changes the document: it emits `box_drawn`,
 `box_edited` and friends, the window turns them into undoable edits, and then hands the canvas fresh
 `BoxSpec`s. Layers (annotations, predictions, masks, attention) show and hide as groups; pens are cosmetic and
-labels and handles ignore the zoom, so they stay readable at any scale.
+labels and handles ignore the zoom, so they stay readable at any scale. The box items: `box_items`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
-    QFont,
-    QFontMetricsF,
-    QGuiApplication,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -27,285 +24,12 @@ from PySide6.QtGui import (
     QTransform,
     QWheelEvent,
 )
-from PySide6.QtWidgets import (
-    QGraphicsItem,
-    QGraphicsPixmapItem,
-    QGraphicsRectItem,
-    QGraphicsScene,
-    QGraphicsSceneMouseEvent,
-    QGraphicsView,
-    QStyleOptionGraphicsItem,
-    QWidget,
-)
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QWidget
 
-ANNOTATIONS, PREDICTIONS, MASKS, ATTENTION = "annotations", "predictions", "masks", "attention"
-LAYERS = (ANNOTATIONS, PREDICTIONS, MASKS, ATTENTION)
+from .box_items import ANNOTATIONS, ATTENTION, LAYERS, MASKS, MIN_BOX_PX, PREDICTIONS, BoxItem, BoxSpec
+
+__all__ = ["ANNOTATIONS", "ATTENTION", "LAYERS", "MASKS", "PREDICTIONS", "BoxSpec", "Canvas"]
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
-MIN_BOX_PX = 2.0  # a drawn box smaller than this (image pixels) is a click, not a box
-HANDLE_PX = 8.0
-
-# Edges a handle moves: (left, top, right, bottom).
-_HANDLES = {
-    "top-left": (1, 1, 0, 0),
-    "top": (0, 1, 0, 0),
-    "top-right": (0, 1, 1, 0),
-    "right": (0, 0, 1, 0),
-    "bottom-right": (0, 0, 1, 1),
-    "bottom": (0, 0, 0, 1),
-    "bottom-left": (1, 0, 0, 1),
-    "left": (1, 0, 0, 0),
-}
-_CURSORS = {
-    "top-left": Qt.CursorShape.SizeFDiagCursor,
-    "bottom-right": Qt.CursorShape.SizeFDiagCursor,
-    "top-right": Qt.CursorShape.SizeBDiagCursor,
-    "bottom-left": Qt.CursorShape.SizeBDiagCursor,
-    "top": Qt.CursorShape.SizeVerCursor,
-    "bottom": Qt.CursorShape.SizeVerCursor,
-    "left": Qt.CursorShape.SizeHorCursor,
-    "right": Qt.CursorShape.SizeHorCursor,
-}
-
-
-@dataclass(frozen=True)
-class BoxSpec:
-    """One box to show: ``key`` is the annotation id (annotations) or the query id (predictions)."""
-
-    key: int
-    xyxy: tuple[float, float, float, float]
-    colour: tuple[int, int, int]
-    label: str
-    tooltip: str = ""
-    editable: bool = True
-
-
-_TABS: dict[tuple[str, int, float], QPixmap] = {}  # label tabs by (text, colour, pixel ratio)
-
-
-def label_tab(text: str, colour: QColor, ratio: float = 1.0) -> QPixmap:
-    """The coloured tab with ``text`` (drawn once per text and colour, then shared by every label)."""
-    key = (text, colour.rgba(), ratio)
-    tab = _TABS.get(key)
-    if tab is None:
-        if len(_TABS) > 4096:
-            _TABS.clear()
-        font = QFont()
-        font.setPointSizeF(8.5)
-        metrics = QFontMetricsF(font)
-        w, h = metrics.horizontalAdvance(text) + 8.0, metrics.height() + 2.0
-        tab = QPixmap(int(w * ratio + 0.999), int(h * ratio + 0.999))
-        tab.setDevicePixelRatio(ratio)
-        tab.fill(Qt.GlobalColor.transparent)
-        painter = QPainter(tab)
-        rect = QRectF(0.0, 0.0, w, h)
-        painter.fillRect(rect, colour)
-        painter.setPen(QPen(colour.darker(170), 1.0))
-        painter.drawRect(rect.adjusted(0.5, 0.5, -0.5, -0.5))
-        painter.setFont(font)
-        light = colour.lightnessF() > 0.6 and colour.alphaF() > 0.5
-        painter.setPen(QColor(0, 0, 0) if light else QColor(255, 255, 255))
-        painter.drawText(rect.adjusted(4.0, 0.0, -4.0, 0.0), Qt.AlignmentFlag.AlignVCenter, text)
-        painter.end()
-        _TABS[key] = tab
-    return tab
-
-
-class LabelItem(QGraphicsPixmapItem):
-    """Class name and score on a coloured tab; constant size on screen. A plain pixmap item: Qt paints it
-    without calling Python. Labels sit above their box's top-left corner (inside it when the box touches the
-    image's top); predictions sit below the bottom-left corner instead, so that a prediction and the label
-    it matches never cover each other's tabs."""
-
-    def __init__(self, text: str, colour: QColor, parent: QGraphicsItem):
-        app = QGuiApplication.instance()
-        tab = label_tab(text, colour, app.devicePixelRatio() if isinstance(app, QGuiApplication) else 1.0)
-        super().__init__(tab, parent)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
-        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-        self.text = text
-        self.colour = colour
-        self.set_inside(False)
-
-    def set_inside(self, inside: bool) -> None:
-        tab = self.pixmap()
-        self.setOffset(0.0, 0.0 if inside else -tab.height() / tab.devicePixelRatio())
-
-
-class HandleItem(QGraphicsRectItem):
-    """A resize handle of a selected box; dragging it moves that box's edges."""
-
-    def __init__(self, name: str, box: BoxItem):
-        half = HANDLE_PX / 2
-        super().__init__(-half, -half, HANDLE_PX, HANDLE_PX, box)
-        self.name = name
-        self.box = box
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
-        self.setBrush(QBrush(QColor(255, 255, 255)))
-        pen = QPen(box.colour, 1.5)
-        pen.setCosmetic(True)
-        self.setPen(pen)
-        self.setCursor(_CURSORS[name])
-        self.setZValue(1)
-
-    def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        if event.button() != Qt.MouseButton.LeftButton:
-            event.ignore()
-            return
-        self.box.begin_edit(event.scenePos(), self.name)
-        event.accept()
-
-    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        self.box.drag_to(event.scenePos())
-
-    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        self.box.finish_edit()
-
-
-class BoxItem(QGraphicsRectItem):
-    """An annotation, prediction or ghost (below-threshold prediction) box."""
-
-    def __init__(self, canvas: Canvas, kind: str, spec: BoxSpec):
-        x0, y0, x1, y1 = spec.xyxy
-        super().__init__(QRectF(QPointF(x0, y0), QPointF(x1, y1)).normalized())
-        self.canvas = canvas
-        self.kind = kind
-        self.key = spec.key
-        self.spec = spec
-        self.colour = QColor(*spec.colour)
-        self.editable = spec.editable and kind == ANNOTATIONS
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
-        if spec.tooltip:
-            self.setToolTip(spec.tooltip)
-        self._handles: list[HandleItem] = []
-        self._drag: tuple[QPointF, QRectF, str | None] | None = None
-        tab = QColor(self.colour)
-        if kind == "ghost":
-            tab.setAlpha(110)
-        self.label = LabelItem(spec.label, tab, self) if spec.label else None
-        self._style()
-        self._layout_children()
-
-    # ---- looks -------------------------------------------------------------------------------------------
-
-    def _style(self) -> None:
-        selected = self.isSelected()
-        colour = QColor(self.colour)
-        if self.kind == "ghost":
-            colour.setAlpha(140 if selected else 90)
-        pen = QPen(colour, 3.0 if selected else 2.0)
-        pen.setCosmetic(True)
-        if self.kind == PREDICTIONS:
-            pen.setStyle(Qt.PenStyle.DashLine)
-        elif self.kind == "ghost":
-            pen.setStyle(Qt.PenStyle.DotLine)
-        self.setPen(pen)
-        fill = QColor(self.colour)
-        fill.setAlpha(60 if selected else (22 if self.kind == ANNOTATIONS else 0))
-        self.setBrush(QBrush(fill))
-
-    def _layout_children(self) -> None:
-        rect = self.rect()
-        if self.label is not None and self.kind == ANNOTATIONS:
-            self.label.setPos(rect.topLeft())
-            self.label.set_inside(rect.top() < 1.0)
-        elif self.label is not None:
-            self.label.setPos(rect.bottomLeft())
-            self.label.setOffset(0.0, 0.0)
-        for handle in self._handles:
-            left, top, right, bottom = _HANDLES[handle.name]
-            x = rect.left() if left else rect.right() if right else rect.center().x()
-            y = rect.top() if top else rect.bottom() if bottom else rect.center().y()
-            handle.setPos(x, y)
-
-    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value):
-        if change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
-            self._style()
-            if value and self.editable and not self._handles:
-                self._handles = [HandleItem(name, self) for name in _HANDLES]
-                self._layout_children()
-            elif not value:
-                for handle in self._handles:
-                    handle.setParentItem(None)
-                    if handle.scene() is not None:
-                        handle.scene().removeItem(handle)
-                self._handles = []
-        return super().itemChange(change, value)
-
-    def paint(
-        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
-    ) -> None:
-        painter.setPen(self.pen())  # our own selected look (see _style), not Qt's dashed outline
-        painter.setBrush(self.brush())
-        painter.drawRect(self.rect())
-
-    def image_rect(self) -> QRectF:
-        return QRectF(self.rect())
-
-    # ---- moving and resizing -----------------------------------------------------------------------------
-
-    def begin_edit(self, scene_pos: QPointF, handle: str | None) -> None:
-        if self.editable:
-            self._drag = (QPointF(scene_pos), QRectF(self.rect()), handle)
-
-    def drag_to(self, scene_pos: QPointF) -> None:
-        if self._drag is None:
-            return
-        start, rect, handle = self._drag
-        bounds = self.canvas.image_bounds()
-        if handle is None:
-            delta = scene_pos - start
-            moved = rect.translated(delta)
-            dx = max(bounds.left() - moved.left(), 0.0) + min(bounds.right() - moved.right(), 0.0)
-            dy = max(bounds.top() - moved.top(), 0.0) + min(bounds.bottom() - moved.bottom(), 0.0)
-            new = moved.translated(dx, dy)
-        else:
-            left, top, right, bottom = _HANDLES[handle]
-            x = min(max(scene_pos.x(), bounds.left()), bounds.right())
-            y = min(max(scene_pos.y(), bounds.top()), bounds.bottom())
-            new = QRectF(rect)
-            if left:
-                new.setLeft(x)
-            if right:
-                new.setRight(x)
-            if top:
-                new.setTop(y)
-            if bottom:
-                new.setBottom(y)
-            new = new.normalized()
-        self.prepareGeometryChange()
-        self.setRect(new)
-        self._layout_children()
-
-    def finish_edit(self) -> None:
-        if self._drag is None:
-            return
-        _, before, _ = self._drag
-        self._drag = None
-        if self.rect() != before:
-            self.canvas.box_edited.emit(self.key, QRectF(self.rect()))
-
-    def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        super().mousePressEvent(event)  # selection, with Ctrl to add
-        if event.button() == Qt.MouseButton.LeftButton:
-            self.begin_edit(event.scenePos(), None)
-            event.accept()
-
-    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        if self._drag is not None:
-            self.drag_to(event.scenePos())
-        else:
-            super().mouseMoveEvent(event)
-
-    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        super().mouseReleaseEvent(event)
-        self.finish_edit()
-
-    def mouseDoubleClickEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        if self.kind == ANNOTATIONS:
-            self.canvas.relabel_requested.emit()
-        elif self.kind in (PREDICTIONS, "ghost"):
-            self.canvas.accept_requested.emit()
-        event.accept()
 
 
 class Canvas(QGraphicsView):
@@ -317,7 +41,6 @@ class Canvas(QGraphicsView):
     selection_changed = Signal()
     delete_requested = Signal()
     accept_requested = Signal()
-    reject_requested = Signal()
     relabel_requested = Signal()
     nudge_requested = Signal(float, float)
     zoom_changed = Signal(float)
@@ -389,6 +112,17 @@ class Canvas(QGraphicsView):
 
     def image_bounds(self) -> QRectF:
         return QRectF(0, 0, self.image_size[0], self.image_size[1])
+
+    def box_changed(self, key: int, rect: QRectF) -> None:
+        """A box was moved or resized by the user (`BoxHost`)."""
+        self.box_edited.emit(key, rect)
+
+    def box_double_clicked(self, kind: str) -> None:
+        """A double click on a box: relabel an annotation, accept a prediction (`BoxHost`)."""
+        if kind == ANNOTATIONS:
+            self.relabel_requested.emit()
+        else:
+            self.accept_requested.emit()
 
     def set_annotations(self, specs: list[BoxSpec]) -> None:
         self._replace_boxes(ANNOTATIONS, [(ANNOTATIONS, s) for s in specs], z=10)
@@ -463,12 +197,6 @@ class Canvas(QGraphicsView):
     def prediction_items(self) -> list[BoxItem]:
         return [b for b in self._boxes[PREDICTIONS] if b.kind == PREDICTIONS]
 
-    def ghost_items(self) -> list[BoxItem]:
-        return [b for b in self._boxes[PREDICTIONS] if b.kind == "ghost"]
-
-    def annotation_item(self, annotation_id: int) -> BoxItem | None:
-        return next((b for b in self._boxes[ANNOTATIONS] if b.key == annotation_id), None)
-
     def selected_annotation_ids(self) -> list[int]:
         return [b.key for b in self._boxes[ANNOTATIONS] if b.isSelected()]
 
@@ -476,13 +204,22 @@ class Canvas(QGraphicsView):
         return [b.key for b in self._boxes[PREDICTIONS] if b.isSelected()]
 
     def select(self, layer: str, keys: list[int]) -> None:
-        wanted = set(keys)
+        """Select the boxes ``keys`` of ``layer`` (and nothing else)."""
+        if layer == ANNOTATIONS:
+            self.select_keys(keys, ())
+        else:
+            self.select_keys((), keys)
+
+    def select_keys(self, annotation_ids: Iterable[int], query_ids: Iterable[int]) -> None:
+        """Select these annotations and predictions (shown ones only) and nothing else."""
+        wanted = {ANNOTATIONS: set(annotation_ids), PREDICTIONS: set(query_ids)}
         scene = self.scene()
         scene.blockSignals(True)
         scene.clearSelection()
-        for box in self._boxes[layer]:
-            if box.key in wanted and box.isVisible():
-                box.setSelected(True)
+        for layer, keys in wanted.items():
+            for box in self._boxes[layer]:
+                if box.key in keys and box.isVisible():
+                    box.setSelected(True)
         scene.blockSignals(False)
         self.selection_changed.emit()
 

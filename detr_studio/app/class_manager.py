@@ -1,7 +1,7 @@
 """The class manager: the project's categories with their colours and annotation counts; add, rename, merge
 one class into another, change or reset a colour, remove an unused class.
 
-Every change is a document `Edit` handed to the window's History (a QUndoStack), so Ctrl+Z / Ctrl+Y undo and
+Every change is a document `Edit` made through the session's one undo history, so Ctrl+Z / Ctrl+Y undo and
 redo it here as in the window, and the journal and Save see it like any other edit. A chosen colour is stored
 in the category record as ``"color": [r, g, b]`` (the COCO panoptic convention, which `CocoDocument` checks
 and keeps on save), and the canvas's `Palette` prefers it to the automatic colour. The dialog is not modal:
@@ -180,13 +180,6 @@ class ClassManager(QDialog):
     def class_ids(self) -> list[int]:
         """Category ids in the order shown."""
         return [self._row_id(row) for row in range(self.table.rowCount())]
-
-    def row_texts(self) -> list[tuple[str, str, str, str]]:
-        """(colour, name, id, count) as shown, one tuple per row."""
-        return [
-            tuple(self.table.item(row, column).text() for column in range(4))  # type: ignore[misc]
-            for row in range(self.table.rowCount())
-        ]
 
     def selected_id(self) -> int | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []

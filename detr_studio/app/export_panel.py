@@ -36,12 +36,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .workers import TaskRunner
+from detr_studio.session import Session
+from detr_studio.session.model_loading import load_network
+
+from .background import Lane
+from .services import Services
 
 if TYPE_CHECKING:
     from detr_studio.infer.onnx_export import ExportReport
-
-    from .main import MainWindow
 
 TIMED_RUNS = 5
 EXPORTS_FOLDER = Path(".detr-studio") / "exports"
@@ -99,19 +101,16 @@ def export_and_time(
     from detr_studio.data.images import load_image
     from detr_studio.infer.onnx_backend import CUDA
     from detr_studio.infer.onnx_export import export_onnx
-    from detr_studio.model.checkpoint import build_from_checkpoint, load_checkpoint
-    from detr_studio.model.sources import default_class_names, resolve
 
-    ckpt = load_checkpoint(resolve(source))
-    model = build_from_checkpoint(ckpt, aux_loss=False, dropout=0.0)
+    network = load_network(source, dropout=0.0)
     report = export_onnx(
-        model,
-        ckpt.config,
+        network.model,
+        network.config,
         output,
         panoptic=panoptic,
         fp16=fp16,
-        class_names=ckpt.class_names or default_class_names(ckpt.config),
-        source=str(ckpt.path or source),
+        class_names=network.class_names,
+        source=network.source,
         check_inputs=check_images or None,
         size=size,
         max_size=max_size,
@@ -165,14 +164,13 @@ class ExportPanel(QWidget):
     """See the module docstring. ``export()`` starts an export; its outcome lands in ``result`` (an
     `ExportResult`) or ``error`` (the message), and ``rows`` (the figures shown)."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
-        self.window = window
+    def __init__(self, session: Session, services: Services, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.services = services
         self.result: ExportResult | None = None
         self.error: str | None = None
-        self.runner = TaskRunner(workers=1, parent=self)
-        self.runner.done.connect(self._on_done)
-        self.runner.failed.connect(self._on_failed)
+        self.runner = Lane("export", parent=self)
 
         self.model_label = QLabel("No model loaded", self)
         self.model_label.setWordWrap(True)
@@ -219,13 +217,14 @@ class ExportPanel(QWidget):
         layout.addWidget(self.details)
         layout.addStretch(1)
 
-        window.worker.model_loaded.connect(lambda _info: self.refresh())
-        window.project_opened.connect(self.refresh)
+        session.events.model.connect(lambda _info: self.refresh())
+        session.events.model_choice.connect(lambda _choice: self.refresh())
+        session.events.project.connect(lambda _project: self.refresh())
         self.refresh()
 
     def refresh(self) -> None:
         """Follow the window's model: what is exported, whether it has masks, a default file name."""
-        choice, info = self.window.model_choice, self.window.model_info
+        choice, info = self.session.model_choice, self.session.model_info
         if choice is None:
             self.model_label.setText("No model loaded: choose one first (Model > Choose Model).")
         elif choice.is_onnx:
@@ -242,7 +241,7 @@ class ExportPanel(QWidget):
         self._suggest_path()
 
     def _suggest_path(self) -> None:
-        choice = self.window.model_choice
+        choice = self.session.model_choice
         if choice is None or (self.path_edit.isModified() and self.path_edit.text()):
             return
         stem = Path(choice.source).stem if Path(choice.source).exists() else choice.source
@@ -256,7 +255,7 @@ class ExportPanel(QWidget):
         self.path_edit.setModified(False)
 
     def _export_folder(self, source: Path) -> Path:
-        doc, project = self.window.doc, self.window.project
+        doc, project = self.session.doc, self.session.project
         if doc is not None and doc.path is not None:
             return Path(doc.path).resolve().parent / EXPORTS_FOLDER
         if project is not None:
@@ -272,9 +271,9 @@ class ExportPanel(QWidget):
 
     def export(self) -> bool:
         """Start the export in the background; False (and a message) when it cannot start."""
-        choice = self.window.model_choice
+        choice = self.session.model_choice
         if choice is None or choice.is_onnx:
-            self.window.report_error(
+            self.services.report_error(
                 "Load a PyTorch checkpoint or zoo model to export (Model > Choose Model)"
             )
             return False
@@ -282,9 +281,9 @@ class ExportPanel(QWidget):
             return False
         output = Path(self.path_edit.text().strip())
         if output.suffix.lower() != ".onnx":
-            self.window.report_error(f"{output}: the exported file must end in .onnx")
+            self.services.report_error(f"{output}: the exported file must end in .onnx")
             return False
-        doc, current = self.window.doc, self.window.current_image_id
+        doc, current = self.session.doc, self.session.current_image_id
         check = [doc.image_path(current)] if doc is not None and current is not None else None
         self.result, self.error = None, None
         self.rows = []
@@ -303,11 +302,10 @@ class ExportPanel(QWidget):
             max_size=choice.max_size,
             check_images=check,
         )
-        self.runner.submit("export", job)
+        self.runner.submit(job, done=self._on_done, failed=self._on_failed)
         return True
 
-    def _on_done(self, _tag: object, result: object) -> None:
-        assert isinstance(result, ExportResult)
+    def _on_done(self, result: ExportResult) -> None:
         self.result = result
         self._finish()
         self.rows = summary_rows(result)
@@ -319,12 +317,12 @@ class ExportPanel(QWidget):
         self.details.setPlainText(str(result.report))
         self.status_label.setText(f"Exported {result.report.path.name} in {result.report.seconds:.1f} s")
 
-    def _on_failed(self, _tag: object, exc: object) -> None:
+    def _on_failed(self, exc: BaseException) -> None:
         self.error = str(exc) or repr(exc)
         self._finish()
         self.status_label.setText("Export failed (details below)")
         self.details.setPlainText(self.error)
-        self.window.report_error(f"ONNX export failed: {self.error.splitlines()[0]}")
+        self.services.report_error(f"ONNX export failed: {self.error.splitlines()[0]}")
 
     def _finish(self) -> None:
         self.busy.setVisible(False)
@@ -335,10 +333,10 @@ class ExportPanel(QWidget):
 
 
 class ExportDock(QDockWidget):
-    def __init__(self, window: MainWindow):
-        super().__init__("Export", window)
+    def __init__(self, session: Session, services: Services, parent: QWidget | None = None):
+        super().__init__("Export", parent)
         self.setObjectName("export-dock")
-        self.panel = ExportPanel(window)
+        self.panel = ExportPanel(session, services, self)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.panel)

@@ -2,8 +2,8 @@
 thread, and the filter bar above it.
 
 `ImageListModel` holds only image ids (no widget per row), so 100,000 images cost one list of ints. A row's
-thumbnail is asked for the first time the view paints that row; `ThumbnailLoader` decodes it on a
-`QThreadPool` (newest request first, so a fast scroll does not wait for rows scrolled past) and keeps an LRU
+thumbnail is asked for the first time the view paints that row; `ThumbnailLoader` decodes it on a background
+`Lane` of two threads (newest request first, so a fast scroll does not wait for rows scrolled past) and keeps an LRU
 cache of small QImages.
 
 A folder project knows no image sizes at first (reading 100,000 headers takes 15 s or more). Sizes arrive from
@@ -15,8 +15,6 @@ window asking ``doc.image_size``. Saving reads whatever is still missing.
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,10 +25,8 @@ from PySide6.QtCore import (
     QModelIndex,
     QObject,
     QPersistentModelIndex,
-    QRunnable,
     QSize,
     Qt,
-    QThreadPool,
     QTimer,
     Signal,
 )
@@ -49,10 +45,11 @@ from PySide6.QtWidgets import (
 
 from detr_studio.data.coco import CocoDocument, ImageInfo
 from detr_studio.data.images import ImageReadError, image_size, load_image
+from detr_studio.session import Session
+from detr_studio.session.filters import ImageFilter, matching_image_ids
 
-from .filters import ImageFilter, matching_image_ids
+from .background import Job, Lane
 from .overlays import to_qimage
-from .predictions import PredictionStore
 
 THUMB_SIZE = 48
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -82,29 +79,6 @@ def make_thumbnail(path: Path, size: int) -> tuple[QImage, tuple[int, int]]:
     return to_qimage(square), full
 
 
-class _ThumbnailSignals(QObject):
-    ready = Signal(int, int, QImage, int, int)  # generation, image id, thumbnail, full width, full height
-    failed = Signal(int, int)  # generation, image id
-
-
-class _ThumbnailJob(QRunnable):
-    def __init__(self, generation: int, image_id: int, path: Path, size: int, signals: _ThumbnailSignals):
-        super().__init__()
-        self.generation = generation
-        self.image_id = image_id
-        self.path = path
-        self.size = size
-        self.signals = signals
-
-    def run(self) -> None:
-        try:
-            image, (width, height) = make_thumbnail(self.path, self.size)
-        except (ImageReadError, OSError, ValueError):
-            self.signals.failed.emit(self.generation, self.image_id)
-            return
-        self.signals.ready.emit(self.generation, self.image_id, image, width, height)
-
-
 class ThumbnailLoader(QObject):
     """Thumbnails by image id: ``get`` answers from the cache or starts a load; ``ready(id)`` says one came,
     ``sized(id, width, height)`` gives the full size of the image it was made from."""
@@ -119,13 +93,8 @@ class ThumbnailLoader(QObject):
         self._cache: OrderedDict[int, QImage] = OrderedDict()
         self._waiting: set[int] = set()
         self._failed: set[int] = set()
-        self._order = itertools.count(1)
         self._generation = 0  # bumped by clear(): results of older jobs are dropped
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
-        self._signals = _ThumbnailSignals()
-        self._signals.ready.connect(self._store)
-        self._signals.failed.connect(self._on_failed)
+        self._lane = Lane("thumbnails", threads=2, newest_first=True, parent=self)
 
     def get(self, image_id: int, path: Path) -> QImage | None:
         image = self._cache.get(image_id)
@@ -134,29 +103,35 @@ class ThumbnailLoader(QObject):
             return image
         if image_id not in self._waiting and image_id not in self._failed:
             self._waiting.add(image_id)
-            priority = min(next(self._order), 2**31 - 1)  # newest first
-            job = _ThumbnailJob(self._generation, image_id, path, self.size, self._signals)
-            self._pool.start(job, priority)
+            generation = self._generation
+            self._lane.submit(
+                make_thumbnail, path, self.size,
+                done=lambda result: self._store(generation, image_id, *result),
+                failed=lambda _exc: self._on_failed(generation, image_id),
+            )  # fmt: skip
         return None
 
     def clear(self) -> None:
         self._generation += 1
-        self._pool.clear()
+        self._lane.clear()
         self._cache.clear()
         self._waiting.clear()
         self._failed.clear()
 
     def wait(self, msecs: int = 5000) -> bool:
-        return self._pool.waitForDone(msecs)
+        return self._lane.wait(msecs / 1000)
 
-    def _store(self, generation: int, image_id: int, image: QImage, width: int, height: int) -> None:
+    def shutdown(self) -> None:
+        self._lane.shutdown()
+
+    def _store(self, generation: int, image_id: int, image: QImage, full: tuple[int, int]) -> None:
         if generation != self._generation:
             return  # asked for before a clear (another document)
         self._waiting.discard(image_id)
         self._cache[image_id] = image
         while len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
-        self.sized.emit(image_id, width, height)
+        self.sized.emit(image_id, *full)
         self.ready.emit(image_id)
 
     def _on_failed(self, generation: int, image_id: int) -> None:
@@ -166,69 +141,66 @@ class ThumbnailLoader(QObject):
         self._failed.add(image_id)
 
 
+def read_sizes(job: Job, root: Path | None, items: list[tuple[int, str]]) -> None:
+    """The size scan (on its lane): reads the headers of ``items`` ((image id, file name under ``root``))
+    in chunks of `SCAN_CHUNK`, reports each chunk's {image id: (width, height)} and pauses so that it works
+    at most `SCAN_DUTY` of the time, leaving the GIL to the Qt thread."""
+    base = root or Path(".")
+    for start in range(0, len(items), SCAN_CHUNK):
+        began = time.monotonic()
+        sizes = {}
+        for iid, name in items[start : start + SCAN_CHUNK]:
+            if job.cancelled:
+                return
+            try:
+                sizes[iid] = image_size(base / name)
+            except ImageReadError:
+                continue  # saving names the file
+        if sizes:
+            job.report(sizes)
+        time.sleep((time.monotonic() - began) * (1.0 - SCAN_DUTY) / SCAN_DUTY)
+
+
 class SizeScanner(QObject):
-    """Reads the image headers a document lacks on one background thread and hands the sizes back in chunks
-    (``found``, on the Qt thread). The thread works at most `SCAN_DUTY` of the time, in chunks of
-    `SCAN_CHUNK` files, so the Qt thread gets the GIL whenever it wants it. ``finished`` when done or stopped."""
+    """Reads the image headers a document lacks in the background and hands the sizes back in chunks
+    (``found(token, sizes)`` on the Qt thread; ``token`` tells the receiver which scan they belong to)."""
 
     found = Signal(object, object)  # the token given to start, {image id: (width, height)}
-    finished = Signal(object)  # the token
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lane = Lane("sizes", parent=self)
+        self._job: Job | None = None
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._lane.busy
 
     def start(self, token: object, root: Path | None, items: list[tuple[int, str]]) -> None:
-        """Read the sizes of ``items`` ((image id, file name under ``root``)), after stopping any scan. The
-        signals carry ``token``, so that a receiver can tell results of an older scan."""
+        """Read the sizes of ``items`` ((image id, file name under ``root``)), after stopping any scan."""
         self.stop()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(token, root, items, self._stop), name="detr-studio-sizes", daemon=True
+        self._job = self._lane.submit(
+            read_sizes, root, items, context=True, progress=lambda sizes: self.found.emit(token, sizes)
         )
-        self._thread.start()
 
     def stop(self, wait_s: float = 0.0) -> None:
-        self._stop.set()
-        if self._thread is not None and wait_s > 0:
-            self._thread.join(wait_s)
+        if self._job is not None:
+            self._job.cancel()
+        if wait_s > 0:
+            self._lane.wait(wait_s)
 
-    def _run(
-        self, token: object, root: Path | None, items: list[tuple[int, str]], stop: threading.Event
-    ) -> None:
-        base = root or Path(".")
-        for start in range(0, len(items), SCAN_CHUNK):
-            began = time.monotonic()
-            sizes = {}
-            for iid, name in items[start : start + SCAN_CHUNK]:
-                if stop.is_set():
-                    return
-                try:
-                    sizes[iid] = image_size(base / name)
-                except ImageReadError:
-                    continue  # saving names the file
-            if sizes and not stop.is_set():
-                self.found.emit(token, sizes)
-            if stop.wait((time.monotonic() - began) * (1.0 - SCAN_DUTY) / SCAN_DUTY):
-                return
-        if not stop.is_set():
-            self.finished.emit(token)
+    def shutdown(self) -> None:
+        self.stop()
+        self._lane.shutdown()
 
 
 class ImageListModel(QAbstractListModel):
     """One row per shown image id; text, thumbnail and tooltip are computed when the view asks."""
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, session: Session, parent: QObject | None = None):
         super().__init__(parent)
+        self.session = session  # its prediction store, threshold and model class names
         self.doc: CocoDocument | None = None
-        self.store = PredictionStore()
-        self.threshold = 0.5
-        self.predicted_names: dict[int, str] = {}
         self.filter = ImageFilter()
         self.total = 0  # images in the document, shown or not
         self._ids: list[int] = []
@@ -248,13 +220,10 @@ class ImageListModel(QAbstractListModel):
 
     # ---- contents ----------------------------------------------------------------------------------------
 
-    def set_document(
-        self, doc: CocoDocument | None, store: PredictionStore, images: list[ImageInfo] | None = None
-    ) -> None:
+    def set_document(self, doc: CocoDocument | None, images: list[ImageInfo] | None = None) -> None:
         """Show ``doc``; ``images`` is ``doc.images`` when the caller has it (100,000 records take a while)."""
         self.beginResetModel()
         self.doc = doc
-        self.store = store
         self.total = len(images) if images is not None else len(doc.image_ids) if doc is not None else 0
         self.thumbnails.clear()
         self.sizes.stop()
@@ -287,8 +256,9 @@ class ImageListModel(QAbstractListModel):
         elif self.filter.is_empty:
             self._ids = [img.id for img in images] if images is not None else self.doc.image_ids
         else:
+            session = self.session
             self._ids = matching_image_ids(
-                self.doc, self.store, self.filter, self.threshold, self.predicted_names, images
+                self.doc, session.store, self.filter, session.threshold, session.class_names, images
             )
         self._rows = {iid: row for row, iid in enumerate(self._ids)}
 
@@ -330,8 +300,9 @@ class ImageListModel(QAbstractListModel):
         info = doc.image(iid)
         count = len(doc.segments_for(iid)) if doc.is_panoptic else len(doc.annotations_for(iid))
         parts = [f"{count} label" + ("" if count == 1 else "s")]
-        if iid in self.store:
-            visible = self.store.visible(iid, self.threshold)
+        store = self.session.store
+        if iid in store:
+            visible = store.visible(iid, self.session.threshold)
             parts.append(f"{0 if visible is None else len(visible)} predicted")
         if info.reviewed:
             parts.append("✓ reviewed")
@@ -352,8 +323,10 @@ class ImageListModel(QAbstractListModel):
         """Stop making thumbnails and reading sizes (the window is closing)."""
         self._scan_timer.stop()
         self.sizes.stop(wait_s)
+        self.sizes.shutdown()
         self.thumbnails.clear()
         self.thumbnails.wait(round(wait_s * 1000))
+        self.thumbnails.shutdown()
 
     def _thumbnail_ready(self, image_id: int) -> None:
         row = self._rows.get(image_id)
@@ -367,9 +340,9 @@ class ImageListPanel(QWidget):
 
     image_chosen = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
-        self.model = ImageListModel(self)
+        self.model = ImageListModel(session, self)
         self.view = QListView(self)
         self.view.setModel(self.model)
         self.view.setUniformItemSizes(True)  # constant row height: no per-row size queries
@@ -419,9 +392,7 @@ class ImageListPanel(QWidget):
         self.max_score.valueChanged.connect(self._apply_filter)
         self.model.modelReset.connect(self._update_count)
 
-    def set_document(
-        self, doc: CocoDocument | None, store: PredictionStore, images: list[ImageInfo] | None = None
-    ) -> None:
+    def set_document(self, doc: CocoDocument | None, images: list[ImageInfo] | None = None) -> None:
         self.class_combo.blockSignals(True)
         self.class_combo.clear()
         self.class_combo.addItem("Any class", None)
@@ -429,7 +400,7 @@ class ImageListPanel(QWidget):
             for cat in doc.categories:
                 self.class_combo.addItem(cat.name, cat.id)
         self.class_combo.blockSignals(False)
-        self.model.set_document(doc, store, images)
+        self.model.set_document(doc, images)
 
     def set_classes(self, classes: Sequence[tuple[int, str]]) -> None:
         """Refill the class filter with (id, name) pairs, keeping the chosen class when it still exists."""

@@ -17,12 +17,13 @@ from PySide6.QtGui import QImage
 
 from detr_studio.data.coco import CocoDocument, rgb2id
 from detr_studio.data.images import load_image
+from detr_studio.data.labels import label_name
 from detr_studio.infer.detections import AttentionMaps, Detections
-from detr_studio.model.classes import UNUSED_NAME, coco_panoptic_classes, generated_color
+from detr_studio.model.classes import coco_panoptic_classes, generated_color
+from detr_studio.session.predictions import ImagePredictions
 
-from .canvas import BoxSpec
+from .box_items import BoxSpec
 from .overlays import heatmap_rgba, masks_rgba, segments_rgba, to_qimage, vary
-from .predictions import ImagePredictions, PredictionStore
 
 Rgb = tuple[int, int, int]
 MaskJob = tuple[str, object]
@@ -58,8 +59,7 @@ class Palette:
 
     def label_name(self, label: int) -> str:
         """The model's name for a predicted label."""
-        name = self._model_names.get(int(label), UNUSED_NAME)
-        return f"class {label}" if name == UNUSED_NAME else name
+        return label_name(self._model_names, label)
 
     def label_colour(self, label: int) -> Rgb:
         name = self.label_name(label)
@@ -204,12 +204,3 @@ def attention_picture(
         return None
     cell = (maps.stride * maps.scale[1], maps.stride * maps.scale[0])
     return to_qimage(heatmap_rgba(values)), cell
-
-
-def visible_predictions(
-    store: PredictionStore, image_id: int, threshold: float, ghosts: bool
-) -> tuple[Detections | None, Detections | None]:
-    """(rows above the threshold, rows shown as ghosts or None)."""
-    if image_id not in store:
-        return None, None
-    return store.visible(image_id, threshold), store.ghosts(image_id, threshold) if ghosts else None

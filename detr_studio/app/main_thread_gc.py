@@ -1,4 +1,4 @@
-"""Python's cyclic garbage collector, run on the Qt thread only while a window is open.
+"""Python's cyclic garbage collector, run on the Qt thread only while background threads of the window live.
 
 The collector normally runs in whichever thread happens to allocate past its threshold. When that is a worker
 thread (the inference worker building a model, a task on the pool) and the garbage holds Qt objects — a closed
@@ -6,8 +6,11 @@ dialog, a menu, a lambda connected to a widget's signal — the Qt objects are d
 Qt's destructor takes its signal-slot lock and then calls back into Python, which needs the GIL; the Qt thread,
 holding the GIL, may at that moment be destroying a widget that wants the same lock. Both wait for ever.
 
-So while a window lives, automatic collection is off and a timer on the Qt thread collects instead, with
-Python's own generation thresholds: every cycle with a Qt object in it is then freed on the Qt thread.
+So while background threads live, automatic collection is off and a timer on the Qt thread collects instead,
+with Python's own generation thresholds: every cycle with a Qt object in it is then freed on the Qt thread.
+Each background `Lane` (``background.py``, the window's one way to run work off the Qt thread) holds the
+collector from its start to its shutdown; its threads run Python (building a model, decoding images) and so can
+still trigger a collection, which is why the rule stays.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ _INTERVAL_MS = 250
 
 
 class MainThreadCollector(QObject):
-    """Collects on a Qt timer. Use `acquire`/`release` (a window each): the first turns automatic collection
-    off, the last turns it back on as it was."""
+    """Collects on a Qt timer. Use `acquire`/`release` (each background lane does): the first turns automatic
+    collection off, the last turns it back on as it was."""
 
     _instance: MainThreadCollector | None = None
 
@@ -34,13 +37,8 @@ class MainThreadCollector(QObject):
         self._timer.timeout.connect(self.collect_due)
 
     @classmethod
-    def holders(cls) -> int:
-        """How many `acquire` calls are not yet released."""
-        return cls._instance._users if cls._instance is not None else 0
-
-    @classmethod
     def acquire(cls) -> MainThreadCollector:
-        """Called on the Qt thread, by each window as it is made."""
+        """Called on the Qt thread, by each lane as it is made."""
         if cls._instance is None:
             cls._instance = cls()
         collector = cls._instance
@@ -53,7 +51,7 @@ class MainThreadCollector(QObject):
 
     @classmethod
     def release(cls) -> None:
-        """Called on the Qt thread when a window shuts down; safe to call more often than `acquire`."""
+        """Called on the Qt thread when a lane shuts down; safe to call more often than `acquire`."""
         collector = cls._instance
         if collector is None or collector._users == 0:
             return

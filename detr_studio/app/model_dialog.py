@@ -23,8 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from detr_studio.model import zoo
-
-from .workers import ModelChoice
+from detr_studio.session.model_loading import ModelChoice
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -30,9 +30,10 @@ def _button(action: QAction, parent: QWidget) -> QToolButton:
 
 
 class ReviewPanel(QWidget):
-    """Takes the window's actions so buttons and menus stay one and the same."""
+    """The widgets are made at once; `add_buttons` lays them out with buttons for the window's actions, so
+    that buttons and menus stay one and the same."""
 
-    def __init__(self, actions: dict[str, QAction], parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.model_label = QLabel("No model loaded", self)
         self.model_label.setWordWrap(True)
@@ -54,6 +55,8 @@ class ReviewPanel(QWidget):
         self.head_combo = QComboBox(self)
         self.head_combo.addItem("Mean of heads", None)
 
+    def add_buttons(self, actions: dict[str, QAction]) -> None:
+        """Lay the panel out, with buttons for ``actions`` (the window's, by name)."""
         model_box = QGroupBox("Model", self)
         model_layout = QGridLayout(model_box)
         model_layout.addWidget(self.model_label, 0, 0, 1, 2)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
-class CommandError(Exception):
-    """A failure to report to the user in one line, with exit status 1."""
-
-
-from . import demo, export, predict, train, zoo  # noqa: E402  (the modules import CommandError from here)
-from . import eval as evaluate  # noqa: E402
+from . import demo, export, predict, train, zoo
+from . import eval as evaluate
+from .errors import CommandError
 
 COMMANDS = (predict, train, evaluate, export, demo, zoo)
+
+__all__ = ["COMMANDS", "CommandError"]

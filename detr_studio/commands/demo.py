@@ -1,46 +1,23 @@
 """``detr-studio demo OUT_DIR``: write the synthetic shapes dataset (COCO instances + panoptic) to a folder.
 
-`DEMO` is the one recipe of the built-in demo: the command's defaults, the dataset the window writes on first
-start (``app/demo_project.py``) and the data the bundled demo model was trained and evaluated on. Both write
-it through `generate_demo`, so they cannot drift apart.
+`data.synthetic.DEMO` is the one recipe of the built-in demo: the command's defaults, the dataset the window
+writes on first start and the data the bundled demo model was trained and evaluated on. Both write it through
+`data.synthetic.generate_demo`, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..data import synthetic
-from . import CommandError
+from ..data.synthetic import DEMO, DemoRecipe
+from .errors import CommandError
 
 MIN_SIZE, MAX_SIZE = 32, 4096
-
-
-@dataclass(frozen=True)
-class DemoRecipe:
-    """How many synthetic images of which size and seed make the demo dataset."""
-
-    num_train: int = 600
-    num_val: int = 100
-    size: int = 128  # longer image side in pixels (the demo model's input size)
-    seed: int = 0
-
-
-DEMO = DemoRecipe()
-
-
-def generate_demo(
-    out_dir: str | Path, recipe: DemoRecipe = DEMO, progress: Callable[[int], None] | None = None
-) -> synthetic.SyntheticLayout:
-    """Write the train and val splits of ``recipe`` under ``out_dir``; ``progress`` gets the image count."""
-    return synthetic.generate(
-        out_dir, recipe.num_train, recipe.num_val, size=recipe.size, seed=recipe.seed, progress=progress
-    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 shutil.rmtree(folder)
     try:
         with tqdm(total=args.train + args.val, unit="img", desc="demo data") as bar:
-            generate_demo(
+            synthetic.generate_demo(
                 out_dir,
                 DemoRecipe(args.train, args.val, args.size, args.seed),
                 progress=lambda n: bar.update(n - bar.n),

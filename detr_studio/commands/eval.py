@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..model.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, provenance_input_size
 from ..model.sources import resolve
-from . import CommandError
+from .errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,12 +48,9 @@ def _as_command_error():
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, DatasetError
-    from ..data.transforms import make_transforms
+    from ..data.dataset import DatasetError
     from ..infer.device import pick_device
-    from ..train.evaluate import evaluate_coco
+    from ..train.measure import evaluation_dataset, measure
 
     try:
         ckpt = load_checkpoint(resolve(args.weights))
@@ -65,31 +62,21 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head")
     trained = provenance_input_size(ckpt.provenance)  # the sizes it was trained and evaluated at
     size, max_size = args.size or trained[0], args.max_size or trained[1]
-    transforms = make_transforms("val", scales=[size], max_size=max_size)
     try:
-        if args.panoptic:
-            pan_root = args.panoptic_masks or str(Path(args.data).with_suffix(""))
-            dataset = CocoPanopticDataset(args.data, args.images, pan_root, transforms)
-        else:
-            dataset = CocoDetectionDataset(args.data, args.images, transforms, masks=args.masks)
+        dataset = evaluation_dataset(args.data, args.images, size, max_size, masks=args.masks,
+                                     panoptic=args.panoptic, panoptic_masks=args.panoptic_masks)  # fmt: skip
     except DatasetError as exc:
         raise CommandError(str(exc)) from None
-    model.to(device).eval()
     with tqdm(total=len(dataset), unit="img", desc="evaluating") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        with torch.inference_mode(), _as_command_error():
-            if args.panoptic:
-                from ..train.panoptic_quality import evaluate_panoptic
-
-                result = evaluate_panoptic(model, dataset, device, progress=progress)
-                report = {"panoptic": result.flat(), "per_class_pq": result.per_class_pq()}
-            else:
-                metrics = evaluate_coco(model, dataset, device, args.batch, args.masks, progress=progress)
-                report = {kind: m.stats for kind, m in metrics.items()}
-                report["per_class_ap"] = metrics["bbox"].per_class
+        with _as_command_error():
+            result = measure(
+                model, dataset, device, batch_size=args.batch, masks=args.masks, progress=progress
+            )
+    report = result.tables()
     for kind, values in report.items():
         print(f"{kind}:")
         for name, value in values.items():

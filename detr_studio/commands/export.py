@@ -11,7 +11,7 @@ from pathlib import Path
 from ..data.images import is_image_file
 from ..model.checkpoint import CheckpointError
 from ..model.zoo import ZooDownloadError
-from . import CommandError
+from .errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

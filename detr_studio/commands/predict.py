@@ -12,7 +12,7 @@ from tqdm import tqdm
 from ..data.images import ImageReadError, is_image_file
 from ..model.checkpoint import CheckpointError
 from ..model.zoo import ZooDownloadError
-from . import CommandError
+from .errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..model.config import DetrConfig, tiny_config
 from ..train.config import TrainConfig
 from ..train.events import EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
-from . import CommandError
+from .errors import CommandError
 
 ARCHITECTURES = {
     "detr-r50": DetrConfig(),

@@ -7,7 +7,7 @@ import argparse
 from tqdm import tqdm
 
 from ..model import zoo
-from . import CommandError
+from .errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

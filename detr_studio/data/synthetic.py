@@ -15,8 +15,12 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import os
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from ..model.postprocess import id2rgb
+from ..common.panoptic_ids import id2rgb
 
 THING_CATEGORIES = (
     {"id": 1, "name": "circle", "supercategory": "shape"},
@@ -373,6 +377,100 @@ def generate(
 
         generate_split(layout, split, count, size, seed, report)
         done += count
+    return layout
+
+
+# ---------------------------------------------------------------- the built-in demo
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """How many synthetic images of which size and seed make the demo dataset."""
+
+    num_train: int = 600
+    num_val: int = 100
+    size: int = 128  # longer image side in pixels (the demo model's input size)
+    seed: int = 0
+
+
+DEMO = DemoRecipe()  # the one recipe of the built-in demo: `detr-studio demo`, the window, the demo model
+DEMO_MARKER = "demo-recipe.json"  # written last: its presence says a demo folder is complete
+STALE_STAGING_S = 3600  # a staging folder this old belongs to a start that was killed
+
+
+def generate_demo(
+    out_dir: str | Path, recipe: DemoRecipe = DEMO, progress: Callable[[int], None] | None = None
+) -> SyntheticLayout:
+    """Write the train and val splits of ``recipe`` under ``out_dir``; ``progress`` gets the image count."""
+    return generate(
+        out_dir, recipe.num_train, recipe.num_val, size=recipe.size, seed=recipe.seed, progress=progress
+    )
+
+
+def is_complete_demo(root: Path, recipe: DemoRecipe | None = None) -> bool:
+    """Whether ``root`` holds the whole demo dataset of ``recipe`` (default: `DEMO`), with its marker,
+    readable JSON and every image."""
+    recipe = DEMO if recipe is None else recipe
+    layout = SyntheticLayout(root)
+    try:
+        if json.loads((root / DEMO_MARKER).read_text(encoding="utf-8")) != asdict(recipe):
+            return False
+        for split, count in zip(SPLITS, (recipe.num_train, recipe.num_val)):
+            images = json.loads(layout.instances_json(split).read_text(encoding="utf-8"))["images"]
+            if len(images) != count or not layout.panoptic_json(split).is_file():
+                return False
+            folder = layout.images_dir(split)
+            if not all((folder / str(image["file_name"])).is_file() for image in images):
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _sweep_stale_staging(parent: Path, name: str) -> None:
+    """Remove staging folders left by starts that were killed while writing."""
+    now = time.time()
+    for folder in parent.glob(f".{name}-*"):
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def ensure_demo_dataset(root: Path, recipe: DemoRecipe | None = None) -> SyntheticLayout:
+    """The demo dataset at ``root``, written first when missing, partial or made for another recipe.
+
+    It is written into a temporary folder beside ``root`` and renamed into place only when complete, with
+    the marker file last, so a run killed halfway leaves nothing that looks finished. A complete folder is
+    reused as it is (the user's saved edits stay). Raises OSError naming the folder when it cannot write.
+    """
+    recipe = DEMO if recipe is None else recipe
+    root = Path(root)
+    layout = SyntheticLayout(root)
+    if is_complete_demo(root, recipe):
+        return layout
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_staging(root.parent, root.name)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    except OSError as exc:
+        raise OSError(f"{root}: cannot write the demo dataset ({exc})") from exc
+    try:
+        generate_demo(staging, recipe)
+        (staging / DEMO_MARKER).write_text(json.dumps(asdict(recipe)), encoding="utf-8")
+        if root.exists() or root.is_symlink():  # partial, damaged or for another recipe: set it aside
+            discarded = staging.with_name(f"{staging.name}-discarded")
+            os.replace(root, discarded)
+            shutil.rmtree(discarded, ignore_errors=True)
+        os.replace(staging, root)
+    except OSError as exc:
+        if is_complete_demo(root, recipe):  # another DETR Studio finished it at the same time
+            return layout
+        raise OSError(f"{root}: cannot write the demo dataset ({exc})") from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return layout
 
 

@@ -1,6 +1,6 @@
 """Augmentations that change an image and its annotations together, and the training target they act on.
 
-The recipe is the official DETR one (shared/reference/detr-reference-facts.md §4.2): a random horizontal
+The recipe is the official DETR one: a random horizontal
 flip, then with even odds either a multi-scale resize or a resize, random crop and multi-scale resize,
 then ImageNet normalisation, which also turns the boxes from absolute ``xyxy`` pixels into ``cxcywh``
 relative to the image. Boxes, labels, areas, crowd flags and masks stay in step through every step; a
@@ -25,12 +25,7 @@ from torch import Tensor
 
 from ..model.box_ops import box_xyxy_to_cxcywh
 from .preprocess import resize_image, to_normalized_tensor
-
-DEFAULT_SCALES = tuple(range(480, 801, 32))  # shorter side choices: 480, 512, ..., 800
-DEFAULT_MAX_SIZE = 1333
-DEFAULT_CROP = (384, 600)  # crop width and height are each drawn from [min, min(image side, max)]
-DEFAULT_CROP_SCALES = (400, 500, 600)  # shorter side before the crop
-REFERENCE_SHORT_SIDE = 800
+from .sizes import DEFAULT_CROP, DEFAULT_CROP_SCALES, DEFAULT_MAX_SIZE, DEFAULT_SCALES
 
 PER_OBJECT_FIELDS = ("boxes", "labels", "area", "iscrowd", "masks")
 
@@ -314,20 +309,3 @@ def make_transforms(
         size = max(scales) if val_size is None else val_size
         return Compose([RandomResize([size], max_size=max_size), ToNormalizedTensor()])
     raise ValueError(f"make_transforms: split must be 'train' or 'val', not {split!r}")
-
-
-def scaled_recipe(short_side: int) -> dict[str, Any]:
-    """The reference sizes scaled so that the largest shorter side is ``short_side`` instead of 800.
-
-    Use as ``make_transforms(split, **scaled_recipe(320))`` for quick runs on small images.
-    """
-    if short_side <= 0:
-        raise ValueError(f"scaled_recipe: short_side must be positive, got {short_side}")
-    factor = short_side / REFERENCE_SHORT_SIDE
-    return {
-        "scales": tuple(sorted({max(1, round(s * factor)) for s in DEFAULT_SCALES})),
-        "max_size": max(1, round(DEFAULT_MAX_SIZE * factor)),
-        "crop": (max(1, round(DEFAULT_CROP[0] * factor)), max(1, round(DEFAULT_CROP[1] * factor))),
-        "crop_scales": tuple(max(1, round(s * factor)) for s in DEFAULT_CROP_SCALES),
-        "val_size": short_side,
-    }

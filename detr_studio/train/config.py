@@ -7,6 +7,8 @@ clipping 0.1, step decay ×0.1, auxiliary decoding losses, batch 2 per process).
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -97,3 +99,14 @@ class TrainConfig:
             raise ValueError("query groups are for training boxes; train the mask head with query_groups=1")
         if self.lr <= 0 or self.lr_backbone < 0:
             raise ValueError("lr must be positive and lr_backbone non-negative")
+
+
+def split_ids(ids: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """The held-out split of ``val_split`` (and of the window's held-out images): deterministic for a seed,
+    (train ids, held-out ids), at least one held out when ``fraction`` > 0 and never all of them."""
+    shuffled = sorted(ids)
+    random.Random(seed).shuffle(shuffled)
+    count = 0
+    if fraction > 0 and len(shuffled) > 1:
+        count = min(max(1, round(len(shuffled) * fraction)), len(shuffled) - 1)
+    return sorted(shuffled[count:]), sorted(shuffled[:count])

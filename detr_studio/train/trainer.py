@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, collate_fn
 from ..data.images import ImageReadError
-from ..data.transforms import make_transforms, scaled_recipe
+from ..data.sizes import scaled_recipe
+from ..data.transforms import make_transforms
 from ..infer.device import pick_device
 from ..model.checkpoint import (
     Checkpoint,
@@ -46,7 +47,7 @@ from ..model.detr import build_detr, single_group_state_dict
 from ..model.sources import resolve
 from ..model.zoo import ZooDownloadError
 from . import distributed
-from .config import TrainConfig
+from .config import TrainConfig, split_ids
 from .criterion import GroupedCriterion, build_criterion, total_loss
 from .ema import WeightAverage
 from .evaluate import evaluate_coco, flatten_metrics
@@ -85,14 +86,6 @@ def init_distributed() -> tuple[int, int, int]:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     return rank, world, local
-
-
-def _split_ids(ids: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A deterministic held-out split: (train ids, val ids)."""
-    shuffled = sorted(ids)
-    random.Random(seed).shuffle(shuffled)
-    n_val = max(1, round(len(ids) * fraction)) if fraction > 0 else 0
-    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
 
 
 def _sizes(cfg: TrainConfig) -> dict[str, Any]:
@@ -164,7 +157,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Any, Any | None]:
         )
         val = dataset(val_source, cfg.val_images or cfg.train_images, val_tf)
     elif cfg.val_split > 0:
-        train_ids, val_ids = _split_ids(train.image_ids, cfg.val_split, cfg.seed)
+        train_ids, val_ids = split_ids(train.image_ids, cfg.val_split, cfg.seed)
         val = dataset(train_source, cfg.train_images, val_tf).subset(val_ids)
         train = train.subset(train_ids)
     if len(train) == 0:

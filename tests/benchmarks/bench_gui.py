@@ -2,13 +2,13 @@
 at or below 1).
 
 - Event-loop stall while "Predict all" runs: a 5 ms precise QTimer ticks on the Qt thread while
-  ``window.predict_all`` runs the tiny random model (``tiny_config``) over small synthetic images, and the
+  ``window.predictions.predict_all`` runs the tiny random model (``tiny_config``) over small synthetic images, and the
   window is left alone. The figure is the longest gap between two ticks (the 5 ms interval included).
   Target 50 ms. A second run, reported beside it without a target, has the window move to the next image
   every 200 ms meanwhile, as a user paging through would.
-- First paint of the image list for a folder of 100,000 images: from ``window.open_folder`` until the list's
+- First paint of the image list for a folder of 100,000 images: from ``window.projects.open_folder`` until the list's
   viewport has painted rows. The files are hard links to a few tiny PNGs. Target 2 s.
-- Opening a COCO file of 5,000 images and 36,000 annotations: from ``window.open_coco`` until the list
+- Opening a COCO file of 5,000 images and 36,000 annotations: from ``window.projects.open_coco`` until the list
   shows the project (its first paint after ``project_opened``). Target 3 s.
 - Canvas repaint with 1,000 boxes (each with its label tab): median of ``canvas.viewport().repaint()`` with
   the image fitted in a 1280x820 window. Target 30 ms. The note gives the process CPU time of a repaint too,
@@ -85,9 +85,9 @@ def _make_window(app: QApplication, work: Path, name: str):
 
     settings = QSettings(str(work / f"{name}.ini"), QSettings.Format.IniFormat)
     window = MainWindow(settings)
-    window.error_dialogs = False
-    window.autosave = False
-    window.ask = lambda title, text, choices=("Yes", "No"): "Discard"
+    window.services.error_dialogs = False
+    window.projects.autosave = False
+    window.services.ask = lambda title, text, choices=("Yes", "No"): "Discard"
     window.resize(1280, 820)
     window.show()
     app.processEvents()
@@ -95,7 +95,7 @@ def _make_window(app: QApplication, work: Path, name: str):
 
 
 def _close(window) -> None:
-    window.doc = None
+    window.session.set_project(None)
     window.shutdown()
     window.close()
     window.deleteLater()
@@ -163,6 +163,7 @@ def _bench_stall(report: Report, app: QApplication, work: Path, images: int) -> 
     from detr_studio.model.checkpoint import save_checkpoint
     from detr_studio.model.config import tiny_config
     from detr_studio.model.detr import build_detr
+    from detr_studio.session.model_loading import ModelChoice
 
     folder = work / "stall"
     folder.mkdir()
@@ -174,14 +175,14 @@ def _bench_stall(report: Report, app: QApplication, work: Path, images: int) -> 
     checkpoint = save_checkpoint(build_detr(config), work / "tiny-model", config, names)
 
     window = _make_window(app, work, "stall")
-    window.open_folder(folder)
-    if not _run_until(lambda: window.doc is not None and window.canvas.has_pixmap, 60):
+    window.projects.open_folder(folder)
+    if not _run_until(lambda: window.session.doc is not None and window.canvas.has_pixmap, 60):
         report.add("event-loop stall during predict all", None, "s", note="the folder did not open")
         _close(window)
         return
     loaded: list[object] = []
     window.worker.model_loaded.connect(loaded.append)
-    window.load_model(checkpoint, device="cpu", size=128, max_size=160)
+    window.session.choose_model(ModelChoice(str(checkpoint), device="cpu", size=128, max_size=160))
     _run_until(lambda: bool(loaded), 120)
     for paging in (False, True):
         gaps, note = _batch_gaps(window, paging)
@@ -199,7 +200,7 @@ def _bench_stall(report: Report, app: QApplication, work: Path, images: int) -> 
 
 
 def _batch_gaps(window, paging: bool) -> tuple[np.ndarray, str]:
-    """Gaps between the 5 ms ticks of a precise timer while ``window.predict_all`` runs (the window moving to
+    """Gaps between the 5 ms ticks of a precise timer while ``window.predictions.predict_all`` runs (the window moving to
     the next image every 200 ms when ``paging``), and a note."""
     finished: list[object] = []
     window.worker.batch_finished.connect(finished.append)
@@ -210,12 +211,12 @@ def _batch_gaps(window, paging: bool) -> tuple[np.ndarray, str]:
     ticker.timeout.connect(lambda: ticks.append(time.perf_counter()))
     pager = QTimer()
     pager.setInterval(NAVIGATE_MS)
-    pager.timeout.connect(window.next_image)
+    pager.timeout.connect(window.navigation.next_image)
     ticker.start()
     if paging:
         pager.start()
     started = time.perf_counter()
-    window.predict_all(batch_size=2)
+    window.predictions.predict_all(batch_size=2)
     _run_until(lambda: bool(finished), 300)
     took = time.perf_counter() - started
     ticker.stop()
@@ -247,7 +248,7 @@ def _bench_big_folder(report: Report, app: QApplication, work: Path, files: int)
     model = window.image_panel.model
     spy = _PaintSpy(window.image_panel.view.viewport(), lambda: model.rowCount() > 0)
     started = time.perf_counter()
-    window.open_folder(folder)
+    window.projects.open_folder(folder)
     _run_until(lambda: spy.painted_at is not None, 120)
     value = None if spy.painted_at is None else spy.painted_at - started
     rows = model.rowCount()
@@ -308,13 +309,13 @@ def _bench_coco_open(report: Report, app: QApplication, work: Path, images: int,
     window.project_opened.connect(lambda: opened.append(time.perf_counter()))
     spy = _PaintSpy(window.image_panel.view.viewport(), lambda: bool(opened) and model.rowCount() > 0)
     started = time.perf_counter()
-    window.open_coco(path)
+    window.projects.open_coco(path)
     _run_until(lambda: spy.painted_at is not None, 120)
     value = None if spy.painted_at is None else spy.painted_at - started
-    annotations = len(window.doc.annotations) if window.doc is not None else 0
+    annotations = len(window.session.doc.annotations) if window.session.doc is not None else 0
     note = f"{model.rowCount():,} images, {annotations:,} annotations"
-    if window.errors:
-        note += f"; error: {window.errors[0]}"
+    if window.services.errors:
+        note += f"; error: {window.services.errors[0]}"
     note += f"; load average {_load()}"
     if opened:
         note += f"; project_opened after {opened[0] - started:.3f} s"
@@ -331,8 +332,8 @@ def _bench_coco_open(report: Report, app: QApplication, work: Path, images: int,
 
 
 def _bench_repaint(report: Report, app: QApplication, work: Path, boxes: int) -> None:
-    from detr_studio.app import project as projects
     from detr_studio.data.coco import CocoDocument
+    from detr_studio.session import project as projects
 
     folder = work / "boxes"
     folder.mkdir()
@@ -348,7 +349,7 @@ def _bench_repaint(report: Report, app: QApplication, work: Path, boxes: int) ->
         w, h = rng.uniform(10, 100, 2)
         doc.add(1, int(k % 10) + 1, (float(x), float(y), float(w), float(h)))
     window = _make_window(app, work, "boxes")
-    window.set_project(projects.Project(doc, projects.COCO, folder / "boxes.json", None))
+    window.projects.set_project(projects.Project(doc, projects.COCO, folder / "boxes.json", None))
     _run_until(lambda: window.canvas.has_pixmap, 30)
     window.canvas.fit()
     viewport = window.canvas.viewport()

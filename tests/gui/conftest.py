@@ -4,6 +4,7 @@ window with its own settings file, and helpers that wait for background work."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,15 +57,15 @@ def settings(tmp_path):
 
 @pytest.fixture
 def make_window(qtbot, settings):
-    """Windows that report errors into ``window.errors`` and answer questions with ``window.answer``."""
+    """Windows that report errors into ``window.services.errors`` and answer questions with ``window.answer``."""
     made = []
 
     def make() -> MainWindow:
         window = MainWindow(settings)
-        window.error_dialogs = False
-        window.autosave = False
+        window.services.error_dialogs = False
+        window.projects.autosave = False
         window.answer = "Discard"
-        window.ask = lambda title, text, choices=("Yes", "No"): window.answer
+        window.services.ask = lambda title, text, choices=("Yes", "No"): window.answer
         qtbot.addWidget(window)
         window.resize(1100, 700)
         window.show()
@@ -75,8 +76,14 @@ def make_window(qtbot, settings):
 
     yield make
     for window in made:
-        window.doc = None  # nothing to ask about at teardown
+        window.session.set_project(None)  # nothing to ask about at teardown
         window.shutdown()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    """Where a test saves pictures of the window (inside its own temporary folder)."""
+    return tmp_path / "shots"
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ from pathlib import Path
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
+from detr_studio.app.canvas import ANNOTATIONS, PREDICTIONS
 from detr_studio.app.main import MainWindow
+from detr_studio.session.model_loading import ModelChoice
 
-SHOTS = Path("/tmp/gui-shots")
 CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
 
 
@@ -23,14 +24,29 @@ def wait_for_pixels(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(lambda: window.canvas.has_pixmap, timeout=10_000)
 
 
+def load_model(window: MainWindow, source: Path | str, **options) -> None:
+    """Ask the session for a model, as the Model dialog does."""
+    window.session.choose_model(ModelChoice(str(source), **options))
+
+
 def load_tiny_model(qtbot, window: MainWindow, checkpoint: Path) -> None:
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        window.load_model(checkpoint, device="cpu", size=96, max_size=128)
+        load_model(window, checkpoint, device="cpu", size=96, max_size=128)
+
+
+def annotation_item(window: MainWindow, annotation_id: int):
+    """The canvas item of an annotation (None when it is not drawn)."""
+    return next((b for b in window.canvas.boxes(ANNOTATIONS) if b.key == annotation_id), None)
+
+
+def ghost_items(window: MainWindow) -> list:
+    """The faint boxes of queries below the threshold."""
+    return [b for b in window.canvas.boxes(PREDICTIONS) if b.kind == "ghost"]
 
 
 def predict_and_wait(qtbot, window: MainWindow) -> None:
     with qtbot.waitSignal(window.predictions_changed, timeout=60_000):
-        window.predict_current()
+        window.predictions.predict_current()
 
 
 def view_point(window: MainWindow, x: float, y: float) -> QPoint:
@@ -53,9 +69,10 @@ def drag(
     QApplication.processEvents()
 
 
-def shot(window: MainWindow, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def shot(window: MainWindow, folder: Path, name: str) -> Path:
+    """A picture of the window in ``folder`` (a test's own temporary folder) for a person to look at."""
+    folder.mkdir(parents=True, exist_ok=True)
     QApplication.processEvents()
-    path = SHOTS / f"{name}.png"
+    path = folder / f"{name}.png"
     window.grab().save(str(path))
     return path

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication
 from detr_studio.app.export_panel import EXPORTS_FOLDER
 from detr_studio.infer.onnx_export import read_metadata
 
-from .helpers import SHOTS, load_tiny_model, open_and_wait
+from .helpers import load_model, load_tiny_model, open_and_wait
 
 
 def shown(panel) -> dict[str, str]:
@@ -22,10 +22,12 @@ def shown(panel) -> dict[str, str]:
     return dict(panel.rows)
 
 
-def test_export_from_the_panel_shows_the_parity_report_and_latency(qtbot, window, dataset, tiny_checkpoint):
+def test_export_from_the_panel_shows_the_parity_report_and_latency(
+    qtbot, window, dataset, tiny_checkpoint, shots
+):
     panel = window.export_dock.panel
     assert not panel.export_button.isEnabled() and "No model" in panel.model_label.text()
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     load_tiny_model(qtbot, window, tiny_checkpoint)
     window.export_dock.show()
     window.export_dock.raise_()
@@ -66,20 +68,20 @@ def test_export_from_the_panel_shows_the_parity_report_and_latency(qtbot, window
     assert "CUDA latency" in rows  # measured on a GPU machine, else the reason it was not
     assert "ONNX parity PASSED" in panel.details.toPlainText()
     assert not panel.busy.isVisible() and panel.export_button.isEnabled()
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots.mkdir(parents=True, exist_ok=True)
     window.resizeDocks([window.export_dock], [380], Qt.Orientation.Horizontal)
     QApplication.processEvents()
-    panel.grab().save(str(SHOTS / "export-panel.png"))
+    panel.grab().save(str(shots / "export-panel.png"))
 
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        window.load_model(target, device="cpu")
+        load_model(window, target, device="cpu")
     assert "already an ONNX file" in panel.model_label.text() and not panel.export_button.isEnabled()
     assert not panel.export()
-    assert "Load a PyTorch checkpoint" in window.errors[-1]
+    assert "Load a PyTorch checkpoint" in window.services.errors[-1]
 
 
 def test_a_file_name_without_onnx_is_refused(qtbot, window, tiny_checkpoint):
     load_tiny_model(qtbot, window, tiny_checkpoint)
     panel = window.export_dock.panel
     panel.path_edit.setText("/tmp/model.bin")
-    assert not panel.export() and "must end in .onnx" in window.errors[-1]
+    assert not panel.export() and "must end in .onnx" in window.services.errors[-1]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import shutil
 
-from detr_studio.app import project as projects
 from detr_studio.data.coco import CocoDocument
+from detr_studio.session import project as projects
 
 from .helpers import open_and_wait
 
@@ -27,24 +27,24 @@ def snapshot(doc: CocoDocument) -> tuple:
 def crash_after_edits(qtbot, make_window, folder) -> tuple:
     """Open ``folder``, edit, and drop the window as a crash would (nothing saved, nothing asked)."""
     crashed = make_window()
-    open_and_wait(qtbot, crashed, crashed.open_folder, folder)
-    assert crashed.project.kind == projects.FOLDER
+    open_and_wait(qtbot, crashed, crashed.projects.open_folder, folder)
+    assert crashed.session.project.kind == projects.FOLDER
     bounds = crashed.canvas.image_bounds()
-    crashed.add_box(bounds.adjusted(2, 2, -40, -40))
-    second = crashed.add_box(bounds.adjusted(30, 30, -5, -5))
-    crashed.toggle_reviewed()
-    crashed.next_image()
-    crashed.add_box(crashed.canvas.image_bounds().adjusted(4, 4, -20, -20))
-    manager = crashed.manage_classes()
-    manager.rename_class(crashed.doc.categories[0].id, "blob")
+    crashed.editing.add_box(bounds.adjusted(2, 2, -40, -40))
+    second = crashed.editing.add_box(bounds.adjusted(30, 30, -5, -5))
+    crashed.editing.toggle_reviewed()
+    crashed.navigation.next_image()
+    crashed.editing.add_box(crashed.canvas.image_bounds().adjusted(4, 4, -20, -20))
+    manager = crashed.editing.manage_classes()
+    manager.rename_class(crashed.session.doc.categories[0].id, "blob")
     manager.add_class("spare", colour=(1, 2, 3))
-    crashed.select_image(crashed.doc.image_ids[0])
+    crashed.navigation.select_image(crashed.session.doc.image_ids[0])
     crashed.canvas.select("annotations", [second])
-    crashed.delete_selected()
+    crashed.editing.delete_selected()
     assert not (folder / "annotations.json").exists()
     assert (folder / "annotations.json.journal").is_file()
-    state = snapshot(crashed.doc)
-    crashed.doc = None  # the process dies: nothing saved, nothing asked
+    state = snapshot(crashed.session.doc)
+    crashed.session.set_project(None)  # the process dies: nothing saved, nothing asked
     return state
 
 
@@ -55,14 +55,16 @@ def test_folder_edits_made_before_a_crash_come_back_from_the_journal(qtbot, make
     asked: list[str] = []
 
     survivor = make_window()
-    survivor.ask = lambda title, text, choices=("Yes", "No"): asked.append(text) or "Recover"
-    open_and_wait(qtbot, survivor, survivor.open_folder, folder)
+    survivor.services.ask = lambda title, text, choices=("Yes", "No"): asked.append(text) or "Recover"
+    open_and_wait(qtbot, survivor, survivor.projects.open_folder, folder)
     assert "edits to" in asked[0] and str(folder) in asked[0]
-    assert snapshot(survivor.doc) == state and survivor.doc.dirty and survivor.isWindowModified()
-    assert [c.name for c in survivor.doc.categories] == ["blob", "spare"]
+    assert (
+        snapshot(survivor.session.doc) == state and survivor.session.doc.dirty and survivor.isWindowModified()
+    )
+    assert [c.name for c in survivor.session.doc.categories] == ["blob", "spare"]
     assert [item.label.text for item in survivor.canvas.boxes("annotations")] == ["blob"]
 
-    assert survivor.save()
+    assert survivor.projects.save()
     assert not (folder / "annotations.json.journal").exists()
     reopened = CocoDocument.load(folder / "annotations.json")
     assert snapshot(reopened) == state and not reopened.pending_journal
@@ -74,8 +76,8 @@ def test_discarding_a_folder_journal_keeps_it_aside_and_starts_clean(qtbot, make
     crash_after_edits(qtbot, make_window, folder)
     survivor = make_window()
     survivor.answer = "Discard"
-    open_and_wait(qtbot, survivor, survivor.open_folder, folder)
-    assert survivor.doc.annotations == [] and not survivor.doc.dirty
+    open_and_wait(qtbot, survivor, survivor.projects.open_folder, folder)
+    assert survivor.session.doc.annotations == [] and not survivor.session.doc.dirty
     assert (folder / "annotations.json.journal.old").is_file()
     assert not (folder / "annotations.json.journal").exists()
 
@@ -86,11 +88,11 @@ def test_a_journal_for_a_different_set_of_images_is_not_replayed(qtbot, make_win
     crash_after_edits(qtbot, make_window, folder)
     shutil.copyfile(folder / "000001.jpg", folder / "000000.jpg")  # the ids of every image shift
     survivor = make_window()
-    survivor.ask = lambda *args: "Recover"
-    open_and_wait(qtbot, survivor, survivor.open_folder, folder)
-    assert survivor.doc.annotations == [] and not survivor.doc.pending_journal
-    assert any("different version" in p.message for p in survivor.doc.warnings)
-    survivor.add_box(survivor.canvas.image_bounds().adjusted(1, 1, -9, -9))
+    survivor.services.ask = lambda *args: "Recover"
+    open_and_wait(qtbot, survivor, survivor.projects.open_folder, folder)
+    assert survivor.session.doc.annotations == [] and not survivor.session.doc.pending_journal
+    assert any("different version" in p.message for p in survivor.session.doc.warnings)
+    survivor.editing.add_box(survivor.canvas.image_bounds().adjusted(1, 1, -9, -9))
     assert (folder / "annotations.json.journal.old").is_file()  # the old journal is kept, not lost
 
 

@@ -14,14 +14,23 @@ from detr_studio.app.canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS
 from detr_studio.model.config import tiny_config
 from detr_studio.model.detr import build_detr
 
-from .helpers import CLASS_NAMES, load_tiny_model, open_and_wait, predict_and_wait, view_point
+from .helpers import (
+    CLASS_NAMES,
+    annotation_item,
+    ghost_items,
+    load_model,
+    load_tiny_model,
+    open_and_wait,
+    predict_and_wait,
+    view_point,
+)
 
 
 @pytest.fixture
 def predicted(qtbot, window, dataset, tiny_checkpoint):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     load_tiny_model(qtbot, window, tiny_checkpoint)
-    window.set_threshold(0.0)
+    window.predictions.set_threshold(0.0)
     predict_and_wait(qtbot, window)
     window.canvas.setFocus()
     return window
@@ -29,15 +38,15 @@ def predicted(qtbot, window, dataset, tiny_checkpoint):
 
 def test_model_chooser_loads_the_checkpoint_off_the_qt_thread(qtbot, predicted):
     window = predicted
-    assert window.model_info.name == "tiny.safetensors"
-    assert window.model_info.class_names[1] == "circle"
-    assert "cpu" in window.device_label.text() and "tiny" in window.model_status.text()
-    assert window.review_panel.head_combo.count() == 1 + window.model_info.num_heads
+    assert window.session.model_info.name == "tiny.safetensors"
+    assert window.session.model_info.class_names[1] == "circle"
+    assert "cpu" in window.status.device_label.text() and "tiny" in window.status.model_status.text()
+    assert window.review_panel.head_combo.count() == 1 + window.session.model_info.num_heads
 
 
 def test_prediction_boxes_appear_and_the_threshold_refilters_without_running_the_model(qtbot, predicted):
     window = predicted
-    entry = window.store.get(window.current_image_id)
+    entry = window.session.store.get(window.session.current_image_id)
     dets = entry.detections
     assert len(window.canvas.prediction_items()) == len(dets) == 10
     calls = []
@@ -48,9 +57,9 @@ def test_prediction_boxes_appear_and_the_threshold_refilters_without_running_the
     expected = {int(q) for q, s in zip(dets.query_ids, dets.scores) if s > round(cut * 100) / 100}
     assert shown == expected and 0 < len(shown) < 10
     qtbot.wait(50)
-    assert calls == [] and window.store.get(window.current_image_id) is entry
+    assert calls == [] and window.session.store.get(window.session.current_image_id) is entry
     item = window.canvas.prediction_items()[0]
-    assert item.spec.label.split()[0] in {*window.model_info.class_names.values(), "class"}
+    assert item.spec.label.split()[0] in {*window.session.model_info.class_names.values(), "class"}
     assert "no-object" in item.toolTip() and f"query {item.key}" in item.toolTip()
     # a prediction's tab hangs below its box, a label's sits above: the two never cover each other
     label_tab = item.label.mapRectToScene(item.label.boundingRect())
@@ -64,29 +73,31 @@ def test_prediction_boxes_appear_and_the_threshold_refilters_without_running_the
 def test_space_accepts_a_prediction_with_model_provenance_and_undo_restores_it(qtbot, predicted):
     window = predicted
     item = window.canvas.prediction_items()[0]
-    query, before = item.key, len(window.doc.annotations)
+    query, before = item.key, len(window.session.doc.annotations)
     window.canvas.select(PREDICTIONS, [query])
     qtbot.keyClick(window.canvas, Qt.Key.Key_Space)
-    assert len(window.doc.annotations) == before + 1
-    ann = window.doc.annotations[-1]
-    row = window.store.row_of(window.current_image_id, query)
-    dets = window.store.get(window.current_image_id).detections
+    assert len(window.session.doc.annotations) == before + 1
+    ann = window.session.doc.annotations[-1]
+    row = window.session.store.row_of(window.session.current_image_id, query)
+    dets = window.session.store.get(window.session.current_image_id).detections
     assert ann.source == "model" and ann.model == "tiny.safetensors" and ann.review == "accepted"
     assert ann.score == pytest.approx(float(dets.scores[row]))
-    assert window.doc.category(ann.category_id).name == window.label_name(int(dets.labels[row]))
+    assert window.session.doc.category(ann.category_id).name == window.presenter.label_name(
+        int(dets.labels[row])
+    )
     assert query not in {i.key for i in window.canvas.prediction_items()}
-    assert window.canvas.annotation_item(ann.id) is not None
-    window.undo()
-    assert len(window.doc.annotations) == before
+    assert annotation_item(window, ann.id) is not None
+    window.editing.undo()
+    assert len(window.session.doc.annotations) == before
     assert query in {i.key for i in window.canvas.prediction_items()}
-    window.redo()
-    assert len(window.doc.annotations) == before + 1
+    window.editing.redo()
+    assert len(window.session.doc.annotations) == before + 1
     assert query not in {i.key for i in window.canvas.prediction_items()}
 
 
 def test_clicking_a_prediction_selects_it_and_shows_the_inspector_and_attention(qtbot, predicted):
     window = predicted
-    window.set_layer_visible("annotations", False)  # nothing on top of the predictions
+    window.presenter.set_layer_visible("annotations", False)  # nothing on top of the predictions
     item = window.canvas.prediction_items()[-1]
     window.canvas.scene().clearSelection()
     centre = item.rect().center()
@@ -101,10 +112,10 @@ def test_clicking_a_prediction_selects_it_and_shows_the_inspector_and_attention(
     assert window.canvas.has_attention
     mean = window.canvas._attention_item.pixmap().toImage()
     window.review_panel.head_combo.setCurrentIndex(2)
-    assert window.attention_head == 1
+    assert window.presenter.attention_head == 1
     head = window.canvas._attention_item.pixmap().toImage()
     assert mean != head
-    window.set_layer_visible(ATTENTION, False)
+    window.presenter.set_layer_visible(ATTENTION, False)
     assert not window.canvas._attention_item.isVisible()
 
 
@@ -112,11 +123,11 @@ def test_probe_mode_shows_encoder_attention_at_the_clicked_pixel(qtbot, predicte
     window = predicted
     qtbot.keyClick(window.canvas, Qt.Key.Key_E)
     assert window.canvas.mode == "probe"
-    info = window.doc.image(window.current_image_id)
+    info = window.session.doc.image(window.session.current_image_id)
     images = []
     for x, y in ((5, 5), (info.width - 5, info.height - 5)):
         qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, x, y))
-        assert window.probe_point is not None and window.canvas.has_attention
+        assert window.presenter.probe_point is not None and window.canvas.has_attention
         images.append(window.canvas._attention_item.pixmap().toImage())
     assert images[0] != images[1]
     qtbot.keyClick(window.canvas, Qt.Key.Key_Escape)
@@ -129,62 +140,62 @@ def test_reject_hides_a_prediction_and_undo_brings_it_back(qtbot, predicted):
     window.canvas.select(PREDICTIONS, [query])
     qtbot.keyClick(window.canvas, Qt.Key.Key_X)
     assert query not in {i.key for i in window.canvas.prediction_items()}
-    window.undo()
+    window.editing.undo()
     assert query in {i.key for i in window.canvas.prediction_items()}
-    window.redo()
+    window.editing.redo()
     assert query not in {i.key for i in window.canvas.prediction_items()}
 
 
 def test_accept_all_above_threshold_is_one_undo_step(qtbot, predicted):
     window = predicted
-    window.set_threshold(0.15)
+    window.predictions.set_threshold(0.15)
     shown = len(window.canvas.prediction_items())
     assert shown > 0
-    before = len(window.doc.annotations)
+    before = len(window.session.doc.annotations)
     qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    assert len(window.doc.annotations) == before + shown
+    assert len(window.session.doc.annotations) == before + shown
     assert window.canvas.prediction_items() == []
-    window.undo()
-    assert len(window.doc.annotations) == before
+    window.editing.undo()
+    assert len(window.session.doc.annotations) == before
     assert len(window.canvas.prediction_items()) == shown
 
 
 def test_ghosts_show_queries_below_the_threshold_and_one_can_be_accepted(qtbot, predicted):
     window = predicted
-    dets = window.store.get(window.current_image_id).detections
-    window.set_threshold(float(np.sort(dets.scores)[-2]))  # one query above
+    dets = window.session.store.get(window.session.current_image_id).detections
+    window.predictions.set_threshold(float(np.sort(dets.scores)[-2]))  # one query above
     assert len(window.canvas.prediction_items()) == 1
     window.review_panel.ghosts_box.setChecked(True)
-    ghosts = window.canvas.ghost_items()
-    assert len(ghosts) == int(((dets.scores > 0.05) & (dets.scores <= window.threshold)).sum()) > 0
-    before = len(window.doc.annotations)
+    ghosts = ghost_items(window)
+    assert len(ghosts) == int(((dets.scores > 0.05) & (dets.scores <= window.session.threshold)).sum()) > 0
+    before = len(window.session.doc.annotations)
     window.canvas.select(PREDICTIONS, [ghosts[0].key])
-    window.accept_selected()
-    assert len(window.doc.annotations) == before + 1
-    assert ghosts[0].key not in {g.key for g in window.canvas.ghost_items()}
+    window.predictions.accept_selected()
+    assert len(window.session.doc.annotations) == before + 1
+    assert ghosts[0].key not in {g.key for g in ghost_items(window)}
 
 
 def test_instance_masks_are_an_overlay_with_opacity_and_a_layer_toggle(qtbot, window, dataset):
     with qtbot.waitSignal(window.overlays_ready, timeout=20_000):
-        window.open_coco(dataset.instances_json("train"))
+        window.projects.open_coco(dataset.instances_json("train"))
     qtbot.waitUntil(lambda: window.canvas.has_mask_overlay, timeout=10_000)
     window.review_panel.opacity_slider.setValue(80)
     assert window.canvas._mask_item.opacity() == pytest.approx(0.8)
-    window.set_layer_visible(MASKS, False)
+    window.presenter.set_layer_visible(MASKS, False)
     assert not window.canvas._mask_item.isVisible()
-    window.set_layer_visible(MASKS, True)
+    window.presenter.set_layer_visible(MASKS, True)
     assert window.canvas._mask_item.isVisible()
 
 
 def test_predict_all_fills_every_image_in_the_background(qtbot, predicted):
     window = predicted
     with qtbot.waitSignal(window.worker.batch_finished, timeout=60_000) as finished:
-        window.predict_all()
-        assert window.progress_box.isVisible()
+        window.predictions.predict_all()
+        assert window.status.progress_box.isVisible()
     summary = finished.args[0]
     assert summary.done == summary.total == 3 and not summary.cancelled and not summary.errors
-    assert set(window.store.image_ids()) == {img.id for img in window.doc.images}
-    assert not window.progress_box.isVisible()
+    assert set(window.session.store.image_ids()) == {img.id for img in window.session.doc.images}
+    assert not window.status.progress_box.isVisible()
     window.image_panel.predicted_box.setChecked(True)
     assert window.image_panel.model.rowCount() == 3
 
@@ -195,28 +206,28 @@ def test_predict_all_can_be_cancelled(qtbot, window, dataset, tiny_checkpoint, t
     source = next(dataset.images_dir("train").glob("*.jpg"))
     for k in range(30):
         shutil.copy(source, folder / f"{k:03d}.jpg")
-    open_and_wait(qtbot, window, window.open_folder, folder)
+    open_and_wait(qtbot, window, window.projects.open_folder, folder)
     load_tiny_model(qtbot, window, tiny_checkpoint)
     with qtbot.waitSignal(window.worker.batch_finished, timeout=60_000) as finished:
-        window.predict_all(batch_size=1)
-        window.cancel_batch()
+        window.predictions.predict_all(batch_size=1)
+        window.predictions.cancel_batch()
     summary = finished.args[0]
     assert summary.cancelled and summary.done < summary.total == 30
 
 
 def test_predicting_without_a_model_says_so(qtbot, window, dataset):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
-    window.predict_current()
-    assert window.errors and "choose one" in window.errors[-1]
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    window.predictions.predict_current()
+    assert window.services.errors and "choose one" in window.services.errors[-1]
 
 
 def test_a_checkpoint_that_does_not_load_is_reported_with_its_name(qtbot, window, tmp_path):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"not a checkpoint")
     with qtbot.waitSignal(window.worker.model_failed, timeout=30_000):
-        window.load_model(bad)
-    assert "broken.pth" in window.errors[-1]
-    assert window.model_info is None
+        load_model(window, bad)
+    assert "broken.pth" in window.services.errors[-1]
+    assert window.session.model_info is None
 
 
 def test_the_model_runs_on_the_worker_thread_never_the_qt_thread(
@@ -232,42 +243,42 @@ def test_the_model_runs_on_the_worker_thread_never_the_qt_thread(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Predictor, "predict", recording)
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     load_tiny_model(qtbot, window, tiny_checkpoint)
     predict_and_wait(qtbot, window)
     assert threads and all(t is not threading.main_thread() for t in threads)
 
 
 def test_a_request_for_an_image_no_longer_shown_is_dropped(qtbot, window, dataset, tiny_checkpoint):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     load_tiny_model(qtbot, window, tiny_checkpoint)
-    window.select_image(2)
+    window.navigation.select_image(2)
     with qtbot.assertNotEmitted(window.worker.predicted, wait=500):
-        window.worker.predict(1, window.doc.image_path(1))  # image 1 is not shown any more
-    assert 1 not in window.store
+        window.worker.predict(1, window.session.doc.image_path(1))  # image 1 is not shown any more
+    assert 1 not in window.session.store
     predict_and_wait(qtbot, window)
-    assert 2 in window.store
+    assert 2 in window.session.store
 
 
 def test_a_result_for_a_project_closed_meanwhile_is_not_shown(
     qtbot, window, dataset, tiny_checkpoint, tmp_path
 ):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     load_tiny_model(qtbot, window, tiny_checkpoint)
     predict_and_wait(qtbot, window)
-    dets = window.store.get(1).detections
+    dets = window.session.store.get(1).detections
     folder = tmp_path / "other"
     shutil.copytree(dataset.images_dir("train"), folder)
-    open_and_wait(qtbot, window, window.open_folder, folder)
+    open_and_wait(qtbot, window, window.projects.open_folder, folder)
     window.worker.predicted.emit(1, dets, "tiny.safetensors")  # a late answer about the old image 1
-    assert 1 not in window.store
+    assert 1 not in window.session.store
 
 
 def test_middle_drag_and_space_drag_pan_without_accepting(qtbot, predicted):
     window = predicted
     canvas = window.canvas
     canvas.set_zoom(20.0)
-    before = len(window.doc.annotations)
+    before = len(window.session.doc.annotations)
     viewport = canvas.viewport()
     start = viewport.rect().center()
     for press_space in (False, True):
@@ -285,7 +296,7 @@ def test_middle_drag_and_space_drag_pan_without_accepting(qtbot, predicted):
             h0 + 40,
             v0 + 30,
         )
-    assert len(window.doc.annotations) == before  # the space was a hold for panning, not a tap
+    assert len(window.session.doc.annotations) == before  # the space was a hold for panning, not a tap
 
 
 def test_an_exported_onnx_file_predicts_through_onnx_runtime(qtbot, window, dataset, tmp_path):
@@ -296,22 +307,22 @@ def test_an_exported_onnx_file_predicts_through_onnx_runtime(qtbot, window, data
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(build_detr(config).eval(), config, onnx_path, sample_size=(64, 96), class_names=CLASS_NAMES,
                 size=96, max_size=128)  # fmt: skip
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        window.load_model(onnx_path, device="cpu")
-    assert "onnxruntime" in window.device_label.text() and not window.model_info.has_attention
-    window.set_threshold(0.0)
+        load_model(window, onnx_path, device="cpu")
+    assert "onnxruntime" in window.status.device_label.text() and not window.session.model_info.has_attention
+    window.predictions.set_threshold(0.0)
     predict_and_wait(qtbot, window)
     assert len(window.canvas.prediction_items()) == 10
     window.canvas.select(PREDICTIONS, [window.canvas.prediction_items()[0].key])
-    assert not window.canvas.has_attention and not window.errors
+    assert not window.canvas.has_attention and not window.services.errors
 
 
 def test_predict_each_image_shown_runs_on_navigation(qtbot, predicted):
     window = predicted
     window.actions_by_name["predict_on_navigate"].setChecked(True)
-    assert 2 not in window.store
+    assert 2 not in window.session.store
     with qtbot.waitSignal(window.predictions_changed, timeout=60_000):
         qtbot.keyClick(window.canvas, Qt.Key.Key_D)
-    assert window.current_image_id == 2 and 2 in window.store
+    assert window.session.current_image_id == 2 and 2 in window.session.store
     assert window.canvas.prediction_items()

@@ -14,7 +14,7 @@ from .helpers import open_and_wait
 
 
 def dialog_for(window) -> ShortcutDialog:
-    return ShortcutDialog(window.actions_by_name, window.default_shortcuts, window.settings, window)
+    return ShortcutDialog(window.actions_by_name, window.actions.defaults, window.services.settings, window)
 
 
 def keys_of(window, name: str) -> list[str]:
@@ -36,13 +36,13 @@ def test_the_dialog_lists_every_action_with_its_keys_and_no_default_clashes(wind
     assert shown_keys(dialog, "save") == QKeySequence("Ctrl+S").toString(
         QKeySequence.SequenceFormat.NativeText
     )
-    assert find_conflicts(window.default_shortcuts) == {}
+    assert find_conflicts(window.actions.defaults) == {}
     edit_menu = window.menuBar().actions()[1].menu()
     assert window.actions_by_name["shortcuts"] in edit_menu.actions()
 
 
 def test_a_new_key_works_at_once_and_after_a_restart(qtbot, make_window, window, dataset, settings):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     dialog = dialog_for(window)
     assert dialog.set_keys("draw", ["B"])
     dialog.accept()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMenu
 
-from detr_studio.app import project as projects
 from detr_studio.app.canvas import PREDICTIONS
 from detr_studio.app.main import MainWindow, run_app
 from detr_studio.data.coco import CocoDocument
+from detr_studio.session import project as projects
 
 from .helpers import drag, load_tiny_model, open_and_wait, predict_and_wait
 
@@ -30,17 +30,17 @@ def annotation_table(doc: CocoDocument) -> list[tuple]:
 
 
 def test_open_coco_fills_the_list_and_thumbnails_arrive_from_the_pool(qtbot, window, dataset):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     model = window.image_panel.model
     assert model.rowCount() == 3
     first = model.image_id_at(0)
-    assert window.current_image_id == first
-    count = len(window.doc.annotations_for(first))
+    assert window.session.current_image_id == first
+    count = len(window.session.doc.annotations_for(first))
     assert len(window.canvas.boxes("annotations")) == count
     assert model.index(0).data().startswith("000001.jpg")
     qtbot.waitUntil(lambda: len(model.thumbnails._cache) == 3, timeout=10_000)
-    info = window.doc.image(first)
-    assert window.size_label.text() == f"{info.width} × {info.height} px"
+    info = window.session.doc.image(first)
+    assert window.status.size_label.text() == f"{info.width} × {info.height} px"
     assert window.windowTitle().startswith("instances_train.json")
 
 
@@ -48,95 +48,102 @@ def test_open_folder_draw_save_and_reopen_finds_the_same_boxes(qtbot, make_windo
     folder = tmp_path / "photos"
     shutil.copytree(dataset.images_dir("train"), folder)
     window = make_window()
-    open_and_wait(qtbot, window, window.open_folder, folder)
-    assert window.project.kind == projects.FOLDER and window.image_panel.model.rowCount() == 3
+    open_and_wait(qtbot, window, window.projects.open_folder, folder)
+    assert window.session.project.kind == projects.FOLDER and window.image_panel.model.rowCount() == 3
     window.canvas.setFocus()
     qtbot.keyClick(window.canvas, Qt.Key.Key_W)
     drag(qtbot, window, (5, 6), (30, 40))
-    assert [c.name for c in window.doc.categories] == ["object"], window.errors
+    assert [c.name for c in window.session.doc.categories] == ["object"], window.services.errors
     qtbot.keyClick(window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
     saved = folder / "annotations.json"
-    assert saved.is_file() and not window.doc.dirty and not window.isWindowModified()
-    table = annotation_table(window.doc)
+    assert saved.is_file() and not window.session.doc.dirty and not window.isWindowModified()
+    table = annotation_table(window.session.doc)
 
     again = make_window()
-    open_and_wait(qtbot, again, again.open_folder, folder)
-    assert again.project.kind == projects.COCO and again.doc.path == saved
-    assert annotation_table(again.doc) == table
+    open_and_wait(qtbot, again, again.projects.open_folder, folder)
+    assert again.session.project.kind == projects.COCO and again.session.doc.path == saved
+    assert annotation_table(again.session.doc) == table
     assert len(again.canvas.boxes("annotations")) == 1
 
 
 def test_accepted_predictions_and_edits_survive_save_and_reopen(qtbot, make_window, dataset, tiny_checkpoint):
     window = make_window()
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     load_tiny_model(qtbot, window, tiny_checkpoint)
-    window.set_threshold(0.0)
+    window.predictions.set_threshold(0.0)
     predict_and_wait(qtbot, window)
     window.canvas.select(PREDICTIONS, [window.canvas.prediction_items()[0].key])
-    window.accept_selected()
-    first = window.doc.annotations_for(window.current_image_id)[0].id
+    window.predictions.accept_selected()
+    first = window.session.doc.annotations_for(window.session.current_image_id)[0].id
     window.canvas.select("annotations", [first])
-    window.delete_selected()
-    window.next_image()
-    window.toggle_reviewed()
-    assert window.save()
-    table = annotation_table(window.doc)
+    window.editing.delete_selected()
+    window.navigation.next_image()
+    window.editing.toggle_reviewed()
+    assert window.projects.save()
+    table = annotation_table(window.session.doc)
     assert any(row[4] == "model" and row[6] == "tiny.safetensors" for row in table)
 
     again = make_window()
-    open_and_wait(qtbot, again, again.open_coco, dataset.instances_json("train"))
-    assert annotation_table(again.doc) == table
-    assert [img.reviewed for img in again.doc.images] == [img.reviewed for img in window.doc.images]
+    open_and_wait(qtbot, again, again.projects.open_coco, dataset.instances_json("train"))
+    assert annotation_table(again.session.doc) == table
+    assert [img.reviewed for img in again.session.doc.images] == [
+        img.reviewed for img in window.session.doc.images
+    ]
 
 
 def test_a_failed_save_keeps_the_old_file_and_the_dirty_state(qtbot, window, dataset, monkeypatch):
     path = dataset.instances_json("train")
     original = path.read_bytes()
-    open_and_wait(qtbot, window, window.open_coco, path)
-    window.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
+    open_and_wait(qtbot, window, window.projects.open_coco, path)
+    window.editing.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
 
     def full_disk(_fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    assert not window.save()
-    assert window.doc.dirty and window.isWindowModified()
-    assert "instances_train.json" in window.errors[-1] and "No space left" in window.errors[-1]
+    assert not window.projects.save()
+    assert window.session.doc.dirty and window.isWindowModified()
+    assert (
+        "instances_train.json" in window.services.errors[-1] and "No space left" in window.services.errors[-1]
+    )
     assert path.read_bytes() == original
     monkeypatch.undo()
-    assert window.save() and not window.doc.dirty
+    assert window.projects.save() and not window.session.doc.dirty
 
 
 def test_edits_made_before_a_crash_come_back_from_the_journal(qtbot, make_window, dataset):
     path = dataset.instances_json("train")
     crashed = make_window()
-    open_and_wait(qtbot, crashed, crashed.open_coco, path)
-    crashed.add_box(crashed.canvas.image_bounds().adjusted(3, 3, -30, -30))
-    crashed.canvas.select("annotations", [crashed.doc.annotations_for(crashed.current_image_id)[0].id])
-    crashed.delete_selected()
-    table = annotation_table(crashed.doc)
-    crashed.doc = None  # the process dies: nothing saved, nothing asked
+    open_and_wait(qtbot, crashed, crashed.projects.open_coco, path)
+    crashed.editing.add_box(crashed.canvas.image_bounds().adjusted(3, 3, -30, -30))
+    crashed.canvas.select(
+        "annotations", [crashed.session.doc.annotations_for(crashed.session.current_image_id)[0].id]
+    )
+    crashed.editing.delete_selected()
+    table = annotation_table(crashed.session.doc)
+    crashed.session.set_project(None)  # the process dies: nothing saved, nothing asked
 
     survivor = make_window()
     survivor.answer = "Recover"
-    open_and_wait(qtbot, survivor, survivor.open_coco, path)
-    assert annotation_table(survivor.doc) == table and survivor.doc.dirty
+    open_and_wait(qtbot, survivor, survivor.projects.open_coco, path)
+    assert annotation_table(survivor.session.doc) == table and survivor.session.doc.dirty
 
 
 def test_recent_projects_remember_what_was_opened(qtbot, make_window, dataset, settings):
     window = make_window()
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
-    entries = window.recent_projects()
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    entries = window.projects.recent_projects()
     assert json.loads(entries[0])["path"] == str(dataset.instances_json("train"))
-    window._fill_recent_menu()
-    labels = [a.text() for a in window.recent_menu.actions()]
+    menu = QMenu()
+    window.projects.fill_recent_menu(menu)
+    labels = [a.text() for a in menu.actions()]
     assert str(dataset.instances_json("train")) in labels
 
     again = make_window()
-    assert again.recent_projects() == entries
+    assert again.projects.recent_projects() == entries
     with qtbot.waitSignal(again.project_opened, timeout=20_000):
-        again.open_recent(entries[0])
-    assert again.doc.path == dataset.instances_json("train")
+        again.projects.open_recent(entries[0])
+    assert again.session.doc.path == dataset.instances_json("train")
 
 
 def test_dropping_a_folder_or_images_opens_them(qtbot, window, dataset):
@@ -157,23 +164,23 @@ def test_dropping_a_folder_or_images_opens_them(qtbot, window, dataset):
 
 
 def test_filters_narrow_the_list_by_name_review_and_class(qtbot, window, dataset):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     panel, model = window.image_panel, window.image_panel.model
     panel.name_edit.setText("0002")
     assert model.image_ids == [2]
     panel.name_edit.clear()
-    window.select_image(1)
-    window.toggle_reviewed()
+    window.navigation.select_image(1)
+    window.editing.toggle_reviewed()
     panel.unreviewed_box.setChecked(True)
     assert model.image_ids == [2, 3]
     panel.unreviewed_box.setChecked(False)
     having = {
         cat.id: [
             img.id
-            for img in window.doc.images
-            if cat.id in {a.category_id for a in window.doc.annotations_for(img.id)}
+            for img in window.session.doc.images
+            if cat.id in {a.category_id for a in window.session.doc.annotations_for(img.id)}
         ]
-        for cat in window.doc.categories
+        for cat in window.session.doc.categories
     }
     having = {cid: ids for cid, ids in having.items() if ids}
     wanted = min(having, key=lambda cid: len(having[cid]))
@@ -184,48 +191,48 @@ def test_filters_narrow_the_list_by_name_review_and_class(qtbot, window, dataset
 
 
 def test_next_previous_and_next_unreviewed(qtbot, window, dataset):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     window.canvas.setFocus()
     qtbot.keyClick(window.canvas, Qt.Key.Key_D)
-    assert window.current_image_id == 2
+    assert window.session.current_image_id == 2
     qtbot.keyClick(window.canvas, Qt.Key.Key_A)
-    assert window.current_image_id == 1
-    window.select_image(2)
-    window.toggle_reviewed()
-    window.select_image(1)
-    window.toggle_reviewed()
-    window.next_unreviewed()
-    assert window.current_image_id == 3
+    assert window.session.current_image_id == 1
+    window.navigation.select_image(2)
+    window.editing.toggle_reviewed()
+    window.navigation.select_image(1)
+    window.editing.toggle_reviewed()
+    window.navigation.next_unreviewed()
+    assert window.session.current_image_id == 3
 
 
 def test_a_broken_coco_file_is_reported_by_name_and_the_window_goes_on(qtbot, window, tmp_path, dataset):
     bad = tmp_path / "broken.json"
     bad.write_text('{"images": [], "annotations": [')
-    with qtbot.waitSignal(window.tasks.failed, timeout=10_000):
-        window.open_coco(bad)
-    assert "broken.json" in window.errors[-1] and "line 1" in window.errors[-1]
-    assert window.doc is None
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
-    assert window.doc is not None
+    window.projects.open_coco(bad)
+    qtbot.waitUntil(lambda: bool(window.services.errors), timeout=10_000)
+    assert "broken.json" in window.services.errors[-1] and "line 1" in window.services.errors[-1]
+    assert window.session.doc is None
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    assert window.session.doc is not None
 
 
 def test_an_unreadable_image_is_reported_by_name(qtbot, window, dataset):
     broken = dataset.images_dir("train") / "000002.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
-    with qtbot.waitSignal(window.pixels.failed, timeout=10_000):
-        window.select_image(2)
-    assert "000002.jpg" in window.errors[-1]
-    window.select_image(3)
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    window.navigation.select_image(2)
+    qtbot.waitUntil(lambda: bool(window.services.errors), timeout=10_000)
+    assert "000002.jpg" in window.services.errors[-1]
+    window.navigation.select_image(3)
     qtbot.waitUntil(lambda: window.canvas.has_pixmap, timeout=10_000)
 
 
 def test_a_panoptic_dataset_shows_segments_and_masks_read_only(qtbot, window, dataset):
     with qtbot.waitSignal(window.overlays_ready, timeout=20_000):
-        window.open_coco(dataset.panoptic_json("train"))
-    assert window.doc.is_panoptic
+        window.projects.open_coco(dataset.panoptic_json("train"))
+    assert window.session.doc.is_panoptic
     qtbot.waitUntil(lambda: window.canvas.has_mask_overlay, timeout=10_000)
-    segments = window.doc.segments_for(window.current_image_id)
+    segments = window.session.doc.segments_for(window.session.current_image_id)
     assert len(window.canvas.boxes("annotations")) == len(segments)
     assert not any(b.editable for b in window.canvas.boxes("annotations"))
     assert not window.actions_by_name["draw"].isEnabled()
@@ -237,7 +244,9 @@ def test_a_hundred_thousand_images_open_at_once_and_only_visible_rows_load_thumb
     images = [{"id": i, "file_name": f"{i:06d}.jpg", "width": 64, "height": 48} for i in range(1, 100_001)]
     doc = CocoDocument.new(["thing"], images, image_root=tmp_path)
     with qtbot.waitSignal(window.project_opened, timeout=20_000):
-        window.set_project(projects.Project(doc, projects.FOLDER, tmp_path, tmp_path / "annotations.json"))
+        window.projects.set_project(
+            projects.Project(doc, projects.FOLDER, tmp_path, tmp_path / "annotations.json")
+        )
     model = window.image_panel.model
     assert model.rowCount() == 100_000
     qtbot.wait(100)
@@ -251,16 +260,18 @@ def test_a_hundred_thousand_images_open_at_once_and_only_visible_rows_load_thumb
 
 
 def test_closing_with_unsaved_changes_can_be_cancelled(qtbot, window, dataset):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
-    window.add_box(window.canvas.image_bounds().adjusted(1, 1, -50, -50))
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    window.editing.add_box(window.canvas.image_bounds().adjusted(1, 1, -50, -50))
     asked = []
-    window.ask = lambda title, text, choices=("Yes", "No"): asked.append(choices) or "Cancel"
+    window.services.ask = lambda title, text, choices=("Yes", "No"): asked.append(choices) or "Cancel"
     assert not window.close()
     assert asked == [("Save", "Discard", "Cancel")] and window.isVisible()
-    window.ask = lambda title, text, choices=("Yes", "No"): "Save"
+    window.services.ask = lambda title, text, choices=("Yes", "No"): "Save"
     assert window.close()
     assert not CocoDocument.load(dataset.instances_json("train")).dirty
-    assert len(CocoDocument.load(dataset.instances_json("train")).annotations) == len(window.doc.annotations)
+    assert len(CocoDocument.load(dataset.instances_json("train")).annotations) == len(
+        window.session.doc.annotations
+    )
 
 
 def test_run_app_opens_the_path_given_and_returns_the_exit_code(qtbot, dataset, tmp_path):
@@ -271,16 +282,16 @@ def test_run_app_opens_the_path_given_and_returns_the_exit_code(qtbot, dataset, 
     def finish() -> None:
         windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
         for window in windows:
-            if window.doc is not None and window.doc.path is not None:
-                seen.append(window.doc.path)
-            window.doc = None
+            if window.session.doc is not None and window.session.doc.path is not None:
+                seen.append(window.session.doc.path)
+            window.session.set_project(None)
             window.close()
             window.deleteLater()
         QApplication.instance().exit(0)
 
     def poll() -> None:
         windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-        if any(w.doc is not None for w in windows):
+        if any(w.session.doc is not None for w in windows):
             finish()
         else:
             QTimer.singleShot(50, poll)
@@ -315,68 +326,24 @@ def test_recent_entries_name_the_project_location(dataset, kind):
 
 
 def test_autosave_writes_a_document_that_has_a_file_when_the_image_changes(qtbot, window, dataset):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
-    window.autosave = True
-    new = window.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
-    window.next_image()
-    assert not window.doc.dirty
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    window.projects.autosave = True
+    new = window.editing.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
+    window.navigation.next_image()
+    assert not window.session.doc.dirty
     saved = CocoDocument.load(dataset.instances_json("train"))
-    assert saved.annotation(new).bbox == window.doc.annotation(new).bbox
+    assert saved.annotation(new).bbox == window.session.doc.annotation(new).bbox
 
 
 def test_autosave_never_creates_a_file_for_a_new_folder_project(qtbot, window, dataset, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(dataset.images_dir("train"), folder)
-    open_and_wait(qtbot, window, window.open_folder, folder)
-    window.autosave = True
-    window.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
-    window.next_image()
-    window._autosave()
-    assert window.doc.dirty and not (folder / "annotations.json").exists()
-
-
-def test_a_task_submitted_after_shutdown_is_dropped_quietly(qtbot):
-    from detr_studio.app.workers import TaskRunner
-
-    runner = TaskRunner()
-    ran = []
-    with qtbot.waitSignal(runner.done, timeout=5_000):
-        runner.submit("first", ran.append, 1)
-    runner.shutdown()
-    runner.submit("late", ran.append, 2)  # a window closing while a project opens does this
-    assert ran == [1] and runner.pending == 0
-
-
-def test_a_task_done_before_submit_returns_is_still_reported_through_the_event_loop(qtbot):
-    """The demo start connects what follows the opening after submitting it; a quick task must not be
-    reported before that (it once was, and the demo model then never loaded)."""
-    import threading
-
-    from detr_studio.app.workers import TaskRunner
-
-    runner = TaskRunner()
-    finished = threading.Event()
-    got = []
-    runner.done.connect(lambda tag, result: got.append((tag, result)))
-
-    def quick() -> int:
-        finished.set()
-        return 7
-
-    original = runner._pool.submit
-
-    def submit_and_wait(fn, *args):  # the task is over before its callback is attached
-        future = original(fn, *args)
-        finished.wait(5)
-        future.result()
-        return future
-
-    runner._pool.submit = submit_and_wait
-    runner.submit("quick", quick)
-    assert got == []  # not inside submit
-    qtbot.waitUntil(lambda: got == [("quick", 7)], timeout=5_000)
-    assert runner.pending == 0
-    runner.shutdown()
+    open_and_wait(qtbot, window, window.projects.open_folder, folder)
+    window.projects.autosave = True
+    window.editing.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
+    window.navigation.next_image()
+    window.projects.autosave_now()
+    assert window.session.doc.dirty and not (folder / "annotations.json").exists()
 
 
 def test_thumbnails_are_square_so_row_text_lines_up(tmp_path):
@@ -392,3 +359,29 @@ def test_thumbnails_are_square_so_row_text_lines_up(tmp_path):
         centre, corner = thumb.pixelColor(32, 32), thumb.pixelColor(0, 0)
         assert (centre.red(), centre.alpha()) == (200, 255)  # the picture, centred
         assert corner.alpha() == 0  # the padding is transparent
+
+
+def test_autosave_does_not_write_when_undo_brought_the_document_back_to_its_file(qtbot, window, dataset):
+    path = dataset.instances_json("train")
+    open_and_wait(qtbot, window, window.projects.open_coco, path)
+    window.projects.autosave = True
+    window.editing.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
+    window.editing.undo()
+    assert window.session.at_saved_state and window.session.doc.dirty
+    before = path.stat().st_mtime_ns
+    window.projects.autosave_now()
+    window.navigation.next_image()
+    assert path.stat().st_mtime_ns == before and not path.with_name(path.name + ".bak").exists()
+    window.editing.redo()
+    window.projects.autosave_now()
+    assert path.stat().st_mtime_ns != before and window.session.at_saved_state
+
+
+def test_opening_the_window_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, detr_studio.app.main; print('torch' in sys.modules)"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

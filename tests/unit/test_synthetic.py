@@ -15,6 +15,7 @@ from detr_studio.cli import main
 from detr_studio.commands import CommandError, demo
 from detr_studio.data import synthetic
 from detr_studio.data.dataset import CocoDetectionDataset, CocoPanopticDataset, segmentation_to_mask
+from detr_studio.data.synthetic import DemoRecipe, ensure_demo_dataset, is_complete_demo
 from detr_studio.data.transforms import make_transforms
 from detr_studio.model.postprocess import rgb2id
 
@@ -219,3 +220,45 @@ def test_demo_command_runs_from_the_command_line(tmp_path: Path) -> None:
     assert main(["demo", str(tmp_path / "cli"), "--train", "2", "--val", "1", "--size", "64"]) == 0
     assert (tmp_path / "cli" / "annotations" / "panoptic_val.json").is_file()
     assert main(["demo", str(tmp_path / "cli"), "--train", "2"]) == 1  # not empty, no --overwrite
+
+
+# ---------------------------------------------------------------- the built-in demo dataset
+
+SMALL = DemoRecipe(num_train=2, num_val=3, size=64, seed=0)
+
+
+def test_a_partial_demo_folder_is_written_again(tmp_path):
+    root = tmp_path / "demo"
+    (root / "val").mkdir(parents=True)
+    (root / "val" / "000001.jpg").write_bytes(b"cut short")
+    assert not is_complete_demo(root, SMALL)
+    layout = ensure_demo_dataset(root, SMALL)
+    assert is_complete_demo(root, SMALL)
+    assert len(json.loads(layout.instances_json("val").read_text())["images"]) == SMALL.num_val
+    assert (root / "val" / "000001.jpg").read_bytes() != b"cut short"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no staging folder left behind
+
+
+def test_a_damaged_demo_folder_is_written_again(tmp_path):
+    root = tmp_path / "demo"
+    layout = ensure_demo_dataset(root, SMALL)
+    (root / "val" / "000002.jpg").unlink()
+    assert not is_complete_demo(root, SMALL)
+    ensure_demo_dataset(root, SMALL)
+    assert (root / "val" / "000002.jpg").is_file()
+    layout.instances_json("val").write_text("{not json")
+    ensure_demo_dataset(root, SMALL)
+    assert json.loads(layout.instances_json("val").read_text())["images"]
+
+
+def test_a_complete_demo_folder_is_reused_with_the_users_saved_edits(tmp_path):
+    root = tmp_path / "demo"
+    layout = ensure_demo_dataset(root, SMALL)
+    data = json.loads(layout.instances_json("val").read_text())
+    data["annotations"] = data["annotations"][:1]
+    layout.instances_json("val").write_text(json.dumps(data))
+    ensure_demo_dataset(root, SMALL)
+    assert len(json.loads(layout.instances_json("val").read_text())["annotations"]) == 1
+    other = DemoRecipe(num_train=2, num_val=4, size=64, seed=0)  # a new recipe replaces the old dataset
+    ensure_demo_dataset(root, other)
+    assert len(json.loads(layout.instances_json("val").read_text())["images"]) == 4

@@ -9,7 +9,8 @@ from PIL import Image
 
 from detr_studio.data import transforms as T
 from detr_studio.data.preprocess import prepare, resized_size
-from detr_studio.data.transforms import Target, make_transforms, scaled_recipe
+from detr_studio.data.sizes import scaled_recipe
+from detr_studio.data.transforms import Target, make_transforms
 from detr_studio.model.box_ops import box_cxcywh_to_xyxy, masks_to_boxes
 
 

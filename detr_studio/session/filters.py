@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detr_studio.data.coco import CocoDocument, ImageInfo
+from detr_studio.data.labels import same_class
 
 from .predictions import PredictionStore
 
@@ -53,12 +54,13 @@ def matching_image_ids(
     if flt.is_empty:
         return [img.id for img in images]
     needle = flt.name.strip().lower()
-    wanted_name = None
+    wanted = None
     if flt.category_id is not None:
         try:
-            wanted_name = doc.category(flt.category_id).name
+            wanted = doc.category(flt.category_id)
         except KeyError:
-            wanted_name = None
+            wanted = None
+    names = predicted_names or {}
     out = []
     for img in images:
         if needle and needle not in img.file_name.lower():
@@ -77,14 +79,7 @@ def matching_image_ids(
                 continue
         if flt.category_id is not None and flt.category_id not in _category_ids(doc, img.id):
             labels = set() if visible is None else {int(v) for v in visible.labels}
-            names = predicted_names or {}
-            if not any(_same_class(lab, names, wanted_name, flt.category_id) for lab in labels):
+            if wanted is None or not any(same_class(lab, wanted, names) for lab in labels):
                 continue
         out.append(img.id)
     return out
-
-
-def _same_class(label: int, names: dict[int, str], wanted_name: str | None, category_id: int) -> bool:
-    """A model label is the category when their names agree, or (the model naming nothing) their ids do."""
-    name = names.get(label)
-    return name == wanted_name if name is not None else label == category_id

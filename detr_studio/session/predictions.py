@@ -1,9 +1,10 @@
 """Predictions the window holds: cached `Detections` per image, the review marks on their queries, and
-turning accepted queries into document edits. Qt-free, so it is tested and reused without a window.
+turning accepted queries into document edits.
 
 A query that the user accepts becomes an annotation (with provenance ``source="model"``, its score and the
-model name) and leaves the prediction layer; a rejected query just leaves the layer. The threshold is a view
-(`Detections.above`), so moving the slider never runs the model.
+model name) and leaves the prediction layer; a rejected query just leaves the layer. Marks change through
+`MarkChange`, an undoable change of the session's history like the document's edits. The threshold is a
+view (`Detections.above`), so moving the slider never runs the model.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detr_studio.data.coco import AddAnnotations, AddCategory, Batch, CocoDocument, Edit
+from detr_studio.data.labels import category_for_label
 from detr_studio.infer.detections import Detections
-from detr_studio.model.classes import UNUSED_NAME
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
+GHOST_FLOOR = 0.05  # queries scoring at or below this are not shown even as ghosts
 
 
 @dataclass
@@ -57,16 +59,22 @@ class PredictionStore:
     def clear(self) -> None:
         self._by_image.clear()
 
-    def mark(self, image_id: int, query_ids: Iterable[int], state: str | None) -> None:
-        """Set (or with ``None`` clear) the mark of queries; unknown images are ignored."""
+    def set_marks(self, image_id: int, marks: Mapping[int, str | None], model: str) -> dict[int, str | None]:
+        """Set (or with ``None`` clear) the marks of queries of ``model``'s result for the image; returns the
+        marks they had. Unknown images, and results of another model, are left alone."""
         entry = self._by_image.get(image_id)
-        if entry is None:
-            return
-        for q in query_ids:
+        if entry is None or entry.model != model:
+            return {
+                int(q): state for q, state in marks.items()
+            }  # nothing changed: undoing it changes nothing
+        previous: dict[int, str | None] = {}
+        for q, state in marks.items():
+            previous[int(q)] = entry.marks.get(int(q))
             if state is None:
                 entry.marks.pop(int(q), None)
             else:
                 entry.marks[int(q)] = state
+        return previous
 
     def _open_rows(self, entry: ImagePredictions) -> np.ndarray:
         dets = entry.detections
@@ -81,7 +89,7 @@ class PredictionStore:
         keep = self._open_rows(entry) & (dets.scores > threshold)
         return dets.select(keep).sorted()
 
-    def ghosts(self, image_id: int, threshold: float, floor: float = 0.05) -> Detections | None:
+    def ghosts(self, image_id: int, threshold: float, floor: float = GHOST_FLOOR) -> Detections | None:
         """Open queries at or below ``threshold`` but above ``floor``: shown faintly, promoted by a click."""
         entry = self._by_image.get(image_id)
         if entry is None:
@@ -99,29 +107,25 @@ class PredictionStore:
         return int(rows[0])
 
 
-def _name_of(class_names: Mapping[int, str], label: int) -> str:
-    name = class_names.get(int(label), UNUSED_NAME)
-    return f"class {label}" if name == UNUSED_NAME else name
+@dataclass(frozen=True)
+class MarkChange:
+    """Set the review marks of some queries of one image's result (an undoable change)."""
 
+    store: PredictionStore
+    image_id: int
+    model: str
+    marks: tuple[tuple[int, str | None], ...]
+    touches_document: bool = False
 
-def category_for_label(
-    doc: CocoDocument, label: int, class_names: Mapping[int, str], new: dict[int, dict]
-) -> int:
-    """The document category a model label goes to: the category with the model's class name, else the
-    category with the same id when the model has no name for it, else a new category (added to ``new``)."""
-    name = _name_of(class_names, label)
-    for cat in doc.categories:
-        if cat.name == name:
-            return cat.id
-    for cid, rec in new.items():
-        if rec["name"] == name:
-            return cid
-    known = {cat.id for cat in doc.categories}
-    if class_names.get(int(label), UNUSED_NAME) == UNUSED_NAME and int(label) in known:
-        return int(label)
-    cid = int(label) if int(label) not in known and int(label) not in new else max([*known, *new, 0]) + 1
-    new[cid] = {"id": cid, "name": name}
-    return cid
+    @classmethod
+    def of(
+        cls, store: PredictionStore, image_id: int, model: str, query_ids: Iterable[int], state: str | None
+    ) -> MarkChange:
+        return cls(store, image_id, model, tuple((int(q), state) for q in query_ids))
+
+    def apply(self) -> MarkChange:
+        previous = self.store.set_marks(self.image_id, dict(self.marks), self.model)
+        return MarkChange(self.store, self.image_id, self.model, tuple(previous.items()))
 
 
 def accept_edit(
@@ -133,7 +137,7 @@ def accept_edit(
     class_names: Mapping[int, str],
 ) -> Edit:
     """One undoable edit that adds the given rows of ``detections`` as accepted model annotations (boxes
-    clipped to the image), adding categories the document lacks first."""
+    clipped to the image), adding categories the document lacks first (`data.labels.category_for_label`)."""
     info = doc.image(image_id)
     new_categories: dict[int, dict] = {}
     records = []
@@ -141,7 +145,7 @@ def accept_edit(
         x0, y0, x1, y1 = (float(v) for v in detections.boxes[row])
         x0, x1 = min(max(x0, 0.0), info.width), min(max(x1, 0.0), info.width)
         y0, y1 = min(max(y0, 0.0), info.height), min(max(y1, 0.0), info.height)
-        cid = category_for_label(doc, int(detections.labels[row]), class_names, new_categories)
+        cid = category_for_label(doc.categories, int(detections.labels[row]), class_names, new_categories)
         records.append(
             doc.new_annotation(
                 image_id,

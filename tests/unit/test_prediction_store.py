@@ -1,15 +1,14 @@
-"""The window's Qt-free parts: the prediction cache and its marks, turning queries into annotations, and
-the image filter."""
+"""The session's prediction cache and its marks, turning queries into annotations, and the image filter."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from detr_studio.app.filters import ImageFilter, matching_image_ids
-from detr_studio.app.predictions import ACCEPTED, REJECTED, PredictionStore, accept_edit
 from detr_studio.data.coco import CocoDocument
 from detr_studio.infer.detections import Detections
+from detr_studio.session.filters import ImageFilter, matching_image_ids
+from detr_studio.session.predictions import ACCEPTED, REJECTED, PredictionStore, accept_edit
 
 
 def detections(scores, labels, boxes=None) -> Detections:
@@ -42,10 +41,10 @@ def test_visible_is_a_threshold_view_without_marked_queries_best_first():
     store = PredictionStore()
     store.put(1, detections([0.2, 0.9, 0.6, 0.1], [1, 2, 1, 1]), "m")
     assert list(store.visible(1, 0.5).query_ids) == [1, 2]
-    store.mark(1, [1], REJECTED)
+    store.set_marks(1, {1: REJECTED}, "m")
     assert list(store.visible(1, 0.5).query_ids) == [2]
     assert list(store.ghosts(1, 0.5).query_ids) == [0, 3]
-    store.mark(1, [1], None)
+    store.set_marks(1, {1: None}, "m")
     assert list(store.visible(1, 0.0).query_ids) == [1, 2, 0, 3]
     assert store.visible(2, 0.5) is None
 
@@ -53,7 +52,7 @@ def test_visible_is_a_threshold_view_without_marked_queries_best_first():
 def test_marks_survive_a_rerun_of_the_same_model_only():
     store = PredictionStore()
     store.put(1, detections([0.9, 0.8], [1, 1]), "m")
-    store.mark(1, [0], ACCEPTED)
+    store.set_marks(1, {0: ACCEPTED}, "m")
     store.put(1, detections([0.9, 0.8], [1, 1]), "m")
     assert list(store.visible(1, 0.5).query_ids) == [1]
     store.put(1, detections([0.9, 0.8], [1, 1]), "other")
@@ -93,3 +92,11 @@ def test_filters_by_name_review_predictions_class_and_score(doc):
     assert ids(category_id=2) == []  # the "dog" prediction scores 0.3, below the threshold
     assert ids(min_score=0.2, max_score=0.4) == [2]
     assert ids(min_score=0.95) == []
+
+
+def test_marks_of_another_models_result_are_left_alone():
+    store = PredictionStore()
+    store.put(1, detections([0.9, 0.8], [1, 1]), "new")
+    assert store.set_marks(1, {0: ACCEPTED}, "old") == {0: ACCEPTED}
+    assert store.get(1).marks == {}
+    assert store.set_marks(1, {0: ACCEPTED}, "new") == {0: None} and store.get(1).marks == {0: ACCEPTED}

@@ -60,11 +60,6 @@ def list_image_names(folder: str | os.PathLike[str]) -> list[str]:
     return found
 
 
-def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """`list_image_names` as paths."""
-    return [Path(folder) / name for name in list_image_names(folder)]
-
-
 def is_image_name(name: str) -> bool:
     """`is_image_file` on a plain file name, without making a `Path`."""
     dot = name.rfind(".")

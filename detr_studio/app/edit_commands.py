@@ -1,0 +1,178 @@
+"""The editing commands of the window: draw, move, resize, nudge, delete, duplicate, relabel, mark reviewed,
+undo and redo, and the class manager. Each one builds its edit with `session.editing` and makes it through
+the session, as one undo step; what is selected is the session's selection.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QInputDialog
+
+from detr_studio.data.coco import Relabel, RemoveAnnotations, SetImageReviewed
+from detr_studio.session import Session
+from detr_studio.session import editing as edits
+
+from .canvas import ANNOTATIONS
+from .class_manager import ClassManager
+from .presenter import ScenePresenter
+from .services import Services
+from .views import Controller, Views
+
+
+def box_of(rect: QRectF) -> list[float]:
+    """A QRectF in image pixels -> COCO [x, y, w, h]."""
+    return [rect.x(), rect.y(), rect.width(), rect.height()]
+
+
+class EditController(Controller):
+    """See the module docstring. ``undo_redo`` are the window's undo and redo actions (the class manager
+    takes them too, so Ctrl+Z works while it has focus)."""
+
+    def __init__(self, session: Session, services: Services, views: Views, presenter: ScenePresenter):
+        super().__init__(session, services, views, views.window)
+        self.canvas = canvas = views.canvas
+        self.review_panel = views.review_panel
+        self.presenter = presenter
+        self.dialog_parent = views.window
+        self.undo_redo: list[QAction] = []
+        self.class_manager: ClassManager | None = None
+        canvas.box_drawn.connect(self.add_box)
+        canvas.box_edited.connect(self._on_box_edited)
+        canvas.delete_requested.connect(self.delete_selected)
+        canvas.relabel_requested.connect(self.relabel_dialog)
+        canvas.nudge_requested.connect(self.nudge_selected)
+        presenter.categories_changed.connect(self._refresh_class_manager)
+
+    def _editable(self) -> bool:
+        if self.session.doc is None or self.session.current_image_id is None:
+            return False
+        if not self.session.editable:
+            self.services.status("Panoptic datasets are shown read-only in this version", 5_000)
+            return False
+        return True
+
+    def _selected(self) -> list[int]:
+        return list(self.session.selection.annotation_ids)
+
+    def start_drawing(self) -> None:
+        if self._editable():
+            self.presenter.set_layer_visible(ANNOTATIONS, True)
+            self.canvas.set_mode("draw")
+
+    def new_box_category(self) -> int | None:
+        data = self.review_panel.class_combo.currentData()
+        return int(data) if data is not None else None
+
+    def add_box(self, rect: QRectF, category_id: int | None = None) -> int | None:
+        """Add a human box (image pixels) of ``category_id`` (default: the panel's class); returns its id."""
+        if not self._editable():
+            return None
+        doc, iid = self.session.doc, self.session.current_image_id
+        assert doc is not None and iid is not None
+        cid = category_id if category_id is not None else self.new_box_category()
+        edit, new = edits.new_box(doc, iid, box_of(rect), cid)
+        if not self.session.apply(edit, "draw box"):
+            return None
+        self.canvas.select(ANNOTATIONS, [new])
+        return new
+
+    def move_box(self, annotation_id: int, rect: QRectF) -> bool:
+        """Give an annotation a new box (image pixels): a move or a resize."""
+        if not self._editable():
+            return False
+        assert self.session.doc is not None
+        return self.session.apply(edits.moved_box(self.session.doc, annotation_id, box_of(rect)), "move box")
+
+    def _on_box_edited(self, annotation_id: int, rect: QRectF) -> None:
+        if not self.move_box(annotation_id, rect):
+            self.presenter.refresh_boxes()
+
+    def nudge_selected(self, dx: float, dy: float) -> None:
+        ids = self._selected()
+        if not ids or not self._editable():
+            return
+        doc, iid = self.session.doc, self.session.current_image_id
+        assert doc is not None and iid is not None
+        edit = edits.nudged(doc, iid, ids, dx, dy)
+        self.session.apply(edit, "nudge", merge_key=(edits.NUDGE, tuple(sorted(ids))))
+
+    def delete_selected(self) -> None:
+        ids = self._selected()
+        if ids and self._editable():
+            self.session.apply(RemoveAnnotations(ids), f"delete {len(ids)} boxes")
+
+    def duplicate_selected(self) -> None:
+        ids = self._selected()
+        if not ids or not self._editable():
+            return
+        doc, iid = self.session.doc, self.session.current_image_id
+        assert doc is not None and iid is not None
+        edit, copies = edits.duplicates(doc, iid, ids)
+        if self.session.apply(edit, "duplicate"):
+            self.canvas.select(ANNOTATIONS, copies)
+
+    def relabel_selected(self, category_id: int) -> bool:
+        ids = self._selected()
+        if not ids or not self._editable():
+            return False
+        name = self.presenter.palette().category_name(category_id)
+        ok = self.session.apply(Relabel(ids, category_id), f"relabel to {name}")
+        if ok:
+            self.review_panel.class_combo.setCurrentIndex(self.review_panel.class_combo.findData(category_id))
+        return ok
+
+    def relabel_to_index(self, index: int) -> None:
+        doc = self.session.doc
+        if doc is not None and 0 <= index < len(doc.categories):
+            self.relabel_selected(doc.categories[index].id)
+
+    def relabel_dialog(self) -> None:
+        doc, ids = self.session.doc, self._selected()
+        if doc is None or not ids:
+            return
+        names = [c.name for c in doc.categories]
+        current = doc.annotation(ids[0]).category_id
+        start = next((i for i, c in enumerate(doc.categories) if c.id == current), 0)
+        name, ok = QInputDialog.getItem(
+            self.dialog_parent, "Relabel", "Class (type to search, or a new name):", names, start, True
+        )
+        name = name.strip()
+        if not ok or not name:
+            return
+        match = next((c for c in doc.categories if c.name == name), None)
+        if match is not None:
+            self.relabel_selected(match.id)
+        elif self._editable():
+            self.session.apply(edits.relabelled(doc, ids, name), f"relabel to {name}")
+
+    def toggle_reviewed(self) -> None:
+        doc, iid = self.session.doc, self.session.current_image_id
+        if doc is None or iid is None:
+            return
+        self.session.apply(SetImageReviewed(iid, not doc.image(iid).reviewed), "mark reviewed")
+
+    def undo(self) -> None:
+        self.session.undo()
+
+    def redo(self) -> None:
+        self.session.redo()
+
+    def manage_classes(self) -> ClassManager:
+        """Show the class manager (add, rename, merge, colour; each change is an undoable edit)."""
+        if self.class_manager is None:
+            self.class_manager = ClassManager(
+                self.dialog_parent,
+                lambda: self.session.doc,
+                self.session.apply,
+                self.presenter.palette,
+                self.undo_redo,
+            )
+        self.class_manager.show()
+        self.class_manager.raise_()
+        self.class_manager.activateWindow()
+        return self.class_manager
+
+    def _refresh_class_manager(self) -> None:
+        if self.class_manager is not None:
+            self.class_manager.refresh()

@@ -1,0 +1,294 @@
+"""Opening and saving projects: the three ways in (a folder, image files, a COCO file), recent projects,
+recovering a journal, Save / Save As / autosave, and the window title.
+
+Opening runs on a background lane (a project of 100,000 images takes a while to read); when it is in,
+`set_project` hands it to the session and ``opened`` fires. Saving calls ``CocoDocument.save`` (atomic, keeps a
+``.bak``) and tells the session where the file now is. Autosave writes a dirty document that has a file, when
+the image changes and every minute, and never when undo has brought it back to what its file holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import QApplication, QFileDialog, QMenu
+
+from detr_studio.data.coco import CocoFormatError, CocoSaveError
+from detr_studio.data.images import is_image_file
+from detr_studio.session import Session
+from detr_studio.session import project as projects
+
+from .background import Lane
+from .services import APP_NAME, Services
+from .views import Controller, Views
+
+MAX_RECENT = 10
+AUTOSAVE_MS = 60_000
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp)"
+Opener = Callable[..., projects.Project]
+
+
+class ProjectController(Controller):
+    """See the module docstring. ``opened`` fires once a project is in place."""
+
+    opened = Signal()
+
+    def __init__(self, session: Session, services: Services, views: Views, parent: QObject | None = None):
+        super().__init__(session, services, views, parent)
+        self.image_panel = views.image_panel
+        self.window = views.window
+        self.opening = False
+        self.autosave = bool(services.settings.value("autosave", True, type=bool))
+        self.lane = Lane("open", parent=self)
+        self._timer = QTimer(self)
+        self._timer.setInterval(AUTOSAVE_MS)
+        self._timer.timeout.connect(self.autosave_now)
+        self._timer.start()
+        self._last_image: int | None = None
+        session.events.edited.connect(lambda _change: self.update_title())
+        session.events.image.connect(self._on_image)
+
+    # ---- choosing ----------------------------------------------------------------------------------------
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Open a folder of images")
+        if folder:
+            self.open_folder(folder)
+
+    def choose_images(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self.window, "Open images", "", IMAGE_FILTER)
+        if files:
+            self.open_images(files)
+
+    def choose_coco(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self.window, "Open a COCO dataset (instances or panoptic JSON)", "", "COCO JSON (*.json)"
+        )
+        if path:
+            self.open_coco(path)
+
+    def choose_image_root(self) -> Path | None:
+        """Ask where the images are; returns the folder (the caller shows the current image again)."""
+        doc = self.session.doc
+        if doc is None:
+            return None
+        folder = QFileDialog.getExistingDirectory(self.window, "Folder that holds the images")
+        if not folder:
+            return None
+        doc.image_root = Path(folder)
+        self.image_panel.model.thumbnails.clear()
+        self.image_panel.model.refresh()
+        return doc.image_root
+
+    # ---- opening -----------------------------------------------------------------------------------------
+
+    def open_folder(self, folder: str | Path) -> None:
+        """Open every image under ``folder`` (or its saved ``annotations.json``) in the background."""
+        self.open_async(f"Opening {folder}…", projects.open_folder, Path(folder))
+
+    def open_images(self, paths: Sequence[str | Path]) -> None:
+        self.open_async("Opening images…", projects.open_images, [Path(p) for p in paths])
+
+    def open_coco(self, path: str | Path, image_root: str | Path | None = None) -> None:
+        """Open a COCO instances or panoptic JSON file; ``image_root`` defaults to a guess beside it."""
+        self.open_async(f"Opening {path}…", projects.open_coco, Path(path), image_root)
+
+    def open_path(self, path: str | Path) -> None:
+        """Open whatever ``path`` is: a folder, a COCO JSON file or an image."""
+        path = Path(path)
+        if path.is_dir():
+            self.open_folder(path)
+        elif path.suffix.lower() == ".json":
+            self.open_coco(path)
+        elif is_image_file(path):
+            self.open_images([path])
+        else:
+            self.services.report_error(f"{path}: not a folder, a COCO JSON file or an image")
+
+    def open_recent(self, entry: str) -> None:
+        self.open_async("Opening recent project…", projects.open_recent, entry)
+
+    def open_async(
+        self,
+        message: str,
+        opener: Opener,
+        *args: object,
+        then: Callable[[projects.Project], object] | None = None,
+        failed: Callable[[BaseException], object] | None = None,
+    ) -> bool:
+        """Open a project with ``opener(*args)`` on the open lane, then show it and call ``then``; False when
+        the user kept unsaved changes (nothing opens)."""
+        if not self.may_discard_changes():
+            return False
+        self.opening = True
+        self.services.status(message)
+        QApplication.setOverrideCursor(Qt.CursorShape.BusyCursor)
+
+        def done(project: projects.Project) -> None:
+            self._settle()
+            self.set_project(project)
+            if then is not None:
+                then(project)
+
+        def fail(exc: BaseException) -> None:
+            self._settle()
+            self.services.report_error(
+                str(exc) if isinstance(exc, (CocoFormatError, OSError, ValueError)) else repr(exc)
+            )
+            if failed is not None:
+                failed(exc)
+
+        self.lane.submit(opener, *args, done=done, failed=fail)
+        return True
+
+    def _settle(self) -> None:
+        QApplication.restoreOverrideCursor()
+        self.opening = False
+
+    def set_project(self, project: projects.Project) -> None:
+        """Show ``project`` (replacing the current one): recovers its journal, fills the list, shows image 1."""
+        doc = project.doc
+        if doc.pending_journal:
+            answer = self.services.ask(
+                "Recover unsaved edits?",
+                f"{len(doc.pending_journal)} edits to {doc.path or project.location} were not saved when DETR"
+                " Studio last stopped. Recover them?",
+                ("Recover", "Discard"),
+            )
+            if answer == "Recover":
+                doc.replay_journal()
+            else:
+                doc.discard_journal()
+        worker = self.services.worker
+        worker.cancel_batch()  # its results would belong to the old project
+        worker.current_image = None
+        self._last_image = None
+        self.image_panel.set_document(doc, project.images)
+        self.session.set_project(project)  # the presenter and the navigator follow: the first image shows
+        self._add_recent(project.recent_entry())
+        kind = "panoptic" if doc.is_panoptic else "instances"
+        message = f"Opened {self.title_name()}: {self.image_panel.model.total:,} images ({kind})"
+        if doc.warnings:
+            message += f"; {len(doc.warnings)} warnings, the first: {doc.warnings[0]}"
+        self.services.status(message, 15_000)
+        self.update_title()
+        self.opened.emit()
+
+    # ---- recent projects ---------------------------------------------------------------------------------
+
+    def recent_projects(self) -> list[str]:
+        value = self.services.settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def _add_recent(self, entry: str) -> None:
+        entries = [e for e in self.recent_projects() if e != entry]
+        self.services.settings.setValue("recent", [entry, *entries][:MAX_RECENT])
+
+    def fill_recent_menu(self, menu: QMenu) -> None:
+        menu.clear()
+        entries = self.recent_projects()
+        if not entries:
+            menu.addAction("(none)").setEnabled(False)
+        for entry in entries:
+            action = menu.addAction(projects.recent_label(entry))
+            action.triggered.connect(lambda _checked=False, entry=entry: self.open_recent(entry))
+
+    # ---- saving ------------------------------------------------------------------------------------------
+
+    def save(self) -> bool:
+        """Save to the document's file (a new folder project: ``<folder>/annotations.json``)."""
+        project = self.session.project
+        if project is None:
+            return False
+        target = project.doc.path or project.default_save
+        if target is None:
+            return self.save_as_dialog()
+        return self.save_as(target)
+
+    def save_as_dialog(self) -> bool:
+        project = self.session.project
+        if project is None:
+            return False
+        start = str(project.doc.path or project.default_save or "")
+        path, _ = QFileDialog.getSaveFileName(
+            self.window, "Save COCO annotations", start, "COCO JSON (*.json)"
+        )
+        return self.save_as(path) if path else False
+
+    def save_as(self, path: str | Path) -> bool:
+        """Write the document atomically to ``path``; on failure the old file and the dirty state stay."""
+        project = self.session.project
+        if project is None:
+            return False
+        try:
+            written = project.doc.save(path)
+        except CocoSaveError as exc:
+            self.services.report_error(str(exc))
+            self.update_title()
+            return False
+        self.session.mark_saved(written)
+        self._add_recent(project.recent_entry())
+        self.services.status(f"Saved {written}", 5_000)
+        self.update_title()
+        return True
+
+    def autosave_now(self) -> None:
+        """Save a dirty document that already has its file (autosave never creates a file unasked), unless
+        undo has brought it back to what its file holds."""
+        doc = self.session.doc
+        if (
+            not self.autosave
+            or doc is None
+            or not doc.dirty
+            or doc.path is None
+            or self.session.at_saved_state
+        ):
+            return
+        try:
+            written = doc.save()
+        except CocoSaveError as exc:
+            self.services.status(f"Autosave failed: {exc}", 15_000)
+            return
+        self.session.mark_saved(written)
+        self.update_title()
+
+    def set_autosave(self, on: bool) -> None:
+        self.autosave = on
+        self.services.settings.setValue("autosave", on)
+
+    def _on_image(self, image_id: int | None) -> None:
+        if self._last_image is not None and image_id != self._last_image:
+            self.autosave_now()
+        self._last_image = image_id
+
+    def may_discard_changes(self) -> bool:
+        """Before replacing or closing a dirty document: save, discard or cancel."""
+        doc = self.session.doc
+        if doc is None or not doc.dirty:
+            return True
+        answer = self.services.ask(
+            "Unsaved changes", f"{self.title_name()} has unsaved changes.", ("Save", "Discard", "Cancel")
+        )
+        if answer == "Save":
+            return self.save()
+        return answer == "Discard"
+
+    def title_name(self) -> str:
+        project = self.session.project
+        return project.title if project is not None else "The project"
+
+    def update_title(self) -> None:
+        doc = self.session.doc
+        if doc is None:
+            self.window.setWindowTitle(APP_NAME)
+            return
+        self.window.setWindowTitle(f"{self.title_name()}[*] — {APP_NAME}")
+        self.window.setWindowModified(doc.dirty)
+
+    def shutdown(self) -> None:
+        self._timer.stop()
+        self.lane.shutdown()

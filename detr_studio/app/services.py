@@ -1,0 +1,54 @@
+"""What the window's parts share besides the session: the settings, the inference worker, the status bar,
+and the user's attention (error messages that never block, and questions). Panels and docks take this
+object, never the window itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QMainWindow, QMessageBox
+
+from .inference import InferenceWorker
+
+APP_NAME = "DETR Studio"
+ORGANISATION = "detr-studio"
+
+
+class Services:
+    """``errors`` keeps every message reported (tests read it); ``error_dialogs`` False reports into the
+    status bar and ``errors`` only; ``ask`` may be replaced (tests answer questions that way)."""
+
+    def __init__(self, window: QMainWindow, settings: QSettings, worker: InferenceWorker):
+        self.window = window  # the parent of dialogs and the owner of the status bar
+        self.settings = settings
+        self.worker = worker
+        self.errors: list[str] = []
+        self.error_dialogs = True
+
+    def status(self, text: str, timeout_ms: int = 0) -> None:
+        """Show ``text`` in the status bar (for ``timeout_ms``, 0: until replaced)."""
+        self.window.statusBar().showMessage(text, timeout_ms)
+
+    def report_error(self, message: str) -> None:
+        """Show an error without blocking: the status bar, a non-modal message box, and ``errors``."""
+        self.errors.append(message)
+        self.status(message.splitlines()[0] if message else "error", 15_000)
+        if self.error_dialogs:
+            box = QMessageBox(
+                QMessageBox.Icon.Warning, APP_NAME, message, QMessageBox.StandardButton.Ok, self.window
+            )
+            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            box.open()
+
+    def ask(self, title: str, text: str, choices: Sequence[str] = ("Yes", "No")) -> str:
+        """Ask the user to pick one of ``choices`` (returns it); the last choice is the safe one."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.NoButton, self.window
+        )
+        buttons = [box.addButton(choice, QMessageBox.ButtonRole.ActionRole) for choice in choices]
+        box.setDefaultButton(buttons[0])
+        box.exec()
+        clicked = box.clickedButton()
+        return choices[buttons.index(clicked)] if clicked in buttons else choices[-1]

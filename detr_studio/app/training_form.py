@@ -1,0 +1,256 @@
+"""The Training dock's choices: the base model, the classes and images to train on, the held-out fraction
+and the options, read as `TrainingOptions` (checked, with a message naming what is wrong)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QDoubleValidator
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from detr_studio.model import zoo
+from detr_studio.session import Session
+from detr_studio.train.runs import (
+    ANNOTATED,
+    REVIEWED,
+    TrainingOptions,
+    TrainingSetupError,
+    choose_images,
+    split_images,
+)
+
+from .demo_project import demo_model_path
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+CURRENT, DEMO, ZOO, FILE = "current", "demo", "zoo", "file"
+SOURCE_ROLE = Qt.ItemDataRole.UserRole + 1  # the base-model item's checkpoint path or zoo name
+
+
+class TrainingForm:
+    """The widgets (children of ``parent``) in three boxes, ``boxes``; ``extra_options`` sets the
+    `TrainingOptions` fields the form has no widget for (loader processes, seed, augmentation)."""
+
+    def __init__(self, parent: QWidget, session: Session):
+        self.parent = parent
+        self.session = session
+        self.extra_options: dict[str, object] = {}
+        self.base_combo = QComboBox(parent)
+        self.base_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.base_combo.setMinimumContentsLength(18)
+        self.base_combo.currentIndexChanged.connect(self._on_base_changed)
+        self.file_edit = QLineEdit(parent)
+        self.file_edit.setPlaceholderText("a .safetensors or .pth checkpoint")
+        self.browse_button = QPushButton("Browse…", parent)
+        self.browse_button.clicked.connect(self._browse)
+        self.class_list = QListWidget(parent)
+        self.class_list.setMaximumHeight(90)
+        self.class_list.itemChanged.connect(lambda _item: self.update_counts())
+        self.images_combo = QComboBox(parent)
+        self.images_combo.addItem("Reviewed images", REVIEWED)
+        self.images_combo.addItem("All annotated images", ANNOTATED)
+        self.images_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
+        self.holdout_spin = QDoubleSpinBox(parent)
+        self.holdout_spin.setRange(0.0, 0.9)
+        self.holdout_spin.setSingleStep(0.05)
+        self.holdout_spin.setValue(0.2)
+        self.holdout_spin.valueChanged.connect(lambda _v: self.update_counts())
+        self.count_label = QLabel("", parent)
+        self.count_label.setWordWrap(True)
+        defaults = TrainingOptions()
+        self.epochs_spin = QSpinBox(parent)
+        self.epochs_spin.setRange(1, 10_000)
+        self.epochs_spin.setValue(defaults.epochs)
+        self.lr_edit = self._float_edit(parent, defaults.lr)
+        self.lr_backbone_edit = self._float_edit(parent, defaults.lr_backbone)
+        self.batch_spin = QSpinBox(parent)
+        self.batch_spin.setRange(1, 512)
+        self.batch_spin.setValue(defaults.batch_size)
+        self.size_spin = QSpinBox(parent)
+        self.size_spin.setRange(32, 2048)
+        self.size_spin.setValue(defaults.size)
+        self.size_spin.setSuffix(" px")
+        self.max_size_spin = QSpinBox(parent)
+        self.max_size_spin.setRange(32, 4096)
+        self.max_size_spin.setValue(defaults.max_size)
+        self.max_size_spin.setSuffix(" px")
+        self.device_combo = QComboBox(parent)
+        self.device_combo.addItems(DEVICES)
+
+        self.gpus_spin = QSpinBox(parent)
+        self.gpus_spin.setRange(1, 64)
+        self.gpus_spin.setValue(2)
+        self.gpus_spin.setToolTip("--nproc_per_node of the copied torchrun command")
+
+        model_box = QGroupBox("Base model", parent)
+        model_form = QFormLayout(model_box)
+        model_form.addRow(self.base_combo)
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.file_edit, 1)
+        file_row.addWidget(self.browse_button)
+        model_form.addRow(file_row)
+
+        data_box = QGroupBox("Data", parent)
+        data_form = QFormLayout(data_box)
+        data_form.addRow("Classes", self.class_list)
+        data_form.addRow("Images", self.images_combo)
+        data_form.addRow("Held out", self.holdout_spin)
+        data_form.addRow(self.count_label)
+
+        options_box = QGroupBox("Options", parent)
+        options_form = QFormLayout(options_box)
+        options_form.addRow("Epochs", self.epochs_spin)
+        options_form.addRow("Learning rate", self.lr_edit)
+        options_form.addRow("Backbone lr", self.lr_backbone_edit)
+        options_form.addRow("Batch size", self.batch_spin)
+        options_form.addRow("Image size", self.size_spin)
+        options_form.addRow("Max size", self.max_size_spin)
+        options_form.addRow("Device", self.device_combo)
+        options_form.addRow("GPUs (torchrun)", self.gpus_spin)
+
+        self.boxes = (model_box, data_box, options_box)
+
+    @staticmethod
+    def _float_edit(parent: QWidget, value: float) -> QLineEdit:
+        edit = QLineEdit(f"{value:g}", parent)
+        validator = QDoubleValidator(0.0, 10.0, 12, edit)
+        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+        edit.setValidator(validator)
+        return edit
+
+    def fill_models(self) -> None:
+        previous = (self.base_combo.currentData(), self.base_combo.currentData(SOURCE_ROLE))
+        self.base_combo.blockSignals(True)
+        self.base_combo.clear()
+
+        def add(text: str, kind: str, source: str) -> None:
+            self.base_combo.addItem(text, kind)
+            self.base_combo.setItemData(self.base_combo.count() - 1, source, SOURCE_ROLE)
+
+        choice = self.session.model_choice
+        if choice is not None and not choice.is_onnx:
+            add(f"Current model ({choice.name})", CURRENT, choice.source)
+        demo = demo_model_path()
+        if demo is not None:
+            add("Demo model", DEMO, str(demo))
+        for entry in zoo.list_entries():
+            if entry.task == "detection":
+                where = "" if zoo.cached_path(entry) is not None else f", download {entry.size_mb} MB"
+                add(f"Zoo: {entry.name} ({entry.backbone_label}{where})", ZOO, entry.name)
+        add("Checkpoint file…", FILE, "")
+        index = next(
+            (i for i in range(self.base_combo.count())
+             if (self.base_combo.itemData(i), self.base_combo.itemData(i, SOURCE_ROLE)) == previous),
+            0,
+        )  # fmt: skip
+        self.base_combo.setCurrentIndex(index)
+        self.base_combo.blockSignals(False)
+        self._on_base_changed()
+
+    def _on_base_changed(self, _index: int = 0) -> None:
+        is_file = self.base_combo.currentData() == FILE
+        self.file_edit.setEnabled(is_file)
+        self.browse_button.setEnabled(is_file)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self.parent, "Base checkpoint", "", "Checkpoints (*.safetensors *.pth *.pt);;All files (*)"
+        )
+        if path:
+            self.file_edit.setText(path)
+
+    def base_weights(self) -> str:
+        """The checkpoint path or zoo name to start from."""
+        if self.base_combo.currentData() == FILE:
+            path = self.file_edit.text().strip()
+            if not path:
+                raise TrainingSetupError("choose the checkpoint file to start from (Browse…)")
+            if not Path(path).exists():
+                raise TrainingSetupError(f"{path}: no such checkpoint file")
+            return path
+        return str(self.base_combo.currentData(SOURCE_ROLE))
+
+    def fill_classes(self) -> None:
+        doc = self.session.doc
+        names = [c.name for c in doc.categories] if doc is not None else []
+        if names == [self.class_list.item(i).text() for i in range(self.class_list.count())]:
+            return
+        unticked = {
+            self.class_list.item(i).text()
+            for i in range(self.class_list.count())
+            if self.class_list.item(i).checkState() != Qt.CheckState.Checked
+        }
+        self.class_list.blockSignals(True)
+        self.class_list.clear()
+        for name in names:
+            item = QListWidgetItem(name, self.class_list)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked if name in unticked else Qt.CheckState.Checked)
+        self.class_list.blockSignals(False)
+
+    def chosen_classes(self) -> list[str] | None:
+        """Ticked class names; None when all are ticked (train on every class)."""
+        names = [self.class_list.item(i).text() for i in range(self.class_list.count())]
+        ticked = [
+            self.class_list.item(i).text()
+            for i in range(self.class_list.count())
+            if self.class_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
+        return None if len(ticked) == len(names) else ticked
+
+    def update_counts(self) -> None:
+        doc = self.session.doc
+        if doc is None or doc.is_panoptic:
+            self.count_label.setText("Open an instances dataset to train on it.")
+            return
+        which = self.images_combo.currentData()
+        ids = choose_images(doc, which)
+        if not ids:
+            hint = "mark images reviewed (R), or train on all annotated images" if which == REVIEWED else ""
+            self.count_label.setText(f"No {which} images yet{': ' + hint if hint else ''}.")
+            return
+        train, held = split_images(ids, self.holdout_spin.value(), TrainingOptions.seed)
+        self.count_label.setText(f"{len(ids)} images: {len(train)} to train on, {len(held)} held out")
+
+    def options(self) -> TrainingOptions:
+        """The panel's choices as `TrainingOptions`; ``extra_options`` sets the rest (workers, seed, augment)."""
+        values = TrainingOptions(
+            base_weights=self.base_weights(),
+            classes=self.chosen_classes(),
+            images=self.images_combo.currentData(),
+            holdout=self.holdout_spin.value(),
+            epochs=self.epochs_spin.value(),
+            lr=_read_float(self.lr_edit, "learning rate"),
+            lr_backbone=_read_float(self.lr_backbone_edit, "backbone learning rate", allow_zero=True),
+            batch_size=self.batch_spin.value(),
+            device=self.device_combo.currentText(),
+            size=self.size_spin.value(),
+            max_size=max(self.max_size_spin.value(), self.size_spin.value()),
+        )
+        for name, value in self.extra_options.items():
+            setattr(values, name, value)
+        return values
+
+
+def _read_float(edit: QLineEdit, what: str, allow_zero: bool = False) -> float:
+    try:
+        value = float(edit.text().replace(",", "."))
+    except ValueError:
+        raise TrainingSetupError(f"the {what} must be a number, like 1e-4 (got {edit.text()!r})") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise TrainingSetupError(f"the {what} must be positive (got {edit.text()!r})")
+    return value

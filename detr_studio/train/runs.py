@@ -1,0 +1,434 @@
+"""Fine-tuning runs started from the window: the run folder, the training snapshot, the run history, and the
+before/after comparison on the held-out images.
+
+A run lives in ``<project folder>/.detr-studio/runs/<timestamp>/``. Starting one writes the chosen images of
+the open document (saved or not) as COCO files into that folder (``train.json``, and ``val.json`` for the
+held-out images), so the trainer reads one consistent snapshot while the user goes on editing. The trainer
+itself writes ``last.pth``, ``best.safetensors`` + ``.json``, ``events.jsonl`` and ``config.json`` there.
+We add ``command.json`` (the ``detr-studio train`` arguments, so a run can be resumed even when it died
+before the trainer wrote anything), ``run.json`` (`RunRecord`) and ``comparison.json`` (AP of the base and
+the trained model). Nothing here imports torch at module level: the window plans runs on its own thread.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..common.files import FileProblem, atomic_write, read_json
+from ..data.coco import CocoDocument
+from ..data.labels import is_trusted
+from ..data.sizes import scaled_recipe
+from .config import split_ids
+from .events import EpochEnd, Evaluated, Event, Failed, Finished, Started, from_json
+
+RUNS_FOLDER = Path(".detr-studio") / "runs"
+REVIEWED, ANNOTATED = "reviewed", "annotated"
+BEFORE, AFTER = "before", "after"
+
+
+class TrainingSetupError(ValueError):
+    """The run cannot start as asked (no images, a panoptic document, no classes); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------- options
+
+
+@dataclass
+class TrainingOptions:
+    """What the panel asks for; defaults are the reference fine-tuning recipe on the reviewed images."""
+
+    base_weights: str | None = None  # checkpoint path or zoo name (None: the trainer's from-scratch default)
+    classes: list[str] | None = None  # category names to train on (None: all of the project's)
+    images: str = REVIEWED  # REVIEWED or ANNOTATED
+    holdout: float = 0.2  # fraction of the chosen images kept for validation and the before/after AP
+    epochs: int = 10
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    batch_size: int = 2
+    device: str = "auto"
+    size: int = 800  # largest training shorter side; also the validation size
+    max_size: int = 1333
+    workers: int = 2
+    seed: int = 42
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The data a run trains on, as written into its folder."""
+
+    run_dir: Path
+    train_json: Path
+    val_json: Path | None
+    image_root: Path
+    train_ids: list[int]
+    val_ids: list[int]
+
+
+def project_folder(doc: CocoDocument, location: Path | None = None) -> Path:
+    """The folder that holds a project's runs: the annotation file's folder, else the opened folder."""
+    if doc.path is not None:
+        return Path(doc.path).resolve().parent
+    if location is not None:
+        return location.resolve() if location.is_dir() else location.resolve().parent
+    if doc.image_root is not None:
+        return Path(doc.image_root).resolve()
+    raise TrainingSetupError("the project has no folder yet: save it first")
+
+
+def new_run_dir(project_dir: Path) -> Path:
+    """A fresh, empty ``.detr-studio/runs/<timestamp>`` folder under ``project_dir``."""
+    root = project_dir / RUNS_FOLDER
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = root / stamp
+    suffix = 1
+    while run.exists():
+        suffix += 1
+        run = root / f"{stamp}-{suffix}"
+    run.mkdir(parents=True)
+    return run
+
+
+def choose_images(doc: CocoDocument, which: str) -> list[int]:
+    """Image ids for ``which``: REVIEWED (marked reviewed) or ANNOTATED (reviewed, or with trusted labels)."""
+    if which not in (REVIEWED, ANNOTATED):
+        raise ValueError(f"images must be {REVIEWED!r} or {ANNOTATED!r}, got {which!r}")
+    reviewed = doc.reviewed_image_ids()
+    if which == REVIEWED:
+        return reviewed
+    keep = set(reviewed)
+    keep.update(a.image_id for a in doc.annotations if is_trusted(a))
+    return [i for i in doc.image_ids if i in keep]
+
+
+def split_images(ids: Sequence[int], holdout: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train ids, held-out ids): the trainer's own ``--val-split`` rule (`train.config.split_ids`)."""
+    return split_ids(ids, holdout, seed)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
+def write_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -> Snapshot:
+    """Write the chosen images of ``doc`` (as they are in memory now) into ``run_dir`` as COCO files."""
+    if doc.is_panoptic:
+        raise TrainingSetupError(
+            "training from the window needs an instances dataset; train panoptic data with "
+            "`detr-studio train --panoptic`"
+        )
+    data = doc.to_json()
+    categories = data["categories"]
+    if options.classes is not None:
+        wanted = set(options.classes)
+        categories = [c for c in categories if c["name"] in wanted]
+    if not categories:
+        raise TrainingSetupError("no classes chosen: the project has no categories, or none is ticked")
+    ids = choose_images(doc, options.images)
+    if not ids:
+        hint = (
+            "mark images as reviewed (R) or train on all annotated images"
+            if options.images == REVIEWED
+            else "label some images first"
+        )
+        raise TrainingSetupError(f"no {options.images} images to train on: {hint}")
+    train_ids, val_ids = split_images(ids, options.holdout, options.seed)
+    category_ids = {int(c["id"]) for c in categories}
+    trusted = {a.id for a in doc.annotations if is_trusted(a) and a.category_id in category_ids}
+    labels = [a for a in data["annotations"] if int(a["id"]) in trusted]
+    images_by_id = {int(img["id"]): img for img in data["images"]}
+
+    def write(name: str, chosen: list[int]) -> Path:
+        keep = set(chosen)
+        part = {
+            "info": {"description": f"DETR Studio training snapshot ({name})", "source": str(doc.path or "")},
+            "images": [images_by_id[i] for i in chosen],
+            "annotations": [a for a in labels if int(a["image_id"]) in keep],
+            "categories": categories,
+        }
+        path = run_dir / f"{name}.json"
+        atomic_write(path, json.dumps(part).encode("utf-8"))
+        return path
+
+    root = Path(doc.image_root).resolve() if doc.image_root is not None else Path.cwd()
+    return Snapshot(
+        run_dir=run_dir,
+        train_json=write("train", train_ids),
+        val_json=write("val", val_ids) if val_ids else None,
+        image_root=root,
+        train_ids=train_ids,
+        val_ids=val_ids,
+    )
+
+
+def training_scales(size: int) -> list[int]:
+    """Multi-scale training sides up to ``size``: the reference recipe scaled (`data.sizes.scaled_recipe`)."""
+    return list(scaled_recipe(size)["scales"])
+
+
+def train_arguments(snapshot: Snapshot, options: TrainingOptions, *, local: bool = True) -> list[str]:
+    """The ``detr-studio train`` arguments of a run (``local=False`` leaves out what a GPU cluster picks
+    for itself: device and loader processes)."""
+    args = ["train", "--data", str(snapshot.train_json), "--images", str(snapshot.image_root)]
+    if snapshot.val_json is not None:
+        args += ["--val-data", str(snapshot.val_json)]
+    if options.base_weights:
+        args += ["--weights", options.base_weights]
+    args += [
+        "--epochs", str(options.epochs),
+        "--lr", f"{options.lr:g}",
+        "--lr-backbone", f"{options.lr_backbone:g}",
+        "--batch", str(options.batch_size),
+        "--scales", ",".join(str(s) for s in training_scales(options.size)),
+        "--max-size", str(options.max_size),
+        "--val-size", str(options.size),
+        "--seed", str(options.seed),
+        "--out", str(snapshot.run_dir),
+    ]  # fmt: skip
+    if not options.augment:
+        args.append("--no-augment")
+    if local:
+        args += ["--device", options.device, "--workers", str(options.workers)]
+    return args
+
+
+def torchrun_command(args: Sequence[str], processes: int) -> str:
+    """The same run on ``processes`` GPUs of one machine, as a shell line."""
+    line = ["torchrun", f"--nproc_per_node={processes}", "-m", "detr_studio", *args]
+    return shlex.join(line)
+
+
+def child_command(args: Sequence[str]) -> list[str]:
+    """The child process for ``args`` (``train …``), printing its events as JSON lines."""
+    if getattr(sys, "frozen", False):  # a packaged build: the program itself is the command line
+        return [sys.executable, *args, "--events", "jsonl"]
+    return [sys.executable, "-m", "detr_studio", *args, "--events", "jsonl"]
+
+
+# ------------------------------------------------------------------------------------------- history
+
+
+@dataclass
+class RunRecord:
+    """What the panel remembers about a run beside the trainer's files (``run.json``)."""
+
+    created: str
+    base_weights: str | None
+    options: dict[str, Any]
+    train_images: int
+    val_images: int
+    image_root: str = ""
+    args: list[str] = field(default_factory=list)  # the run for a GPU machine (no device, no loaders)
+
+    def save(self, run_dir: Path) -> None:
+        _write_json(run_dir / "run.json", asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord | None:
+        try:
+            return cls(**read_json(run_dir / "run.json", "run record"))
+        except (FileProblem, TypeError):
+            return None
+
+
+def prepare_run(doc: CocoDocument, folder: Path, options: TrainingOptions) -> tuple[Path, list[str]]:
+    """A new run folder under ``folder`` with the snapshot, its record and its command; -> (run folder,
+    ``detr-studio train`` arguments). On failure the folder this made is removed again."""
+    run_dir = new_run_dir(folder)
+    try:
+        snapshot = write_snapshot(doc, run_dir, options)
+        args = train_arguments(snapshot, options)
+        save_command(run_dir, args)
+        RunRecord(
+            created=run_dir.name,
+            base_weights=options.base_weights,
+            options=asdict(options),
+            train_images=len(snapshot.train_ids),
+            val_images=len(snapshot.val_ids),
+            image_root=str(snapshot.image_root),
+            args=train_arguments(snapshot, options, local=False),
+        ).save(run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # the folder this attempt made, nothing else
+        raise
+    return run_dir, args
+
+
+def read_events(path: Path) -> list[Event]:
+    """The events of an ``events.jsonl`` file; lines that are not events (a torn last line) are skipped."""
+    events: list[Event] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return events
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                events.append(from_json(line))
+            except (ValueError, TypeError):
+                continue
+    return events
+
+
+def append_event(run_dir: Path, event: Event) -> None:
+    """Add an event the trainer could not write (its process died) to the run's history."""
+    with open(run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(event.to_json() + "\n")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of the run history."""
+
+    path: Path
+    state: str  # "finished", "cancelled", "failed", "stopped" (no final event), "new"
+    epochs_done: int
+    epochs: int
+    best_ap: float | None
+    has_last: bool
+    has_best: bool
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def label(self) -> str:
+        ap = f", AP {self.best_ap:.3f}" if self.best_ap is not None else ""
+        return f"{self.name} — {self.state}, epoch {self.epochs_done}/{self.epochs}{ap}"
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    """A run's state from its events: "stopped" when it started but has no final event (still running,
+    or its process vanished), "new" when it never started."""
+    events = read_events(run_dir / "events.jsonl")
+    state, done, epochs, best = "new", 0, 0, None
+    for event in events:
+        if isinstance(event, Started):
+            state, epochs = "stopped", event.epochs
+        elif isinstance(event, EpochEnd):
+            done = event.epoch
+        elif isinstance(event, Evaluated):
+            ap = event.metrics.get("AP")
+            if ap is not None and (best is None or ap > best):
+                best = ap
+        elif isinstance(event, Finished):
+            state, done = ("cancelled" if event.cancelled else "finished"), event.epochs_done
+        elif isinstance(event, Failed):
+            state = "failed"
+    if state == "new" and (run_dir / "command.json").is_file():
+        record = RunRecord.load(run_dir)
+        epochs = int(record.options.get("epochs", 0)) if record else 0
+    return RunSummary(
+        run_dir,
+        state,
+        done,
+        epochs,
+        best,
+        (run_dir / "last.pth").is_file(),
+        (run_dir / "best.safetensors").is_file(),
+    )
+
+
+def list_runs(project_dir: Path) -> list[RunSummary]:
+    """The project's runs, newest first."""
+    root = project_dir / RUNS_FOLDER
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and (p / "command.json").is_file()]
+    return [summarize_run(p) for p in sorted(runs, key=lambda p: p.name, reverse=True)]
+
+
+def save_command(run_dir: Path, args: Sequence[str]) -> None:
+    _write_json(run_dir / "command.json", list(args))
+
+
+def load_command(run_dir: Path) -> list[str]:
+    path = run_dir / "command.json"
+    try:
+        args = read_json(path, "run command", expect=list)
+    except FileProblem as exc:
+        raise TrainingSetupError(f"cannot read the run's command: {exc}") from None
+    if not all(isinstance(a, str) for a in args):
+        raise TrainingSetupError(f"{path}: not a list of arguments")
+    return args
+
+
+def resume_arguments(run_dir: Path) -> list[str]:
+    """The run's own arguments plus ``--resume``; it must have saved a checkpoint (``last.pth``)."""
+    if not (run_dir / "last.pth").is_file():
+        raise TrainingSetupError(f"{run_dir}: nothing to resume from (no last.pth was saved)")
+    return [*load_command(run_dir), "--resume", str(run_dir)]
+
+
+def exit_text(code: int | None) -> str:
+    """How a child process ended, in words."""
+    if code is None:
+        return "did not start"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (killed: out of memory, or stopped from outside)" if name == "SIGKILL" else ""
+        return f"was stopped by {name}{hint}"
+    return f"exited with code {code}"
+
+
+def crash_event(run_dir: Path | None, code: int | None, stderr_tail: str) -> Failed:
+    """The `Failed` event of a child that died without a final event, saying what is kept."""
+    last = run_dir / "last.pth" if run_dir is not None else None
+    kept = last is not None and last.is_file()
+    lines = [f"The training process {exit_text(code)} before it finished."]
+    lines.append(
+        f"The last checkpoint is kept: {last} (Resume goes on from it)."
+        if kept
+        else "It had not saved a checkpoint yet."
+    )
+    if stderr_tail:
+        lines += ["", "The end of its error output:", stderr_tail]
+    return Failed(message="\n".join(lines), last_checkpoint=str(last) if kept else "")
+
+
+# ------------------------------------------------------------------------------------------- before / after
+
+
+def read_comparison(run_dir: Path) -> dict[str, Any]:
+    """The run's AP before (base model) and after (trained), as stored in ``comparison.json``."""
+    try:
+        return read_json(run_dir / "comparison.json", "comparison")
+    except FileProblem:
+        return {}
+
+
+def store_comparison(run_dir: Path, which: str, result: dict[str, Any]) -> None:
+    """Record ``result`` (metrics, or {"error": message}) as the ``which`` (BEFORE/AFTER) side."""
+    data = read_comparison(run_dir)
+    data[which] = result
+    _write_json(run_dir / "comparison.json", data)
+
+
+def held_out_ap(model: Any, run_dir: Path, record: RunRecord) -> dict[str, float]:
+    """Box AP of a loaded model on the run's held-out images (``val.json``), at the run's input size and
+    on its device, through the same core as ``detr-studio eval``. For a background thread."""
+    from ..infer.device import pick_device
+    from .measure import evaluation_dataset, measure
+
+    options = record.options
+    device = str(options.get("device", "auto"))
+    dataset = evaluation_dataset(
+        run_dir / "val.json",
+        record.image_root,
+        int(options.get("size", 800)),
+        int(options.get("max_size", 1333)),
+    )
+    target = pick_device(None if device in ("", "auto") else device)
+    return measure(model, dataset, target, batch_size=2).flat()
