@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .config_fields import ConfigError
 from .detr.family import DETR_FAMILY
 from .family import Hints, ModelFamily, NotRecognised, Recognised, Recognition
 
@@ -47,14 +48,27 @@ def recognise_huggingface(
     state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None
 ) -> tuple[ModelFamily, Recognised] | NotRecognised:
     """The family whose Hugging Face layout ``state_dict`` has, converted. A ``config.json`` naming its
-    ``model_type`` picks the family directly. Raises ValueError when the family's conversion fails."""
+    ``model_type`` picks the family directly; without one, every family is tried, and a family whose conversion
+    fails (keys with no place in it, shapes that disagree) gives its reason and lets the next one try. A bad
+    value in the ``config.json`` itself raises ConfigError."""
     candidates = FAMILIES
     model_type = hf_config.get("model_type") if isinstance(hf_config, Mapping) else None
     if model_type is not None:
         candidates = tuple(f for f in FAMILIES if model_type in f.hf_model_types)
         if not candidates:
             return NotRecognised(f"config.json is for model_type {model_type!r}, which no family here reads")
-    return _first(candidates, lambda family: family.from_huggingface(state_dict, hf_config))
+    return _first(candidates, lambda family: _converted(family, state_dict, hf_config))
+
+
+def _converted(
+    family: ModelFamily, state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None
+) -> Recognition:
+    try:
+        return family.from_huggingface(state_dict, hf_config)
+    except ConfigError:
+        raise
+    except (KeyError, ValueError) as exc:
+        return NotRecognised(f"cannot convert these Hugging Face weights: {exc}")
 
 
 def _first(
