@@ -220,15 +220,9 @@ class MainWindow(QMainWindow):
             self.status.model_status.setText("no model (the demo model is not installed)")
             return
 
-        def chosen(choice) -> None:
-            if self.session.project is not project:
-                return  # another project was opened meanwhile
-            self.session.choose_model(choice)
-            self.predictions.predict_current()
-            self.actions["predict_on_navigate"].setChecked(True)
-
-        self.projects.lane.submit(demo_project.demo_model_choice, weights, done=chosen,
-                                  failed=lambda exc: self.services.report_error(f"demo model: {exc}"))  # fmt: skip
+        self.session.choose_model(demo_project.demo_model_choice(weights))
+        self.predictions.predict_current()
+        self.actions["predict_on_navigate"].setChecked(True)
 
     # ---- keys that reach the window (focus on a slider or list): Space still accepts -----------------------
 

@@ -30,6 +30,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_FILTER = "Models (*.safetensors *.pth *.pt *.bin *.onnx);;All files (*)"
 
 
+AS_TRAINED = 0  # the spin box value that means "the size the checkpoint records"
+MIN_SIZE = 32
+
+
 def zoo_label(entry: zoo.ZooEntry) -> str:
     figures = f"box AP {entry.box_ap}" if entry.box_ap is not None else ""
     if entry.pq is not None:
@@ -63,9 +67,15 @@ class ModelDialog(QDialog):
         self.precision_combo = QComboBox(self)
         self.precision_combo.addItems(PRECISIONS)
         self.size_spin = QSpinBox(self)
-        self.size_spin.setRange(32, 2048)
-        self.size_spin.setValue(800)
+        self.size_spin.setRange(AS_TRAINED, 2048)
+        self.size_spin.setSingleStep(32)
+        self.size_spin.setSpecialValueText("as the model was trained")
+        self.size_spin.setValue(AS_TRAINED)
         self.size_spin.setSuffix(" px (shorter side)")
+        self.size_spin.setToolTip(
+            "The shorter side the image is resized to. A model works best at the size it was trained at,"
+            " which its checkpoint records (800 px for the COCO models, 128 px for the demo model)."
+        )
 
         file_row = QHBoxLayout()
         file_row.addWidget(self.path_edit, 1)
@@ -101,7 +111,7 @@ class ModelDialog(QDialog):
             self.file_radio.setChecked(True)
         self.device_combo.setCurrentText(choice.device or "auto")
         self.precision_combo.setCurrentText(choice.precision)
-        self.size_spin.setValue(choice.size)
+        self.size_spin.setValue(choice.size or AS_TRAINED)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", CHECKPOINT_FILTER)
@@ -114,10 +124,11 @@ class ModelDialog(QDialog):
         if not source:
             return None
         device = self.device_combo.currentText()
+        size = self.size_spin.value()
         return ModelChoice(
             source=str(source),
             device=None if device == "auto" else device,
             precision=self.precision_combo.currentText(),
-            size=self.size_spin.value(),
-            max_size=round(self.size_spin.value() * 1333 / 800),
+            size=size if size >= MIN_SIZE else None,
+            max_size=round(size * 1333 / 800) if size >= MIN_SIZE else None,
         )
