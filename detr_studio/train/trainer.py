@@ -13,7 +13,6 @@ in the epoch, RNG state; also readable as an official-layout checkpoint), ``best
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -29,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..data.coco import CocoDocument
 from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, collate_fn
 from ..data.images import ImageReadError
 from ..data.transforms import make_transforms, scaled_recipe
@@ -102,22 +102,23 @@ def _sizes(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def only_classes(annotations: str, names: list[str]) -> dict[str, Any]:
-    """The COCO instances file restricted to the categories called ``names`` (ids kept)."""
-    path = Path(annotations)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        categories = data["categories"]
-        by_name = {str(c["name"]): int(c["id"]) for c in categories}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TrainingError(f"{path}: cannot read its categories ({exc})") from None
+    """The COCO instances file restricted to the categories called ``names`` (ids kept), as JSON data
+    sharing the records of the file read (checked by the one COCO reader)."""
+    doc = CocoDocument.load(annotations, check_masks=False, lock=False)
+    if doc.is_panoptic:
+        raise TrainingError(
+            f"{annotations}: choosing classes is supported for COCO instances files, not panoptic ones"
+        )
+    by_name = {c.name: c.id for c in doc.categories}
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise TrainingError(
-            f"{path}: no categories named {', '.join(unknown)} (it has: {', '.join(by_name)})"
+            f"{annotations}: no categories named {', '.join(unknown)} (it has: {', '.join(by_name)})"
         )
     keep = {by_name[n] for n in names}
-    data["categories"] = [c for c in categories if int(c["id"]) in keep]
-    data["annotations"] = [a for a in data.get("annotations", []) if int(a.get("category_id", -1)) in keep]
+    data = doc.json_subset(doc.image_ids)
+    data["categories"] = [c for c in data["categories"] if c["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] in keep]
     return data
 
 

@@ -101,7 +101,7 @@ def test_a_failed_save_keeps_the_old_file_and_the_dirty_state(qtbot, window, dat
     monkeypatch.setattr(os, "fsync", full_disk)
     assert not window.save()
     assert window.doc.dirty and window.isWindowModified()
-    assert "instances_train.json" in window.errors[-1] and "No space left" in window.errors[-1]
+    assert "instances_train.json" in window.errors[-1] and "no space left" in window.errors[-1]
     assert path.read_bytes() == original
     monkeypatch.undo()
     assert window.save() and not window.doc.dirty
