@@ -28,8 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data.coco import CocoDocument
-from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, collate_fn
+from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, collate_fn, open_annotations
 from ..data.images import ImageReadError
 from ..data.transforms import make_transforms, scaled_recipe
 from ..infer.device import pick_device
@@ -102,13 +101,9 @@ def _sizes(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def only_classes(annotations: str, names: list[str]) -> dict[str, Any]:
-    """The COCO instances file restricted to the categories called ``names`` (ids kept), as JSON data
-    sharing the records of the file read (checked by the one COCO reader)."""
-    doc = CocoDocument.load(annotations, check_masks=False, lock=False)
-    if doc.is_panoptic:
-        raise TrainingError(
-            f"{annotations}: choosing classes is supported for COCO instances files, not panoptic ones"
-        )
+    """The COCO instances file restricted to the categories called ``names`` (ids kept), read and checked as
+    the datasets read it."""
+    doc = open_annotations(annotations, panoptic=False)
     by_name = {c.name: c.id for c in doc.categories}
     unknown = [n for n in names if n not in by_name]
     if unknown:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .masks import segmentation_problem
 from .paths import name_problem
 from .problems import Checker
 from .records import OUR_KEY, REVIEW_STATES, SOURCES
@@ -106,13 +105,6 @@ def check_flag(record: dict, key: str, where: str, ck: Checker) -> None:
     value = record.get(key, MISSING)
     if value is not MISSING and value not in (0, 1):  # True/False compare equal to 1/0
         ck.error(where, f"'{key}' must be 0 or 1, got {describe(value)}")
-
-
-def check_segmentation(value: Any, size: tuple[int, int] | None, where: str, ck: Checker) -> None:
-    """An annotation's mask, against its image's (width, height) when known."""
-    problem = segmentation_problem(value, size)
-    if problem is not None:
-        ck.error(where, problem)
 
 
 def check_our_annotation_fields(value: Any, where: str, ck: Checker) -> None:

@@ -9,13 +9,7 @@ Make one with `load` (a file: checked by `validate`, `checks` and `panoptic`; er
 Change it only through ``apply(edit)`` (or the shortcuts `add`, `update`, `relabel`, ...), which returns
 the edit that undoes it, marks the document dirty, bumps ``revision`` and journals the edit. `save` writes
 atomically and keeps backups; the file's lock, conflict detection and the journal are `persistence`'s.
-
-Image sizes read lazily: ``from_images(..., read_sizes=False)`` lists image files without opening them (a
-header read costs ~0.15 ms, 15 s for 100,000 images). Records then have no ``width``/``height`` and
-`ImageInfo` reports 0 x 0 until the size is known; `image_size` reads one header on demand,
-`set_image_sizes` takes sizes from whoever decoded the images, and `save` / `to_json` read the rest first,
-so files on disk always carry sizes. An image whose header cannot be read then is left out of the saved
-file, with a warning.
+Everything a document answers (typed records, lookups, image sizes read lazily) is in `queries`.
 """
 
 from __future__ import annotations
@@ -27,7 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from detr_studio.common.files import FileProblem, parse_json, read_bytes
 from detr_studio.data.images import ImageReadError, image_size
 
 from .edits import (
@@ -47,13 +40,10 @@ from .edits import (
 from .journal import set_aside
 from .panoptic import check_pngs, instances_data
 from .paths import resolve_inside
-from .persistence import Persistence, sha256
+from .persistence import Persistence, read_coco_json, sha256
 from .problems import CocoEditError, CocoFormatError, CocoSaveError, Problem, format_error
 from .queries import CocoQueries
-from .records import (
-    OUR_KEY,
-    default_ours,
-)
+from .records import OUR_KEY, default_ours
 from .validate import index_document
 from .values import as_int, is_finite, is_int, is_number, plain
 
@@ -509,20 +499,6 @@ class CocoDocument(CocoQueries):
         if self.pending_journal and self.journal_path is not None:
             set_aside(self.journal_path)
         self.pending_journal = []
-
-
-def read_coco_json(path: Path) -> tuple[bytes, Any, list[str]]:
-    """(bytes, parsed JSON, notes) of a COCO file, read by the one JSON reader; `CocoFormatError` names the
-    file and the problem (missing, unreadable, not UTF-8, broken, a lone surrogate, ...)."""
-    try:
-        raw = read_bytes(path, "COCO")
-        data, non_finite = parse_json(raw, path, "COCO")
-    except FileProblem as exc:
-        raise format_error(exc.path, "", exc.problem) from None
-    notes = []
-    if non_finite:
-        notes.append(f"NaN or Infinity (not valid JSON; kept as is) at {', '.join(non_finite)}")
-    return raw, data, notes
 
 
 def _categories(categories: Iterable[str | dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,4 +1,8 @@
-"""Where a document lives on disk: its file, its lock, its journal, and saving it without losing anything.
+"""Where a document lives on disk: reading its file, its lock, its journal, and saving it without losing
+anything.
+
+Reading goes through the one JSON reader (`detr_studio.common.files`: a UTF-8 byte-order mark is accepted,
+UTF-16, truncation and lone surrogate escapes are named), each problem becoming a `CocoFormatError`.
 
 Saving writes through `detr_studio.common.files.atomic_write`: a temporary file in the same folder, fsync,
 ``os.replace``; the three previous versions are kept as ``<file>.bak``, ``.bak.2`` and ``.bak.3``. Readers
@@ -20,12 +24,21 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from detr_studio.common.files import FileWriteError, atomic_write, os_reason, remove_orphans
+from detr_studio.common.files import (
+    FileProblem,
+    FileWriteError,
+    atomic_write,
+    os_reason,
+    parse_json,
+    read_bytes,
+    remove_orphans,
+)
 
 from .journal import Journal, journal_path
 from .lock import DocumentLock, LockedElsewhere, acquire
-from .problems import CocoConflictError, CocoReadOnlyError, CocoSaveError, Problem
+from .problems import CocoConflictError, CocoReadOnlyError, CocoSaveError, Problem, format_error
 
 BACKUPS = 3  # previous versions kept: <file>.bak, <file>.bak.2, <file>.bak.3
 
@@ -50,6 +63,20 @@ class DiskState:
         except OSError:
             return DiskState(False)
         return DiskState(True, st.st_size, st.st_mtime_ns, content_sha256)
+
+
+def read_coco_json(path: Path) -> tuple[bytes, Any, list[str]]:
+    """(bytes, parsed JSON, notes) of a COCO file, read by the one JSON reader; `CocoFormatError` names the
+    file and the problem (missing, unreadable, not UTF-8, broken, a lone surrogate, ...)."""
+    try:
+        raw = read_bytes(path, "COCO")
+        data, non_finite = parse_json(raw, path, "COCO")
+    except FileProblem as exc:
+        raise format_error(exc.path, "", exc.problem) from None
+    notes = []
+    if non_finite:
+        notes.append(f"NaN or Infinity (not valid JSON; kept as is) at {', '.join(non_finite)}")
+    return raw, data, notes
 
 
 class Persistence:
@@ -161,6 +188,7 @@ class Persistence:
             self.release()
             self._lock = new_lock
             self.read_only_reason = None
+            self.wants_lock = True
             self.journal.path = journal_path(target)
         self.path, self.target = target, None
         digest = sha256(payload)

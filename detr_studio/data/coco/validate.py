@@ -16,6 +16,7 @@ A file is *panoptic* when its annotations carry ``segments_info`` (or when the c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,9 +30,9 @@ from .checks import (
     check_flag,
     check_image_fields,
     check_our_annotation_fields,
-    check_segmentation,
 )
 from .index import CocoIndex
+from .masks import segmentation_problem
 from .problems import Checker
 from .records import OUR_KEY
 from .values import LARGE, MISSING, NUMERIC_TYPES, describe, id_problem, json_type
@@ -73,27 +74,28 @@ def index_document(
 def _unique_records(
     items: list, list_name: str, kind: str, ck: Checker, *, prefix: str = "", category: bool = False
 ) -> Iterator[tuple[dict, int]]:
-    """(record, id) of each record of ``items`` that is an object with a usable id not seen before
-    in the list; the others are reported (``prefix`` names what holds the list)."""
+    """(record, id) of each record of ``items`` that is an object with a usable id not seen before in the
+    list; the others are reported (``prefix`` names what holds the list). Runs once per record of a file."""
     first_at: dict[int, int] = {}
+    low = 0 if kind in ("category", "segment") else -math.inf
+    high = MAX_SEGMENT_ID if kind == "segment" else math.inf
     for i, rec in enumerate(items):
+        rid = rec.get("id", MISSING) if type(rec) is dict else MISSING
+        if type(rid) is int and low <= rid <= high and rid not in first_at:
+            first_at[rid] = i  # the common case, decided without building a message
+            yield rec, rid
+            continue
         where = f"{prefix}{list_name}[{i}]"
         if not isinstance(rec, dict):
             ck.error(where, f"must be an object, got {describe(rec)}")
-            continue
-        rid = rec.get("id", MISSING)
-        problem = id_problem(rid, "id", category=category)
-        if problem is None and kind == "category" and rid < 0:
-            problem = f"category id {rid} is negative; DETR uses the id as the class index"
-        if problem is None and kind == "segment" and not 0 <= rid <= MAX_SEGMENT_ID:
-            problem = f"segment id {rid} cannot be stored as a PNG colour (0 to {MAX_SEGMENT_ID})"
-        if problem is None and rid in first_at:
-            problem = f"duplicate {kind} id {rid} (also {list_name}[{first_at[rid]}])"
-        if problem is not None:
+        elif (problem := id_problem(rid, "id", category=category)) is not None:
             ck.error(where, problem)
-            continue
-        first_at[rid] = i
-        yield rec, rid
+        elif kind == "category" and rid < 0:
+            ck.error(where, f"category id {rid} is negative; DETR uses the id as the class index")
+        elif not low <= rid <= high:
+            ck.error(where, f"segment id {rid} cannot be stored as a PNG colour (0 to {MAX_SEGMENT_ID})")
+        else:
+            ck.error(where, f"duplicate {kind} id {rid} (also {list_name}[{first_at[rid]}])")
 
 
 def _index_categories(index: CocoIndex, ck: Checker) -> None:
@@ -141,7 +143,9 @@ def check_annotation(index: CocoIndex, ann: dict, where: str, ck: Checker) -> No
         check_count(ann, "area", where, ck)
     check_flag(ann, "iscrowd", where, ck)
     if "segmentation" in ann:
-        check_segmentation(ann["segmentation"], size, where, ck)
+        problem = segmentation_problem(ann["segmentation"], size)
+        if problem is not None:
+            ck.error(where, problem)
     if OUR_KEY in ann:
         check_our_annotation_fields(ann[OUR_KEY], where, ck)
 

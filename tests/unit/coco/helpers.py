@@ -9,11 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from detr_studio.data.coco import (
-    OUR_KEY,
-    CocoDocument,
-    id2rgb,
-)
+from detr_studio.data.coco import OUR_KEY, CocoDocument, id2rgb
 
 
 def base_data() -> dict:

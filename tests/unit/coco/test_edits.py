@@ -28,10 +28,7 @@ from detr_studio.data.coco import (
     UpdateImage,
 )
 
-from .helpers import (
-    assert_indexes_match,
-    dumps,
-)
+from .helpers import assert_indexes_match, dumps
 
 # ----------------------------------------------------------------------------------------------------------------
 # Edits and their inverses

@@ -11,16 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detr_studio.data.coco import (
-    CocoDocument,
-    RemoveAnnotations,
-)
+from detr_studio.data.coco import CocoDocument, RemoveAnnotations
 
-from .helpers import (
-    base_data,
-    dumps,
-    write_json,
-)
+from .helpers import base_data, dumps, write_json
 
 # ----------------------------------------------------------------------------------------------------------------
 # Journal
@@ -154,7 +147,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 doc = CocoDocument.load(sys.argv[1])
 if sys.argv[3] == "after first edit":
     doc.relabel([10], 2)
-limit = int(sys.argv[2]) if sys.argv[2] != "journal size" else doc.journal_path.stat().st_size
+limit = int(sys.argv[2]) if sys.argv[2] != "10 bytes more" else doc.journal_path.stat().st_size + 10
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 doc.relabel([10], 5)
 doc.rename_category(5, "a much longer name for the bird category, to cross the limit")
@@ -185,7 +178,7 @@ def test_a_journal_that_cannot_be_created_leaves_no_file_behind(coco_file: Path)
 
 
 def test_an_append_that_fails_leaves_the_journal_a_valid_prefix(coco_file: Path) -> None:
-    report = _edit_under_a_size_limit(coco_file, "journal size", "after first edit")
+    report = _edit_under_a_size_limit(coco_file, "10 bytes more", "after first edit")  # a part of a line fits
     assert "cannot write the journal" in report["error"]
     doc = CocoDocument.load(coco_file)
     assert doc.warnings == []  # no partial line at the end

@@ -12,21 +12,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from detr_studio.data.coco import (
-    CocoDocument,
-    CocoEditError,
-    CocoFormatError,
-    id2rgb,
-    rgb2id,
-)
+from detr_studio.data.coco import CocoDocument, CocoEditError, CocoFormatError, id2rgb, rgb2id
 
-from .helpers import (
-    SEGMENT_IDS,
-    panoptic_data,
-    panoptic_ids,
-    write_json,
-    write_panoptic,
-)
+from .helpers import SEGMENT_IDS, panoptic_data, panoptic_ids, write_json, write_panoptic
 
 
 def test_rgb2id_inverts_id2rgb() -> None:

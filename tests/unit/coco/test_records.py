@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from detr_studio.data.coco import (
-    Annotation,
-    CocoDocument,
-    CocoFormatError,
-)
+from detr_studio.data.coco import Annotation, CocoDocument, CocoFormatError
 
-from .helpers import (
-    base_data,
-    write_json,
-)
+from .helpers import base_data, write_json
 
 # ----------------------------------------------------------------------------------------------------------------
 # Round trip

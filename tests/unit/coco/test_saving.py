@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from detr_studio.data.coco import (
-    CocoDocument,
-    CocoSaveError,
-)
+from detr_studio.data.coco import CocoDocument, CocoSaveError
 
-from .helpers import (
-    base_data,
-    write_json,
-)
+from .helpers import base_data, write_json
 
 # ----------------------------------------------------------------------------------------------------------------
 # Saving

@@ -14,19 +14,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from detr_studio.data.coco import (
-    OUR_KEY,
-    CocoDocument,
-    CocoEditError,
-    CocoFormatError,
-    Problem,
-    UpdateImage,
-)
+from detr_studio.data.coco import OUR_KEY, CocoDocument, CocoEditError, CocoFormatError, Problem, UpdateImage
 
-from .helpers import (
-    base_data,
-    write_json,
-)
+from .helpers import base_data, write_json
 
 # ----------------------------------------------------------------------------------------------------------------
 # Malformed input: one clear message per problem, naming the file and the record
