@@ -39,7 +39,7 @@ from .edits import (
 )
 from .journal import set_aside
 from .panoptic import check_pngs, instances_data
-from .paths import resolve_inside
+from .paths import name_problem, resolve_inside
 from .persistence import Persistence, read_coco_json, sha256
 from .problems import CocoEditError, CocoFormatError, CocoSaveError, Problem, format_error
 from .queries import CocoQueries
@@ -238,12 +238,12 @@ class CocoDocument(CocoQueries):
         doc = cls(data, image_root=root, lazy_sizes=not read_sizes)
         records: list[dict[str, Any]] = []
         for name in file_names:
-            try:
-                path = resolve_inside(root, name)
-            except ValueError as exc:
-                raise format_error(str(root), "", str(exc).removeprefix(f"{root}: ")) from None
+            problem = name_problem(name)
+            if problem is not None:
+                raise format_error(str(root), "", problem)
             record: dict[str, Any] = {"id": len(records) + 1, "file_name": name}
             if read_sizes:
+                path = resolve_inside(root, name)
                 try:
                     record["width"], record["height"] = image_size(path)
                 except ImageReadError as exc:
