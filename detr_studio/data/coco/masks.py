@@ -85,9 +85,16 @@ def polygons_problem(polygons: list, size: tuple[int, int] | None) -> str | None
     pixel)."""
     reach = 2 * max(size) if size is not None else _UNSIZED_REACH
     for poly in polygons:
+        # One test for the common case; the sum is not below the bound for NaN and infinities either.
+        if (
+            type(poly) is list
+            and NUMERIC_TYPES.issuperset(map(type, poly))
+            and sum(map(abs, poly)) < len(poly) * reach
+        ):
+            continue
         if type(poly) is not list or not NUMERIC_TYPES.issuperset(map(type, poly)):
             return "'segmentation' must be a list of polygons, each a list of numbers [x1, y1, x2, ...]"
-        if sum(map(abs, poly)) < len(poly) * reach or not poly:  # False for NaN and infinities too
+        if not poly:
             continue
         try:
             finite = all(map(math.isfinite, poly))
@@ -102,8 +109,8 @@ def polygons_problem(polygons: list, size: tuple[int, int] | None) -> str | None
 
 def segmentation_problem(value: Any, size: tuple[int, int] | None) -> str | None:
     """Why an annotation's ``segmentation`` is not a usable mask, None when it is."""
+    if type(value) is list:
+        return polygons_problem(value, size)
     if isinstance(value, dict):
         return rle_problem(value)
-    if isinstance(value, list):
-        return polygons_problem(value, size)
     return f"'segmentation' must be a list of polygons or an RLE object, got {describe(value)}"
