@@ -4,6 +4,7 @@ and failures reported."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -233,3 +234,22 @@ def test_failing_journal_edit_stops_replay_with_warning(coco_file: Path) -> None
     assert doc.replay_journal() == 0
     assert "cannot be replayed" in doc.warnings[-1].message
     assert dumps(doc) == dumps(data)
+
+
+def test_a_journal_in_the_format_written_so_far_replays(coco_file: Path) -> None:
+    base = hashlib.sha256(coco_file.read_bytes()).hexdigest()
+    lines = [
+        {"detr_studio_journal": 1, "base_sha256": base},
+        {"op": "update_annotation", "annotation_id": 10, "fields": {"bbox": [0, 0, 5, 5]}, "drop": [], "key_order": None},
+        {"op": "update_image", "image_id": 3, "fields": {"file_name": "renamed.jpg"}, "drop": [], "key_order": None},
+        {"op": "update_category", "category_id": 2, "fields": {"color": [1, 2, 3]}, "drop": ["supercategory"],
+         "key_order": None},
+        {"op": "batch", "edits": [{"op": "remove_annotations", "annotation_ids": [11]}], "label": "delete 1 box"},
+    ]  # fmt: skip
+    coco_file.with_name("instances.json.journal").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    doc = CocoDocument.load(coco_file)
+    assert [e.to_json() for e in doc.pending_journal] == lines[1:]  # read and written back the same
+    assert doc.replay_journal() == 4
+    assert doc.annotation(10).bbox == (0, 0, 5, 5) and doc.image(3).file_name == "renamed.jpg"
+    assert doc.category(2).color == (1, 2, 3) and doc.category(2).supercategory is None
+    assert [a.id for a in doc.annotations] == [10, 12]

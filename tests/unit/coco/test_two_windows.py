@@ -15,6 +15,8 @@ from detr_studio.data.coco import CocoConflictError, CocoDocument, CocoReadOnlyE
 
 from .helpers import base_data, write_json
 
+pytestmark = pytest.mark.timeout(120)  # a window process that hangs fails the test instead of the run
+
 # A second DETR Studio process: opens the file, edits it (journaled), says "open <pid> <read_only>" and then
 # does what the test writes on its stdin, one command a line.
 _OTHER_WINDOW = """
