@@ -14,8 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..common.files import FileProblem, read_json
-from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset
+from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, open_annotations
 from ..data.sizes import scaled_recipe
 from ..data.transforms import make_transforms
 from ..model.checkpoint import Checkpoint
@@ -38,24 +37,19 @@ def _sizes(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def only_classes(annotations: str, names: list[str]) -> dict[str, Any]:
-    """The COCO instances file restricted to the categories called ``names`` (ids kept)."""
-    path = Path(annotations)
-    try:
-        data = read_json(path, "COCO annotation")
-        categories = data["categories"]
-        by_name = {str(c["name"]): int(c["id"]) for c in categories}
-    except FileProblem as exc:
-        raise TrainingError(str(exc)) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TrainingError(f"{path}: cannot read its categories ({exc})") from None
+    """The COCO instances file restricted to the categories called ``names`` (ids kept), read and checked as
+    the datasets read it."""
+    doc = open_annotations(annotations, panoptic=False)
+    by_name = {c.name: c.id for c in doc.categories}
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise TrainingError(
-            f"{path}: no categories named {', '.join(unknown)} (it has: {', '.join(by_name)})"
+            f"{annotations}: no categories named {', '.join(unknown)} (it has: {', '.join(by_name)})"
         )
     keep = {by_name[n] for n in names}
-    data["categories"] = [c for c in categories if int(c["id"]) in keep]
-    data["annotations"] = [a for a in data.get("annotations", []) if int(a.get("category_id", -1)) in keep]
+    data = doc.json_subset(doc.image_ids)
+    data["categories"] = [c for c in data["categories"] if c["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] in keep]
     return data
 
 
