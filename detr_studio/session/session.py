@@ -22,6 +22,17 @@ from detr_studio.infer.detections import Detections
 from .events import Emitter
 from .history import DocumentChange, History, HistoryChange
 from .model_loading import ModelChoice, ModelInfo
+from .objects import (
+    ANNOTATION,
+    PREDICTION,
+    SEGMENT,
+    ObjectFlags,
+    ObjectKey,
+    ObjectRow,
+    document_rows,
+    prediction_rows,
+    with_flags,
+)
 from .predictions import ACCEPTED, REJECTED, MarkChange, PredictionStore, accept_edit
 from .project import Project
 
@@ -57,6 +68,7 @@ class SessionEvents:
         self.ghosts: Emitter[bool] = Emitter("ghosts")
         self.selection: Emitter[Selection] = Emitter("selection")
         self.image: Emitter[int | None] = Emitter("image")
+        self.objects: Emitter[int | None] = Emitter("objects")  # hidden or locked objects changed (image id)
 
 
 class Session:
@@ -73,6 +85,7 @@ class Session:
         self.show_ghosts = False
         self.selection = Selection()
         self.current_image_id: int | None = None
+        self.flags = ObjectFlags()
 
     # ---- the project -------------------------------------------------------------------------------------
 
@@ -92,6 +105,7 @@ class Session:
         self.history.changed.connect(self.events.edited.emit)
         self.history.failed.connect(self.events.failed.emit)
         self.store.clear()
+        self.flags.clear()
         self.current_image_id = None
         self.selection = Selection()
         self.events.project.emit(project)
@@ -140,6 +154,53 @@ class Session:
         if selection != self.selection:
             self.selection = selection
             self.events.selection.emit(selection)
+
+    # ---- the objects of an image: listed, hidden, locked (a view: not saved, not undone) ------------------
+
+    def image_objects(self, image_id: int | None = None) -> list[ObjectRow]:
+        """Every object of an image (default: the current one): its annotations or segments, then the
+        predictions shown (above the threshold, then the ghosts when they are shown), with their flags."""
+        iid = self.current_image_id if image_id is None else image_id
+        doc = self.doc
+        if doc is None or iid is None:
+            return []
+        rows = document_rows(doc, iid)
+        rows += prediction_rows(self.visible_predictions(iid), self.class_names, "open")
+        rows += prediction_rows(self.ghost_predictions(iid), self.class_names, "ghost")
+        return with_flags(rows, self.flags, iid)
+
+    def set_hidden(self, kind: str, keys: Iterable[int], hidden: bool = True) -> None:
+        """Hide (or show again) objects of the current image; a hidden object leaves the selection."""
+        keys = [int(k) for k in keys]
+        self._set_flag("hidden", kind, keys, hidden)
+        if hidden:
+            sel = self.selection
+            gone = set(keys)
+            self.select(
+                [a for a in sel.annotation_ids if not (kind == ANNOTATION and a in gone)],
+                [q for q in sel.query_ids if not (kind == PREDICTION and q in gone)],
+                [s for s in sel.segment_ids if not (kind == SEGMENT and s in gone)],
+            )
+
+    def set_locked(self, kind: str, keys: Iterable[int], locked: bool = True) -> None:
+        """Lock (or unlock) objects of the current image: they stay drawn and selectable but cannot be moved
+        or edited."""
+        self._set_flag("locked", kind, keys, locked)
+
+    def hidden_keys(self, kind: str, image_id: int | None = None) -> set[int]:
+        iid = self.current_image_id if image_id is None else image_id
+        return self.flags.keys_of("hidden", iid, kind) if iid is not None else set()
+
+    def locked_keys(self, kind: str, image_id: int | None = None) -> set[int]:
+        iid = self.current_image_id if image_id is None else image_id
+        return self.flags.keys_of("locked", iid, kind) if iid is not None else set()
+
+    def _set_flag(self, which: str, kind: str, keys: Iterable[int], on: bool) -> None:
+        iid = self.current_image_id
+        if iid is None:
+            return
+        if self.flags.set(which, (ObjectKey(iid, kind, int(k)) for k in keys), on):
+            self.events.objects.emit(iid)
 
     # ---- the model and its predictions -------------------------------------------------------------------
 
