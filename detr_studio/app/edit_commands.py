@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QInputDialog
 from detr_studio.data.coco import Relabel, RemoveAnnotations, SetImageReviewed
 from detr_studio.session import Session
 from detr_studio.session import editing as edits
+from detr_studio.session.objects import ANNOTATION
 
 from .canvas import ANNOTATIONS
 from .class_manager import ClassManager
@@ -53,7 +54,14 @@ class EditController(Controller):
         return True
 
     def _selected(self) -> list[int]:
-        return list(self.session.selection.annotation_ids)
+        """The selected annotations that may change: locked ones are left out (and the status bar says so)."""
+        ids = list(self.session.selection.annotation_ids)
+        locked = self.session.locked_keys(ANNOTATION)
+        if locked & set(ids):
+            self.services.status(
+                "Locked annotations are left as they are (unlock them in the Objects dock)", 5_000
+            )
+        return [i for i in ids if i not in locked]
 
     def start_drawing(self) -> None:
         if self._editable():

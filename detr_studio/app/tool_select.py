@@ -84,10 +84,14 @@ class SelectTool(Tool):
             return True
         if button != Qt.MouseButton.LeftButton or self.pick.handle_at(event):
             return False  # a resize handle takes it (Qt hands the press to the handle)
-        target = self.pick.tab_owner_at(event) or self.choose(pos)
+        adding = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        candidates = self.pick.objects_at(pos)
+        target = self.pick.tab_owner_at(event) or (
+            candidates[0] if adding and candidates else self.choose(pos)
+        )
         if target is None:
             return False  # empty canvas: the rubber band
-        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+        if adding:
             selected = self.pick.selected_items()
             self.pick.select_items(
                 [s for s in selected if s is not target] if target in selected else [*selected, target]

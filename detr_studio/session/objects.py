@@ -32,11 +32,13 @@ class ObjectKey:
 
 @dataclass(frozen=True)
 class ObjectRow:
-    """One row of the object list. ``review`` is the annotation's review state, or for predictions "open"
-    (above the threshold) or "ghost" (below it); ``xyxy`` is None for a segment the file gives no box."""
+    """One row of the object list. ``category`` is the category id (predictions: the model's label) that
+    ``label`` names; ``review`` is the annotation's review state, or for predictions "open" (above the
+    threshold) or "ghost" (below it); ``xyxy`` is None for a segment the file gives no box."""
 
     kind: str
     key: int
+    category: int
     label: str
     source: str
     score: float | None
@@ -92,12 +94,24 @@ def document_rows(doc: CocoDocument, image_id: int) -> list[ObjectRow]:
             area = seg.area if seg.area is not None else (_box_area(xyxy) if xyxy is not None else 0.0)
             stuff = "stuff" if seg.isthing is False else "thing"
             label = names.get(seg.category_id, f"class {seg.category_id}")
-            rows.append(ObjectRow(SEGMENT, seg.id, label, stuff, None, "", xyxy, float(area)))
+            rows.append(
+                ObjectRow(SEGMENT, seg.id, seg.category_id, label, stuff, None, "", xyxy, float(area))
+            )
         return rows
     for ann in doc.annotations_for(image_id):
         label = names.get(ann.category_id, f"class {ann.category_id}")
         rows.append(
-            ObjectRow(ANNOTATION, ann.id, label, ann.source, ann.score, ann.review, ann.xyxy, ann.area)
+            ObjectRow(
+                ANNOTATION,
+                ann.id,
+                ann.category_id,
+                label,
+                ann.source,
+                ann.score,
+                ann.review,
+                ann.xyxy,
+                ann.area,
+            )
         )
     return rows
 
@@ -113,6 +127,7 @@ def prediction_rows(dets: Detections | None, class_names: Mapping[int, str], rev
             ObjectRow(
                 PREDICTION,
                 int(dets.query_ids[row]),
+                int(dets.labels[row]),
                 label_name(class_names, int(dets.labels[row])),
                 "prediction",
                 float(dets.scores[row]),
