@@ -51,6 +51,14 @@ def click(qtbot, window, x, y, modifier=Qt.KeyboardModifier.NoModifier):
     qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, modifier, view_point(window, x, y))
 
 
+def hover(qtbot, window, x, y):
+    """Move the mouse to image pixel (x, y), by way of a nearby point: Qt drops a move to where the mouse
+    already is, also when an earlier test left it there."""
+    viewport = window.canvas.viewport()
+    qtbot.mouseMove(viewport, view_point(window, x, y) + QPoint(5, 5))
+    qtbot.mouseMove(viewport, view_point(window, x, y))
+
+
 def selected(window) -> tuple:
     sel = window.session.selection
     return sel.annotation_ids, sel.query_ids
@@ -71,7 +79,7 @@ def test_a_click_picks_the_small_box_inside_a_large_one_and_the_prediction_under
 def test_tab_and_shift_tab_step_through_everything_under_the_cursor(qtbot, nested):
     window, large, small = nested
     canvas = window.canvas
-    qtbot.mouseMove(canvas.viewport(), view_point(window, 44, 44))
+    hover(qtbot, window, 44, 44)
     order = []
     for _ in range(4):
         qtbot.keyClick(canvas, Qt.Key.Key_Tab)
@@ -85,7 +93,7 @@ def test_tab_and_shift_tab_step_through_everything_under_the_cursor(qtbot, neste
 def test_a_large_box_picked_with_tab_is_dragged_from_inside_the_small_one(qtbot, nested):
     window, large, small = nested
     canvas = window.canvas
-    qtbot.mouseMove(canvas.viewport(), view_point(window, 44, 44))
+    hover(qtbot, window, 44, 44)
     for _ in range(3):
         qtbot.keyClick(canvas, Qt.Key.Key_Tab)
     assert selected(window) == ((large,), ())
