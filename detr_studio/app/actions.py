@@ -25,7 +25,7 @@ from .shortcuts import saved_keys
 
 Slot = Callable[..., object]
 EDITING = ("draw", "delete", "duplicate", "relabel", "accept", "accept_all", "polygon", "brush", "eraser",
-           "mask_from_box")  # fmt: skip
+           "mask_from_box", "fill_holes", "to_polygons", "to_rle")  # fmt: skip
 TOOLS = {"select": "select_tool", "draw": "draw", "polygon": "polygon", "brush": "brush", "erase": "eraser",
          "mask_box": "mask_from_box"}  # fmt: skip
 NEEDS_PROJECT = ("save", "save_as", "mark_reviewed", "next", "previous", "next_unreviewed", "predict_all")
@@ -180,6 +180,10 @@ def define_mask_actions(a: ActionRegistry, parts: WindowParts) -> None:
     a.add("brush_larger", "Larger Brush", m.brush_larger, "]")
     a.add("mask_from_box", "Mask from Box", lambda: m.start("mask_box"), "M",
           tip="Draw a box: the model's mask head gives the mask of the object in it")  # fmt: skip
+    a.add("fill_holes", "Fill Holes", m.fill_holes, "H", tip="Fill the holes of the selected masks")
+    a.add("to_polygons", "Mask to Polygons", m.to_polygons, "Shift+P",
+          tip="Trace the selected masks into polygons (the panel's tolerance)")  # fmt: skip
+    a.add("to_rle", "Mask to RLE", m.to_rle, "Shift+R", tip="Store the selected masks as RLE")
     a.add("next_object", "Next Object Under Cursor", m.next_object, "Tab", widget=canvas)
     a.add("previous_object", "Previous Object Under Cursor", m.previous_object, "Shift+Tab", widget=canvas)
 
@@ -198,8 +202,8 @@ def build_menus(window: QMainWindow, a: ActionRegistry, projects: ProjectControl
                                     "accept", "reject", "accept_all", "mark_reviewed", None, "classes",
                                     "shortcuts"))  # fmt: skip
     _fill(bar.addMenu("&Tools"), a, ("select_tool", "draw", "polygon", "brush", "eraser", "mask_from_box", None,
-                                     "brush_smaller", "brush_larger", None, "next_object",
-                                     "previous_object"))  # fmt: skip
+                                     "brush_smaller", "brush_larger", "fill_holes", "to_polygons", "to_rle", None,
+                                     "next_object", "previous_object"))  # fmt: skip
     _fill(bar.addMenu("&View"), a, ("fit", "actual_size", "zoom_in", "zoom_out", None, "layer_annotations",
                                     "layer_predictions", "layer_masks", "layer_attention", "probe", None,
                                     "dark_theme"))  # fmt: skip

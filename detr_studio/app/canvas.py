@@ -152,8 +152,12 @@ class Canvas(ImageView):
 
     def set_mask_overlay(self, image: QImage | None) -> None:
         super().set_mask_overlay(image)
+        self.drop_stroke_preview()  # the stroke is in the mask now
+
+    def drop_stroke_preview(self) -> None:
+        """Remove the last brush or eraser stroke drawn over the masks."""
         for name in ("brush", "erase"):
-            self.tools[name].drop_preview()  # type: ignore[attr-defined]  # the stroke is in the mask now
+            self.tools[name].drop_preview()  # type: ignore[attr-defined]
 
     def set_segment_map(self, ids: np.ndarray | None) -> None:
         """The [H, W] segment ids of the panoptic image shown (None: none): a click on a segment's pixels

@@ -53,7 +53,7 @@ class EditController(Controller):
             return False
         return True
 
-    def _selected(self) -> list[int]:
+    def editable_selection(self) -> list[int]:
         """The selected annotations that may change: locked ones are left out (and the status bar says so)."""
         ids = list(self.session.selection.annotation_ids)
         locked = self.session.locked_keys(ANNOTATION)
@@ -97,7 +97,7 @@ class EditController(Controller):
             self.presenter.refresh_boxes()
 
     def nudge_selected(self, dx: float, dy: float) -> None:
-        ids = self._selected()
+        ids = self.editable_selection()
         if not ids or not self._editable():
             return
         doc, iid = self.session.doc, self.session.current_image_id
@@ -106,12 +106,15 @@ class EditController(Controller):
         self.session.apply(edit, "nudge", merge_key=(edits.NUDGE, tuple(sorted(ids))))
 
     def delete_selected(self) -> None:
-        ids = self._selected()
+        """Del: the vertex under the cursor of the selected polygon, else the selected annotations."""
+        if self.canvas.delete_vertex():
+            return
+        ids = self.editable_selection()
         if ids and self._editable():
             self.session.apply(RemoveAnnotations(ids), f"delete {len(ids)} boxes")
 
     def duplicate_selected(self) -> None:
-        ids = self._selected()
+        ids = self.editable_selection()
         if not ids or not self._editable():
             return
         doc, iid = self.session.doc, self.session.current_image_id
@@ -121,7 +124,7 @@ class EditController(Controller):
             self.canvas.select(ANNOTATIONS, copies)
 
     def relabel_selected(self, category_id: int) -> bool:
-        ids = self._selected()
+        ids = self.editable_selection()
         if not ids or not self._editable():
             return False
         name = self.presenter.palette().category_name(category_id)
@@ -136,7 +139,7 @@ class EditController(Controller):
             self.relabel_selected(doc.categories[index].id)
 
     def relabel_dialog(self) -> None:
-        doc, ids = self.session.doc, self._selected()
+        doc, ids = self.session.doc, self.editable_selection()
         if doc is None or not ids:
             return
         names = [c.name for c in doc.categories]

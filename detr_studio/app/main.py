@@ -95,7 +95,7 @@ class MainWindow(QMainWindow):
         self.navigation = Navigator(session, services, views, self)
         self.projects = ProjectController(session, services, views, self)
         self.editing = EditController(session, services, views, self.presenter)
-        self.masks = MaskController(session, services, views, self.presenter, self)
+        self.masks = MaskController(session, services, views, self.presenter, self.editing, self)
         self.predictions = PredictionController(session, services, views, self)
         define_actions(self.actions, self._parts(), self.projects.autosave)
         self.actions_by_name = self.actions.by_name

@@ -4,7 +4,8 @@ insert a vertex there (and drag it), right-click a vertex or press Del over it t
 One item draws every ring's outline and every vertex (a thousand small squares in one call, in screen
 pixels), so that a 1,000-vertex polygon is one item and dragging a vertex rebuilds only its own ring. The
 item changes nothing in the document: when an edit ends it hands the new polygons (COCO's flat lists) to its
-host, which makes the undoable edit. Which vertex or edge a point picks is `data.coco.vertex_picking`.
+host, which makes the undoable edit. Which vertex or edge a point picks, and the new polygons after a move,
+an insert or a delete, are `data.coco.polygons`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
-from detr_studio.data.coco.vertex_picking import EdgeHit, VertexHit, nearest_edge, nearest_vertex, rings_of
+from detr_studio.data.coco.polygons import (
+    MIN_VERTICES,
+    EdgeHit,
+    VertexHit,
+    delete_vertex,
+    insert_vertex,
+    move_vertex,
+    nearest_edge,
+    nearest_vertex,
+)
 
 VERTEX_PX = 6.0  # a vertex square's side on screen
 PICK_PX = 7.0  # how near (screen pixels) a press must be to a vertex or edge
-MIN_VERTICES = 3
 
 
 class PolygonHost(Protocol):
@@ -35,12 +44,17 @@ class PolygonHost(Protocol):
     def report(self, message: str) -> None: ...
 
 
+def _ring(polygon: list[float]) -> np.ndarray:
+    return np.asarray(polygon, dtype=np.float64).reshape(-1, 2)  # [N, 2] (x, y)
+
+
 def _qpolygon(ring: np.ndarray) -> QPolygonF:
     return QPolygonF([QPointF(x, y) for x, y in ring.tolist()])
 
 
 class PolygonItem(QGraphicsItem):
-    """The editable polygon of annotation ``key``; ``editable`` False (a locked annotation) only draws it."""
+    """The editable polygons of annotation ``key``; ``editable`` False (a locked annotation) only draws
+    them. ``active`` is the vertex under the cursor or being dragged, (polygon, index): what Del deletes."""
 
     def __init__(
         self,
@@ -55,25 +69,22 @@ class PolygonItem(QGraphicsItem):
         self.key = key
         self.editable = editable
         self.colour = QColor(*colour)
-        self.rings = rings_of(polygons)
-        self._outlines = [_qpolygon(r) for r in self.rings]
+        self.polygons = [list(map(float, p)) for p in polygons]
+        self._rings = [_ring(p) for p in self.polygons]
+        self._outlines = [_qpolygon(r) for r in self._rings]
         self._bounds = QRectF()
-        self.active: VertexHit | None = None  # hovered or dragged: what Del deletes
-        self._dragging: VertexHit | None = None
+        self.active: tuple[int, int] | None = None
+        self._dragging = False
         self._changed = False
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)  # the select tool hands it the mouse
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
         self.setZValue(60)
         self._update_bounds()
 
-    # ---- what it holds -----------------------------------------------------------------------------------
-
-    def polygons(self) -> list[list[float]]:
-        """The rings as COCO polygons, rounded to 1/100 px."""
-        return [[round(float(v), 2) for v in ring.reshape(-1)] for ring in self.rings]
-
     def vertex_count(self) -> int:
-        return sum(len(r) for r in self.rings)
+        return sum(len(r) for r in self._rings)
+
+    # ---- geometry on screen ------------------------------------------------------------------------------
 
     def _update_bounds(self) -> None:
         margin = self.host.view_tolerance(VERTEX_PX)
@@ -92,8 +103,6 @@ class PolygonItem(QGraphicsItem):
     def boundingRect(self) -> QRectF:
         return self._bounds
 
-    # ---- drawing -----------------------------------------------------------------------------------------
-
     def paint(
         self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
     ) -> None:
@@ -106,25 +115,26 @@ class PolygonItem(QGraphicsItem):
         if not self.editable:
             return
         t = painter.worldTransform()
+        scale, shift = (t.m11(), t.m22()), (t.dx(), t.dy())
         exposed = option.exposedRect  # type: ignore[attr-defined]
         half = VERTEX_PX / 2
         squares = []
-        for ring in self.rings:
+        for ring in self._rings:
             inside = (
                 (ring[:, 0] >= exposed.left())
                 & (ring[:, 0] <= exposed.right())
                 & (ring[:, 1] >= exposed.top())
                 & (ring[:, 1] <= exposed.bottom())
             )
-            xy = ring[inside] * (t.m11(), t.m22()) + (t.dx(), t.dy())  # [K, 2] screen pixels
+            xy = ring[inside] * scale + shift  # [K, 2] screen pixels
             squares += [QRectF(x - half, y - half, VERTEX_PX, VERTEX_PX) for x, y in xy.tolist()]
         painter.save()
-        painter.resetTransform()
+        painter.resetTransform()  # vertices are squares of the same size on screen at any zoom
         painter.setPen(QPen(self.colour.darker(160), 1.0))
         painter.setBrush(QBrush(QColor(255, 255, 255)))
         painter.drawRects(squares)
         if self.active is not None:
-            x, y = self.rings[self.active.ring][self.active.vertex] * (t.m11(), t.m22()) + (t.dx(), t.dy())
+            x, y = self._rings[self.active[0]][self.active[1]] * scale + shift
             painter.setBrush(QBrush(self.colour))
             painter.drawRect(QRectF(x - half - 2, y - half - 2, VERTEX_PX + 4, VERTEX_PX + 4))
         painter.restore()
@@ -132,16 +142,19 @@ class PolygonItem(QGraphicsItem):
     # ---- picking -----------------------------------------------------------------------------------------
 
     def hit(self, pos: QPointF) -> VertexHit | EdgeHit | None:
-        """The vertex, else the edge, that a press at ``pos`` picks."""
+        """The vertex, else the edge, within reach of a press at ``pos`` (None: neither)."""
         if not self.editable:
             return None
-        tolerance = self.host.view_tolerance(PICK_PX)
-        point = (pos.x(), pos.y())
-        return nearest_vertex(self.rings, point, tolerance) or nearest_edge(self.rings, point, tolerance)
+        reach = self.host.view_tolerance(PICK_PX)
+        vertex = nearest_vertex(self.polygons, pos.x(), pos.y())
+        if vertex is not None and vertex.distance <= reach:
+            return vertex
+        edge = nearest_edge(self.polygons, pos.x(), pos.y())
+        return edge if edge is not None and edge.distance <= reach else None
 
     def hover(self, pos: QPointF) -> None:
         hit = self.hit(pos)
-        active = hit if isinstance(hit, VertexHit) else None
+        active = (hit.polygon, hit.index) if isinstance(hit, VertexHit) else None
         if active != self.active:
             self.active = active
             self.update()
@@ -155,49 +168,59 @@ class PolygonItem(QGraphicsItem):
             return False
         if button == Qt.MouseButton.RightButton:
             if isinstance(hit, VertexHit):
-                self.active = hit
+                self.active = (hit.polygon, hit.index)
                 self.delete_active_vertex()
             return True
         if isinstance(hit, EdgeHit):
-            ring = self.rings[hit.ring]
-            self.rings[hit.ring] = np.insert(ring, hit.vertex + 1, hit.point, axis=0)
-            hit = VertexHit(hit.ring, hit.vertex + 1)
+            self._set(insert_vertex(self.polygons, hit.polygon, hit.index + 1, hit.x, hit.y), hit.polygon)
+            self.active = (hit.polygon, hit.index + 1)
             self._changed = True
-            self._rebuild(hit.ring)
-        self.active = self._dragging = hit
+        else:
+            self.active = (hit.polygon, hit.index)
+        self._dragging = True
         self.update()
         return True
 
     def drag(self, pos: QPointF) -> None:
-        if self._dragging is None:
+        if not self._dragging or self.active is None:
             return
         pos = self.host.clamped(pos)
-        self.rings[self._dragging.ring][self._dragging.vertex] = (pos.x(), pos.y())
+        p, index = self.active
+        self._set(move_vertex(self.polygons, p, index, pos.x(), pos.y()), p)
         self._changed = True
-        self._rebuild(self._dragging.ring)
 
     def release(self) -> None:
-        self._dragging = None
+        self._dragging = False
         if self._changed:
             self._changed = False
-            self.host.polygon_changed(self.key, self.polygons())
+            self.host.polygon_changed(self.key, [list(p) for p in self.polygons])
 
     def delete_active_vertex(self) -> bool:
-        """Delete the hovered vertex; False when there is none, or its ring would keep fewer than three."""
+        """Delete the hovered vertex (a polygon left with fewer than three goes); False when there is none, or
+        it is one of the last three of the annotation's only polygon."""
         if self.active is None or not self.editable:
             return False
-        ring = self.rings[self.active.ring]
-        if len(ring) <= MIN_VERTICES:
+        p, index = self.active
+        if len(self.polygons) == 1 and len(self._rings[0]) <= MIN_VERTICES:
             self.host.report("A polygon keeps three vertices at least: delete the annotation instead (Del)")
             return False
-        self.rings[self.active.ring] = np.delete(ring, self.active.vertex, axis=0)
-        ring_index = self.active.ring
+        polygons = delete_vertex(self.polygons, p, index)
         self.active = None
-        self._rebuild(ring_index)
-        self.host.polygon_changed(self.key, self.polygons())
+        if len(polygons) == len(self.polygons):
+            self._set(polygons, p)
+        else:
+            self.polygons = polygons
+            self._rings = [_ring(q) for q in polygons]
+            self._outlines = [_qpolygon(r) for r in self._rings]
+            self._update_bounds()
+            self.update()
+        self.host.polygon_changed(self.key, [list(q) for q in self.polygons])
         return True
 
-    def _rebuild(self, ring: int) -> None:
-        self._outlines[ring] = _qpolygon(self.rings[ring])
+    def _set(self, polygons: list[list[float]], changed: int) -> None:
+        """Take the new ``polygons``, of which only polygon ``changed`` differs, and redraw."""
+        self.polygons = polygons
+        self._rings[changed] = _ring(polygons[changed])
+        self._outlines[changed] = _qpolygon(self._rings[changed])
         self._update_bounds()
         self.update()

@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from detr_studio.data.coco.mask_edits import is_box_mask
 from detr_studio.session import Selection, Session
 from detr_studio.session.history import HistoryChange
 from detr_studio.session.objects import ANNOTATION, PREDICTION, SEGMENT
@@ -177,13 +178,15 @@ class ScenePresenter(Controller):
         self.refresh_polygon()
 
     def refresh_polygon(self) -> None:
-        """The polygon, with its vertices, of the one selected annotation when its mask is polygons."""
+        """The polygon, with its vertices, of the one selected annotation when its mask is polygons (not just
+        its box's outline, which the box's handles edit)."""
         session, doc = self.session, self.session.doc
         ids = self.canvas.selected_annotation_ids()
         shown = None
         if doc is not None and not doc.is_panoptic and len(ids) == 1:
             ann = doc.annotation(ids[0])
-            if isinstance(ann.segmentation, list) and ann.segmentation:
+            box_only = is_box_mask(doc.index.annotation_record(ann.id))  # its handles edit it
+            if isinstance(ann.segmentation, list) and ann.segmentation and not box_only:
                 editable = session.editable and ann.id not in session.locked_keys(ANNOTATION)
                 colour = self.palette().category_colour(ann.category_id)
                 shown = (ann.id, ann.segmentation, colour, editable)
