@@ -198,9 +198,13 @@ class Canvas(ImageView):
         self.polygon_edited.emit(key, polygons)
 
     def delete_vertex(self) -> bool:
-        """Delete the vertex under the cursor of the polygon shown; False when there is none."""
+        """Del over a vertex of the polygon shown: delete it (or say why not); False when the cursor is over
+        no vertex (then Del is for the selected annotations)."""
         polygon = self.polygon()
-        return polygon is not None and polygon.active is not None and polygon.delete_active_vertex()
+        if polygon is None or polygon.active is None:
+            return False
+        polygon.delete_active_vertex()
+        return True
 
     def report(self, message: str) -> None:
         self.message.emit(message)

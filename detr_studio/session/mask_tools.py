@@ -21,9 +21,8 @@ from detr_studio.data.coco.mask_edits import (
     is_box_mask,
     mask_edit,
     mask_fields,
-    preferred_form,
 )
-from detr_studio.data.coco.mask_geometry import POLYGONS, mask_form, to_form
+from detr_studio.data.coco.mask_geometry import POLYGONS, RLE, mask_form, to_form
 from detr_studio.data.coco.polygons import closed_polygon
 
 from .editing import FIRST_CLASS
@@ -90,9 +89,10 @@ def stroke_edit(
     category_id: int | None = None,
 ) -> tuple[Edit, int]:
     """(the edit, the annotation's id) of one brush or eraser stroke on annotation ``annotation_id``; with
-    None, a brush stroke starts a new annotation of ``category_id``. A mask that is only its box's outline
-    (a box drawn in a dataset with masks) is painted from empty, and erased from the box. The eraser is
-    refused when it would leave no pixel (delete the annotation instead)."""
+    None, a brush stroke starts a new annotation of ``category_id``. A painted mask is a bitmap, stored as
+    RLE (exact: no pixel outside the stroke changes; `convert` traces it into polygons again). A mask that
+    is only its box's outline (a box drawn in a dataset with masks) is painted from empty, and erased from
+    the box. The eraser is refused when it would leave no pixel (delete the annotation instead)."""
     if not points:
         raise MaskToolError("the stroke has no points")
     height, width = _size(doc, image_id)
@@ -101,7 +101,7 @@ def stroke_edit(
             raise MaskToolError("select the annotation to erase from")
         canvas = MaskCanvas.empty(height, width)
         paint_stroke(canvas, points, radius)
-        return new_masked_annotation(doc, image_id, to_form(canvas.mask, preferred_form(doc)), category_id)
+        return new_masked_annotation(doc, image_id, to_form(canvas.mask, RLE), category_id)
     record = doc.index.annotation_record(annotation_id)
     segmentation = record.get("segmentation")
     if mask_form(segmentation) is None or (is_box_mask(record) and not erase):
@@ -111,8 +111,7 @@ def stroke_edit(
     paint_stroke(canvas, points, radius, paint=not erase)
     if not canvas.mask.any():
         raise MaskToolError("the eraser would leave the mask empty: delete the annotation instead (Del)")
-    form = None if mask_form(segmentation) is not None and not is_box_mask(record) else preferred_form(doc)
-    return mask_edit(doc, annotation_id, canvas.mask, form=form), annotation_id
+    return mask_edit(doc, annotation_id, canvas.mask, form=RLE), annotation_id
 
 
 def _with_masks(doc: CocoDocument, annotation_ids: Iterable[int]) -> list[int]:
