@@ -6,8 +6,10 @@ the current image. Every change goes through a method here, which then emits one
 views (canvas, image list, docks) listen to those events and never hold state of their own that the session
 should have. Session methods are called on one thread only (the Qt thread in the window).
 
-Editing: `apply` makes a document edit as one undo step; `accept` makes the annotation and marks the query
-accepted in one transaction; `reject` marks queries rejected. Undo and redo cover all three alike.
+Editing: `apply` makes a document edit as one undo step; `accept` makes the annotation (on a panoptic
+document: the segments the queries made, `session.panoptic`) and marks the query accepted in one
+transaction; `reject` marks queries rejected. Undo and redo cover all three alike. Panoptic documents are
+editable when their PNG folder is known (the segment edits are `data.coco.segment_edits`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detr_studio.data.coco import CocoDocument, Edit
+from detr_studio.data.coco import CocoDocument, CocoEditError, Edit
 from detr_studio.infer.detections import Detections
 
 from .events import Emitter
@@ -33,6 +35,7 @@ from .objects import (
     prediction_rows,
     with_flags,
 )
+from .panoptic import accept_segments_edit
 from .predictions import ACCEPTED, REJECTED, MarkChange, PredictionStore, accept_edit
 from .project import Project
 
@@ -95,8 +98,16 @@ class Session:
 
     @property
     def editable(self) -> bool:
-        """Whether the open document can be edited here (panoptic datasets are shown read-only)."""
+        """Whether the open document's boxes and masks can be edited (an instances dataset); panoptic
+        datasets are edited by segment (`panoptic_editable`)."""
         return self.doc is not None and not self.doc.is_panoptic
+
+    @property
+    def panoptic_editable(self) -> bool:
+        """Whether the open document is a panoptic dataset whose segments can be edited (its folder of PNGs
+        is known): relabel, merge, split, paint, delete, accept predicted segments."""
+        doc = self.doc
+        return doc is not None and doc.is_panoptic and doc.panoptic_root is not None
 
     def set_project(self, project: Project | None) -> None:
         """Show ``project`` (None: nothing): a fresh history, no predictions, no image, nothing selected."""
@@ -266,11 +277,20 @@ class Session:
         iid = self.current_image_id
         entry = self.store.get(iid) if iid is not None else None
         doc = self.doc
-        if not query_ids or entry is None or doc is None or self.history is None or not self.editable:
+        if not query_ids or entry is None or doc is None or self.history is None:
+            return False
+        if not (self.editable or self.panoptic_editable):
             return False
         assert iid is not None
-        rows = [self.store.row_of(iid, q) for q in query_ids]
-        edit = accept_edit(doc, iid, entry.detections, rows, entry.model, self.class_names)
+        if doc.is_panoptic:
+            try:
+                edit, _ = accept_segments_edit(doc, iid, entry.detections, query_ids, self.class_names)
+            except CocoEditError as exc:
+                self.events.failed.emit(f"accept: {exc}")
+                return False
+        else:
+            rows = [self.store.row_of(iid, q) for q in query_ids]
+            edit = accept_edit(doc, iid, entry.detections, rows, entry.model, self.class_names)
         label = text or (
             "accept prediction" if len(query_ids) == 1 else f"accept {len(query_ids)} predictions"
         )

@@ -14,6 +14,9 @@ The package, one concept per module (each imports its siblings directly, never t
   (holes bridged or filled), polygon vertex editing, region-local brush strokes, and the edits that change a
   mask with its bbox and area;
 - `panoptic`: the PNGs of segment ids, their check, and the conversion to instances;
+- `id_maps`, `panoptic_edits`, `segment_edits`, `panoptic_save`: editing panoptic segments (the id maps
+  held per edited image, the pixel and ``segments_info`` edits with region-only inverses, relabel / merge /
+  split / paint / delete / add), and saving the changed PNGs and the JSON as one atomic unit;
 - `journal`, `lock`, `persistence`: the crash journal, one lock per open file, atomic saving with backups
   and conflict detection;
 - `queries`, `document`: `CocoDocument`, the one way the window, ``train`` and ``eval`` read COCO.
