@@ -19,13 +19,15 @@ from .edit_commands import EditController
 from .mask_commands import MaskController
 from .navigation import Navigator
 from .opening import ProjectController
+from .panoptic_commands import PanopticController
 from .predicting import PredictionController
 from .presenter import ScenePresenter
 from .shortcuts import saved_keys
 
 Slot = Callable[..., object]
-EDITING = ("draw", "delete", "duplicate", "relabel", "accept", "accept_all", "polygon", "brush", "eraser",
-           "mask_from_box", "fill_holes", "to_polygons", "to_rle")  # fmt: skip
+EDITING = ("draw", "duplicate", "mask_from_box", "fill_holes", "to_polygons", "to_rle")  # instances only
+EDITING_BOTH = ("delete", "relabel", "accept", "accept_all", "polygon", "brush", "eraser")  # segments too
+PANOPTIC_EDITING = ("merge_segments", "split_segment")
 TOOLS = {"select": "select_tool", "draw": "draw", "polygon": "polygon", "brush": "brush", "erase": "eraser",
          "mask_box": "mask_from_box"}  # fmt: skip
 NEEDS_PROJECT = ("save", "save_as", "mark_reviewed", "next", "previous", "next_unreviewed", "predict_all")
@@ -95,6 +97,7 @@ class WindowParts:
     navigation: Navigator
     editing: EditController
     masks: MaskController
+    segments: PanopticController
     predictions: PredictionController
     presenter: ScenePresenter
     canvas: Canvas
@@ -184,6 +187,10 @@ def define_mask_actions(a: ActionRegistry, parts: WindowParts) -> None:
     a.add("to_polygons", "Mask to Polygons", m.to_polygons, "Shift+P",
           tip="Trace the selected masks into polygons (the panel's tolerance)")  # fmt: skip
     a.add("to_rle", "Mask to RLE", m.to_rle, "Shift+R", tip="Store the selected masks as RLE")
+    a.add("merge_segments", "Merge Segments", parts.segments.merge, "G",
+          tip="Merge the selected panoptic segments into one")  # fmt: skip
+    a.add("split_segment", "Split Segment", parts.segments.start_split, "K",
+          tip="The next polygon or brush stroke cuts the selected segment in two")  # fmt: skip
     a.add("next_object", "Next Object Under Cursor", m.next_object, "Tab", widget=canvas)
     a.add("previous_object", "Previous Object Under Cursor", m.previous_object, "Shift+Tab", widget=canvas)
 
@@ -203,7 +210,8 @@ def build_menus(window: QMainWindow, a: ActionRegistry, projects: ProjectControl
                                     "shortcuts"))  # fmt: skip
     _fill(bar.addMenu("&Tools"), a, ("select_tool", "draw", "polygon", "brush", "eraser", "mask_from_box", None,
                                      "brush_smaller", "brush_larger", "fill_holes", "to_polygons", "to_rle", None,
-                                     "next_object", "previous_object"))  # fmt: skip
+                                     "merge_segments", "split_segment", None, "next_object",
+                                     "previous_object"))  # fmt: skip
     _fill(bar.addMenu("&View"), a, ("fit", "actual_size", "zoom_in", "zoom_out", None, "layer_annotations",
                                     "layer_predictions", "layer_masks", "layer_attention", "probe", None,
                                     "dark_theme"))  # fmt: skip

@@ -53,7 +53,8 @@ _CURSORS = {
 
 @dataclass(frozen=True)
 class BoxSpec:
-    """One box to show: ``key`` is the annotation id (annotations) or the query id (predictions)."""
+    """One box to show: ``key`` is the annotation id (annotations), segment id (segments) or query id
+    (predictions); ``area`` (default: the box's) orders the objects under the cursor, smallest first."""
 
     key: int
     xyxy: tuple[float, float, float, float]
@@ -61,6 +62,15 @@ class BoxSpec:
     label: str
     tooltip: str = ""
     editable: bool = True
+    area: float | None = None
+
+    @property
+    def size(self) -> float:
+        """The area that orders picking: ``area``, else the box's."""
+        if self.area is not None:
+            return self.area
+        x0, y0, x1, y1 = self.xyxy
+        return abs(x1 - x0) * abs(y1 - y0)
 
 
 class BoxHost(Protocol):

@@ -256,15 +256,15 @@ class Canvas(ImageView):
         self.selection_changed.emit()
 
     def objects_at(self, pos: QPointF) -> list[BoxItem]:
-        """The shown objects under ``pos``, smallest first: the segment whose pixel it is, then every box
-        (annotation, prediction, ghost) containing it, by area."""
+        """The shown objects under ``pos``, smallest first: the segment whose pixel it is and every box
+        (annotation, prediction, ghost) containing it, by area (a segment's is its pixel count)."""
         found: list[BoxItem] = []
         sid = self.segment_at(pos)
         if sid is not None:
             found += [
                 b for b in self._boxes[ANNOTATIONS] if b.kind == SEGMENTS and b.key == sid and b.isVisible()
             ]
-        boxes = [
+        found += [
             item
             for item in self.scene().items(pos)
             if isinstance(item, BoxItem)
@@ -272,8 +272,8 @@ class Canvas(ImageView):
             and item.isVisible()
             and item.rect().contains(pos)
         ]
-        boxes.sort(key=lambda b: (b.rect().width() * b.rect().height(), b.kind == "ghost"))
-        return found + boxes
+        found.sort(key=lambda b: (b.spec.size, b.kind == "ghost"))
+        return found
 
     def tab_owner_at(self, event: QMouseEvent) -> BoxItem | None:
         """The box whose label tab is under the mouse (None: no tab there)."""

@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtGui import QImage
 
-from detr_studio.data.coco import CocoDocument, rgb2id
-from detr_studio.data.images import load_image
+from detr_studio.data.coco import CocoDocument, DatasetError, id_map_problems, read_id_png
 from detr_studio.data.labels import label_name
 from detr_studio.infer.detections import Detections
 from detr_studio.model.classes import coco_panoptic_classes, generated_color
@@ -93,7 +91,8 @@ def annotation_specs(
                     palette.category_name(seg.category_id),
                 )
                 tip = f"segment {seg.id}: {name}" + (" (stuff)" if seg.isthing is False else "")
-                specs.append(BoxSpec(seg.id, (x, y, x + w, y + h), colour, name, tip, editable=False))
+                box = (x, y, x + w, y + h)
+                specs.append(BoxSpec(seg.id, box, colour, name, tip, editable=False, area=seg.area))
         return specs
     for ann in doc.annotations_for(image_id):
         if ann.id in hidden:
@@ -153,14 +152,19 @@ def mask_jobs(
     ``hidden`` annotations (or segments) are left out."""
     jobs: list[MaskJob] = []
     if doc.is_panoptic:
-        png = doc.panoptic_png(image_id)
-        if png is not None:
-            colours = {
-                seg.id: vary(palette.category_colour(seg.category_id), k)
-                for k, seg in enumerate(doc.segments_for(image_id))
-                if seg.id not in hidden
-            }
-            jobs.append(("id_png", (png, colours)))
+        segments = doc.segments_for(image_id)
+        colours = {
+            seg.id: vary(palette.category_colour(seg.category_id), k)
+            for k, seg in enumerate(segments)
+            if seg.id not in hidden
+        }
+        if doc.is_edited_map(image_id):  # edited here: the map in memory (a copy), not the file
+            jobs.append(("doc_ids", (doc.id_map(image_id), colours)))
+        else:
+            png = doc.panoptic_png(image_id)
+            if png is not None:  # checked where it is read, on the lane (opening does not read every PNG)
+                size = doc.image_size(image_id)
+                jobs.append(("id_png", (png, colours, {seg.id for seg in segments}, size)))
     else:
         for k, ann in enumerate(doc.annotations_for(image_id)):
             if ann.segmentation and ann.id not in hidden:
@@ -199,12 +203,19 @@ def draw_masks(jobs: list[MaskJob], height: int, width: int) -> MaskLayer:
 
             segmentation, colour = payload  # type: ignore[misc]
             masks.append((segmentation_to_mask(segmentation, height, width).astype(bool), colour))
-        elif kind in ("id_png", "ids"):
-            source, colours = payload  # type: ignore[misc]
-            ids = rgb2id(np.asarray(load_image(source))) if isinstance(source, Path) else source  # [H, W]
+        elif kind == "id_png":
+            png, colours, listed, size = payload  # type: ignore[misc]
+            ids = read_id_png(png)  # [H, W]
+            problems = id_map_problems(ids, listed, size, png)
+            if problems:
+                raise DatasetError("; ".join(problems))
+            layers.append(segments_rgba(ids, colours))
+            segment_ids = ids
+        elif kind in ("doc_ids", "ids"):
+            ids, colours = payload  # type: ignore[misc]
             if ids.shape == (height, width):
                 layers.append(segments_rgba(ids, colours))
-                if kind == "id_png":
+                if kind == "doc_ids":
                     segment_ids = ids
         elif kind == "mask":
             masks.append(payload)  # type: ignore[arg-type]

@@ -30,7 +30,9 @@ from detr_studio.session.project import Project
 from . import demo_project
 from .actions import (
     EDITING,
+    EDITING_BOTH,
     NEEDS_PROJECT,
+    PANOPTIC_EDITING,
     ActionRegistry,
     WindowParts,
     add_dock_toggles,
@@ -48,6 +50,7 @@ from .navigation import Navigator
 from .object_list import ObjectListDock
 from .opening import ProjectController
 from .panels import ReviewPanel
+from .panoptic_commands import PanopticController
 from .predicting import PredictionController
 from .presenter import ScenePresenter
 from .review_queue import ReviewQueueDock
@@ -95,7 +98,11 @@ class MainWindow(QMainWindow):
         self.navigation = Navigator(session, services, views, self)
         self.projects = ProjectController(session, services, views, self)
         self.editing = EditController(session, services, views, self.presenter)
-        self.masks = MaskController(session, services, views, self.presenter, self.editing, self)
+        self.segments = PanopticController(session, services, views, self.editing.new_box_category, self)
+        self.editing.segments = self.segments
+        self.masks = MaskController(
+            session, services, views, self.presenter, self.editing, self.segments, self
+        )
         self.predictions = PredictionController(session, services, views, self)
         define_actions(self.actions, self._parts(), self.projects.autosave)
         self.actions_by_name = self.actions.by_name
@@ -114,6 +121,7 @@ class MainWindow(QMainWindow):
             navigation=self.navigation,
             editing=self.editing,
             masks=self.masks,
+            segments=self.segments,
             predictions=self.predictions,
             presenter=self.presenter,
             canvas=self.canvas,
@@ -172,7 +180,10 @@ class MainWindow(QMainWindow):
         self.image_panel.model.refresh([iid] if iid is not None else None)
 
     def _set_editing_enabled(self) -> None:
-        self.actions.set_enabled(EDITING, self.session.editable)
+        session = self.session
+        self.actions.set_enabled(EDITING, session.editable)
+        self.actions.set_enabled(EDITING_BOTH, session.editable or session.panoptic_editable)
+        self.actions.set_enabled(PANOPTIC_EDITING, session.panoptic_editable)
         self.actions.set_enabled(NEEDS_PROJECT, self.session.doc is not None)
 
     # ---- the window's own commands ------------------------------------------------------------------------

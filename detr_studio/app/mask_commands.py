@@ -29,6 +29,7 @@ from detr_studio.session.mask_tools import MaskToolError
 
 from .canvas import ANNOTATIONS, Stroke
 from .edit_commands import EditController
+from .panoptic_commands import PanopticController
 from .presenter import ScenePresenter
 from .services import Services
 from .tool_brush import STEP
@@ -45,6 +46,7 @@ class MaskController(Controller):
         views: Views,
         presenter: ScenePresenter,
         editing: EditController,
+        segments: PanopticController,
         parent: QObject,
     ):
         super().__init__(session, services, views, parent)
@@ -52,6 +54,7 @@ class MaskController(Controller):
         self.review_panel = views.review_panel
         self.presenter = presenter
         self.editing = editing
+        self.segments = segments
         canvas.brush_changed.connect(lambda r: services.status(f"Brush radius {r:.1f} px", 3_000))
         canvas.message.connect(lambda text: services.status(text, 5_000))
         canvas.polygon_drawn.connect(self.add_polygon)
@@ -78,15 +81,18 @@ class MaskController(Controller):
         if self.session.doc is None or self.session.current_image_id is None:
             return False
         if not self.session.editable:
-            self.services.status("This dataset cannot be edited here", 5_000)
+            self.services.status("A panoptic dataset is edited by its segments (see the Tools menu)", 5_000)
             return False
         return True
+
+    def _on_segments(self) -> bool:
+        return self.session.doc is not None and self.session.doc.is_panoptic
 
     # ---- tools -------------------------------------------------------------------------------------------
 
     def start(self, mode: str) -> None:
         """Switch the canvas to a drawing tool ("polygon", "brush", "erase", "mask_box")."""
-        if self._can_edit():
+        if (self._on_segments() and self.segments.can_edit()) or self._can_edit():
             self.presenter.set_layer_visible(ANNOTATIONS, True)
             self.canvas.set_mode(mode)
 
@@ -105,7 +111,11 @@ class MaskController(Controller):
     # ---- polygons ----------------------------------------------------------------------------------------
 
     def add_polygon(self, points: list[tuple[float, float]]) -> int | None:
-        """A polygon drawn on the canvas becomes a new annotation of the panel's class; returns its id."""
+        """A polygon drawn on the canvas becomes a new annotation of the panel's class; returns its id.
+        (Panoptic: it paints into or splits the selected segment.)"""
+        if self._on_segments():
+            self.segments.polygon(points)
+            return None
         if not self._can_edit():
             return None
         doc, iid = self.session.doc, self.session.current_image_id
@@ -133,7 +143,11 @@ class MaskController(Controller):
 
     def apply_stroke(self, stroke: Stroke) -> int | None:
         """A brush stroke paints into the one selected annotation's mask (the eraser takes away); with none
-        selected, the brush starts a new annotation of the panel's class. Returns the annotation's id."""
+        selected, the brush starts a new annotation of the panel's class. Returns the annotation's id.
+        (Panoptic: the stroke paints into, erases from or splits the selected segment.)"""
+        if self._on_segments():
+            self.segments.stroke(stroke)
+            return None
         if not self._can_edit():
             return None
         doc, iid = self.session.doc, self.session.current_image_id

@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from detr_studio.data.coco import Segment
 from detr_studio.data.coco.mask_edits import is_box_mask
 from detr_studio.session import Selection, Session
 from detr_studio.session.history import HistoryChange
@@ -41,6 +42,19 @@ from .services import Services
 from .views import Controller, Views
 
 NO_SELECTION = "Select a detection to see its query, top classes and no-object probability."
+
+
+def segment_text(seg: Segment, name: str) -> str:
+    """The inspector's text for one panoptic segment."""
+    kind = "stuff" if seg.isthing is False else "thing"
+    lines = [f"<b>Segment {seg.id}</b> — {name} ({kind})"]
+    if seg.area is not None:
+        lines.append(f"area: {seg.area:.0f} px")
+    if seg.bbox is not None:
+        x, y, w, h = seg.bbox
+        lines.append(f"box {x:.0f}, {y:.0f}, {w:.0f} × {h:.0f}")
+    lines.append("L relabels, Del deletes (void), K splits, G merges with others selected")
+    return "<br>".join(lines)
 
 
 class ScenePresenter(Controller):
@@ -328,6 +342,7 @@ class ScenePresenter(Controller):
         doc, iid = self.session.doc, self.session.current_image_id
         predicted = self.canvas.selected_prediction_ids()
         annotated = self.canvas.selected_annotation_ids()
+        segments = self.canvas.selected_segment_ids()
         store = self.session.store
         entry = store.get(iid) if iid is not None else None
         if len(predicted) == 1 and entry is not None and iid is not None:
@@ -347,6 +362,12 @@ class ScenePresenter(Controller):
             lines.append(f"review: {ann.review}")
             lines.append(f"box {x:.0f}, {y:.0f}, {w:.0f} × {h:.0f}")
             text = "<br>".join(lines)
+        elif len(segments) == 1 and doc is not None and doc.is_panoptic and iid is not None:
+            seg = next((s for s in doc.segments_for(iid) if s.id == segments[0]), None)
+            if seg is not None:
+                text = segment_text(seg, self.palette().category_name(seg.category_id))
+        elif segments:
+            text = f"{len(segments)} segments selected (G merges them)"
         elif predicted or annotated:
             text = f"{len(annotated)} annotations and {len(predicted)} predictions selected"
         self.review_panel.inspector.setText(text)

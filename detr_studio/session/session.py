@@ -14,7 +14,7 @@ editable when their PNG folder is known (the segment edits are `data.coco.segmen
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,6 +270,17 @@ class Session:
         if self.history is None or self.doc is None:
             return False
         return self.history.record(text, [DocumentChange(self.doc, edit)], merge_key=merge_key)
+
+    def apply_steps(self, builds: Iterable[Callable[[], Edit]], text: str) -> bool:
+        """Build and make edits one after the other, each on the document the one before left, as one undo
+        step; False (and ``failed``) when the document refuses one, with none of them kept."""
+        if self.history is None or self.doc is None:
+            return False
+        doc = self.doc
+        with self.history.transaction(text) as tx:
+            for build in builds:
+                tx.apply(DocumentChange(doc, build()))
+        return tx.ok
 
     def accept(self, query_ids: Sequence[int], text: str | None = None) -> bool:
         """Turn predictions of the current image into annotations with the model's provenance, and mark
