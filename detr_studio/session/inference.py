@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detr_studio.infer.box_mask import BoxMask
 from detr_studio.infer.detections import Detections
 
 from .model_loading import ModelChoice, ModelInfo, describe_error, load_predictor
@@ -64,6 +65,16 @@ class InferenceEngine:
             return self._predictor.predict(
                 [path], attention=self.info.has_attention, panoptic=self._predictor.supports_masks
             )[0]
+        except Exception as exc:
+            raise RuntimeError(describe_error(exc)) from exc
+
+    def mask_from_box(self, path: Path, box_xyxy: tuple[float, float, float, float]) -> BoxMask:
+        """The loaded model's mask for a box drawn on the image at ``path`` (`Predictor.mask_from_box`); raises
+        with a message when there is no model, no mask head, or the image cannot be read."""
+        if self._predictor is None:
+            raise NoModelError(NO_MODEL)
+        try:
+            return self._predictor.mask_from_box(path, box_xyxy)
         except Exception as exc:
             raise RuntimeError(describe_error(exc)) from exc
 
