@@ -25,8 +25,8 @@ from .presenter import ScenePresenter
 from .shortcuts import saved_keys
 
 Slot = Callable[..., object]
-EDITING = ("draw", "duplicate", "mask_from_box", "fill_holes", "to_polygons", "to_rle")  # instances only
-EDITING_BOTH = ("delete", "relabel", "accept", "accept_all", "polygon", "brush", "eraser")  # segments too
+EDITING = ("draw", "duplicate", "fill_holes", "to_polygons", "to_rle")  # instances only
+EDITING_BOTH = ("delete", "relabel", "accept", "accept_all", "polygon", "brush", "eraser", "mask_from_box")
 PANOPTIC_EDITING = ("merge_segments", "split_segment")
 TOOLS = {"select": "select_tool", "draw": "draw", "polygon": "polygon", "brush": "brush", "erase": "eraser",
          "mask_box": "mask_from_box"}  # fmt: skip

@@ -18,13 +18,15 @@ split one).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QRectF
 
-from detr_studio.data.coco import Edit
+from detr_studio.data.coco import CocoEditError, Edit
 from detr_studio.data.coco.mask_edits import polygons_edit
 from detr_studio.data.coco.mask_geometry import POLYGONS, RLE
 from detr_studio.session import Session, mask_tools
+from detr_studio.session.mask_from_box import box_mask_edit
 from detr_studio.session.mask_tools import MaskToolError
 
 from .canvas import ANNOTATIONS, Stroke
@@ -34,6 +36,15 @@ from .presenter import ScenePresenter
 from .services import Services
 from .tool_brush import STEP
 from .views import Controller, Views
+
+if TYPE_CHECKING:  # torch: imported by the inference lane, never at start
+    from detr_studio.infer.box_mask import BoxMask
+
+NO_MODEL_FOR_MASKS = "No model is loaded: mask from box needs one with a mask head (Model > Choose Model)"
+NO_MASK_HEAD = (
+    "The loaded model ({name}) has no mask head, so it cannot give a mask for a box: choose a segmentation"
+    " model (a -panoptic zoo model, or one trained with --masks)"
+)
 
 
 class MaskController(Controller):
@@ -60,6 +71,11 @@ class MaskController(Controller):
         canvas.polygon_drawn.connect(self.add_polygon)
         canvas.polygon_edited.connect(self.edit_polygon)
         canvas.stroke_finished.connect(self.apply_stroke)
+        canvas.mask_box_drawn.connect(self.ask_mask_from_box)
+        services.worker.box_masked.connect(self._on_box_masked)
+        services.worker.box_mask_failed.connect(
+            lambda _iid, message: services.report_error(f"Mask from box failed: {message}")
+        )
 
     def _try(self, build: Callable[[], tuple[Edit, int] | Edit], text: str) -> int | bool:
         """Build an edit (reporting why not in the status bar) and make it as one undo step; returns the
@@ -190,3 +206,47 @@ class MaskController(Controller):
             return False
         tolerance = self.review_panel.tolerance_spin.value()
         return bool(self._try(lambda: mask_tools.convert(doc, ids, form, tolerance), text))
+
+    # ---- mask from box -----------------------------------------------------------------------------------
+
+    def ask_mask_from_box(self, rect: QRectF) -> bool:
+        """A box drawn in mask-from-box mode: ask the loaded model's mask head (on the inference lane) for
+        the mask of the query that matches it best; the answer becomes a new annotation (or, panoptic, a new
+        segment) of the panel's class. False, with a message, when there is no model or it has no mask head."""
+        doc, iid, info = self.session.doc, self.session.current_image_id, self.session.model_info
+        if doc is None or iid is None:
+            return False
+        if info is None:
+            self.services.report_error(NO_MODEL_FOR_MASKS)
+            return False
+        if not info.supports_masks:
+            self.services.report_error(NO_MASK_HEAD.format(name=info.name))
+            return False
+        box = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        self.services.status(f"Asking {info.name} for the mask in the box…")
+        self.services.worker.mask_from_box(iid, doc.image_path(iid), box)
+        return True
+
+    def _on_box_masked(self, image_id: int, result: BoxMask) -> None:
+        doc = self.session.doc
+        if doc is None or image_id != self.session.current_image_id:
+            return
+        said = f"query {result.query_id}, box IoU {result.iou:.2f}, the model says {self.presenter.label_name(result.label)} {result.score:.2f}"
+        if self._on_segments():
+            if self.segments.add_mask(result.mask, "mask from box"):
+                self.services.status(f"Mask from box: {said}", 10_000)
+            return
+        model = self.session.model_info.name if self.session.model_info is not None else None
+        cid = self.editing.new_box_category()
+
+        def build() -> tuple[Edit, int]:
+            try:
+                return box_mask_edit(doc, image_id, result, category_id=cid, class_names=self.session.class_names,
+                                     model=model)  # fmt: skip
+            except CocoEditError as exc:
+                raise MaskToolError(str(exc)) from None
+
+        new = self._try(build, "mask from box")
+        if not isinstance(new, bool):
+            self.canvas.select(ANNOTATIONS, [new])
+            self.services.status(f"Mask from box: {said}", 10_000)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from PySide6.QtCore import QObject
 
 from detr_studio.data.coco import Edit
@@ -126,6 +127,15 @@ class PanopticController(Controller):
             self.canvas.set_mode("polygon")
         self.services.status(
             "Split: draw a polygon (or paint with the brush) over the part to cut off", 10_000
+        )
+
+    def add_mask(self, pixels: np.ndarray, text: str) -> bool:
+        """[H, W] pixels (the model's mask for a drawn box) become a new segment of the panel's class."""
+        doc, iid, category = self.session.doc, self.session.current_image_id, self.new_category()
+        if doc is None or iid is None or not self.can_edit():
+            return False
+        return self._make(
+            lambda: tools.region_edit(doc, iid, (pixels, None), tools.PAINT, [], category), text
         )
 
     # ---- regions -----------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detr_studio.infer.box_mask import BoxMask
 from detr_studio.infer.detections import Detections
 
 from .model_loading import ModelChoice, ModelInfo, describe_error, load_predictor
+
+if TYPE_CHECKING:  # torch: the window imports this module at start, torch comes later
+    from detr_studio.infer.box_mask import BoxMask
 
 RESULT_INTERVAL_S = 0.3  # how often a batch posts its results
 PROGRESS_INTERVAL_S = 0.1

@@ -12,12 +12,15 @@ name kept beside it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from detr_studio.data.coco import AddAnnotations, AddCategory, Batch, CocoDocument, CocoEditError, Edit
 from detr_studio.data.coco.mask_edits import mask_edit, mask_fields, preferred_form
 from detr_studio.data.coco.mask_geometry import to_form
 from detr_studio.data.labels import category_for_label
-from detr_studio.infer.box_mask import BoxMask
+
+if TYPE_CHECKING:  # torch: the window imports this module at start, torch comes later
+    from detr_studio.infer.box_mask import BoxMask
 
 
 def box_mask_edit(
