@@ -5,7 +5,7 @@ A click on a row selects that object, also one that lies under a larger one on t
 "tree" region); Ctrl and Shift select several. The selection is the session's, so the canvas, the inspector
 and this list always agree. Unticking "shown" hides an object (it is not drawn and a click on the canvas
 passes through it); ticking "locked" keeps it drawn and selectable but unmovable and uneditable. The rows are
-`session.objects.ObjectRow`s from `Session.image_objects`.
+`session.objects.ObjectRow`s from `Session.image_objects`; the header's tool tips say what the columns are.
 """
 
 from __future__ import annotations
@@ -40,7 +40,15 @@ from detr_studio.session.objects import ANNOTATION, PREDICTION, SEGMENT, ObjectR
 from .layers import Palette
 
 SHOWN, LOCKED, CLASS, SOURCE, SCORE, REVIEW = range(6)
-HEADERS = ("Shown", "Locked", "Class", "Source", "Score", "Review")
+HEADERS = ("Show", "Lock", "Class", "Source", "Score", "Review")
+TIPS = (
+    "Drawn on the canvas (untick to hide: a click then passes through it)",
+    "Locked: drawn and selectable, but not moved or edited",
+    "Class (a model's class name for predictions)",
+    "human, model (accepted from a model), prediction; thing or stuff for segments",
+    "The model's score",
+    "Review state: accepted, pending, rejected; open or ghost for predictions",
+)
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -67,8 +75,12 @@ class ObjectTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(HEADERS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return HEADERS[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return TIPS[section]
         return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:
@@ -128,7 +140,7 @@ class ObjectListPanel(QWidget):
         self.view.verticalHeader().setVisible(False)
         self.view.verticalHeader().setDefaultSectionSize(20)
         header = self.view.horizontalHeader()
-        for column in (SHOWN, LOCKED, SCORE):
+        for column in (SHOWN, LOCKED, SOURCE, SCORE, REVIEW):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(CLASS, QHeaderView.ResizeMode.Stretch)
         self.summary = QLabel("No image", self)
