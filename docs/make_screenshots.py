@@ -56,7 +56,7 @@ WINDOW_SIZE = (1400, 900)
 QUEUE_WIDTH = 470  # the review queue's rows: "000123.jpg — wrong class: labelled …, predicted … 0.87"
 IMAGES_WIDTH = 240  # the image list beside the training and export docks (the canvas keeps some room)
 PANEL_WIDTH = 560  # the training curves and the export report
-OBJECTS_WIDTH = 390  # the Objects dock's columns: shown, locked, class, source, score, review
+OBJECTS_WIDTH = 360  # the Objects dock (under the image list): shown, locked, class, source, score, review
 START_TIMEOUT_S = 300  # writing the demo dataset and loading torch on a shared CPU
 PREDICT_ALL_TIMEOUT_S = 900
 TRAINING_TIMEOUT_S = 15 * 60
@@ -408,7 +408,7 @@ def show_objects(window: MainWindow) -> None:
     """The Review and Objects docks in front, the predictions' layer hidden (their masks would cover the
     document's)."""
     window.presenter.set_layer_visible(PREDICTIONS, False)
-    show_docks(window, {window.images_dock: IMAGES_WIDTH, window.review_dock: OBJECTS_WIDTH})
+    show_docks(window, {window.images_dock: OBJECTS_WIDTH, window.review_dock: 290})
     window.objects_dock.show()
     window.objects_dock.raise_()
     QApplication.processEvents()

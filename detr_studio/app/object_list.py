@@ -140,9 +140,9 @@ class ObjectListPanel(QWidget):
         self.view.verticalHeader().setVisible(False)
         self.view.verticalHeader().setDefaultSectionSize(20)
         header = self.view.horizontalHeader()
-        for column in (SHOWN, LOCKED, SOURCE, SCORE, REVIEW):
+        for column in (SHOWN, LOCKED, CLASS, SOURCE, SCORE):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(CLASS, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)  # the class stays readable; a narrow dock scrolls sideways
         self.summary = QLabel("No image", self)
         # the text changes with every image: it must never widen the dock (and shrink the canvas)
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
