@@ -14,7 +14,7 @@ LOSS_COLOURS = {
     "loss_mask": (200, 140, 20),
     "loss_dice": (150, 60, 190),
 }
-AP_COLOURS = {"AP": (220, 60, 60), "AP50": (40, 110, 220)}
+AP_COLOURS = {"AP": (220, 60, 60), "AP50": (40, 110, 220), "segm_AP": (150, 60, 200), "PQ": (30, 160, 90)}
 
 
 class Series:

@@ -1,5 +1,6 @@
-"""The Training dock's choices: the base model, the classes and images to train on, the held-out fraction
-and the options, read as `TrainingOptions` (checked, with a message naming what is wrong)."""
+"""The Training dock's choices: the base model, what to train (boxes, boxes then masks, the mask head alone),
+the classes and images to train on, the held-out fraction and the options, read as `TrainingOptions`
+(checked, with a message naming what is wrong)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.data.coco.mask_edits import has_masks
 from detr_studio.model import zoo
 from detr_studio.session import Session
 from detr_studio.train.runs import (
     ANNOTATED,
+    BOXES,
     REVIEWED,
+    TASKS,
     TrainingOptions,
     TrainingSetupError,
     choose_images,
@@ -90,6 +94,12 @@ class TrainingForm:
         self.max_size_spin.setSuffix(" px")
         self.device_combo = QComboBox(parent)
         self.device_combo.addItems(DEVICES)
+        self.task_combo = QComboBox(parent)
+        for key, text in TASKS.items():
+            self.task_combo.addItem(text, key)
+        self.task_combo.setToolTip(
+            "Masks follow the official recipe: boxes first, then the mask head on the frozen detector"
+        )
 
         self.gpus_spin = QSpinBox(parent)
         self.gpus_spin.setRange(1, 64)
@@ -103,6 +113,7 @@ class TrainingForm:
         file_row.addWidget(self.file_edit, 1)
         file_row.addWidget(self.browse_button)
         model_form.addRow(file_row)
+        model_form.addRow("Train", self.task_combo)
 
         data_box = QGroupBox("Data", parent)
         data_form = QFormLayout(data_box)
@@ -148,7 +159,7 @@ class TrainingForm:
         if demo is not None:
             add("Demo model", DEMO, str(demo))
         for entry in zoo.list_entries():
-            if entry.task == "detection":
+            if entry.task in ("detection", "panoptic"):
                 where = "" if zoo.cached_path(entry) is not None else f", download {entry.size_mb} MB"
                 add(f"Zoo: {entry.name} ({entry.backbone_label}{where})", ZOO, entry.name)
         add("Checkpoint file…", FILE, "")
@@ -212,10 +223,22 @@ class TrainingForm:
         ]
         return None if len(ticked) == len(names) else ticked
 
+    def update_tasks(self) -> None:
+        """Mask training only where there are masks: a panoptic dataset, or instances with masks."""
+        doc = self.session.doc
+        masks = doc is not None and (doc.is_panoptic or has_masks(doc))
+        model = self.task_combo.model()
+        for row in range(self.task_combo.count()):
+            item = model.item(row)  # type: ignore[attr-defined]
+            item.setEnabled(masks or self.task_combo.itemData(row) == BOXES)
+        if not masks:
+            self.task_combo.setCurrentIndex(self.task_combo.findData(BOXES))
+
     def update_counts(self) -> None:
         doc = self.session.doc
-        if doc is None or doc.is_panoptic:
-            self.count_label.setText("Open an instances dataset to train on it.")
+        self.update_tasks()
+        if doc is None:
+            self.count_label.setText("Open a dataset to train on it.")
             return
         which = self.images_combo.currentData()
         ids = choose_images(doc, which)
@@ -240,6 +263,7 @@ class TrainingForm:
             device=self.device_combo.currentText(),
             size=self.size_spin.value(),
             max_size=max(self.max_size_spin.value(), self.size_spin.value()),
+            task=self.task_combo.currentData(),
         )
         for name, value in self.extra_options.items():
             setattr(values, name, value)
