@@ -9,6 +9,7 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QInputDialog
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import Relabel, RemoveAnnotations, SetImageReviewed
 from detr_studio.session import Session
 from detr_studio.session import editing as edits
@@ -100,7 +101,7 @@ class EditController(Controller):
     def delete_selected(self) -> None:
         ids = self._selected()
         if ids and self._editable():
-            self.session.apply(RemoveAnnotations(ids), f"delete {len(ids)} boxes")
+            self.session.apply(RemoveAnnotations(ids), f"delete {plural(len(ids), 'box', 'boxes')}")
 
     def duplicate_selected(self) -> None:
         ids = self._selected()

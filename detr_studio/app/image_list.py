@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import CocoDocument, ImageInfo
 from detr_studio.data.images import ImageReadError, image_size, load_image
 from detr_studio.session import Session
@@ -299,7 +300,7 @@ class ImageListModel(QAbstractListModel):
         assert doc is not None
         info = doc.image(iid)
         count = len(doc.segments_for(iid)) if doc.is_panoptic else len(doc.annotations_for(iid))
-        parts = [f"{count} label" + ("" if count == 1 else "s")]
+        parts = [plural(count, "label")]
         store = self.session.store
         if iid in store:
             visible = store.visible(iid, self.session.threshold)
@@ -460,7 +461,9 @@ class ImageListPanel(QWidget):
     def _update_count(self) -> None:
         total = self.model.total
         shown = self.model.rowCount()
-        self.count_label.setText(f"{shown:,} of {total:,} images" if shown != total else f"{total:,} images")
+        self.count_label.setText(
+            f"{shown:,} of {plural(total, 'image')}" if shown != total else plural(total, "image")
+        )
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         iid = self.model.image_id_at(current.row()) if current.isValid() else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QFileDialog, QMenu
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import CocoFormatError, CocoSaveError
 from detr_studio.data.images import is_image_file
 from detr_studio.session import Session
@@ -47,6 +48,7 @@ class ProjectController(Controller):
         self._timer.timeout.connect(self.autosave_now)
         self._timer.start()
         self._last_image: int | None = None
+        self._journal_reported: str | None = None  # the journal problem already told to the user
         session.events.edited.connect(lambda _change: self.update_title())
         session.events.image.connect(self._on_image)
 
@@ -153,7 +155,7 @@ class ProjectController(Controller):
         if doc.pending_journal:
             answer = self.services.ask(
                 "Recover unsaved edits?",
-                f"{len(doc.pending_journal)} edits to {doc.path or project.location} were not saved when DETR"
+                f"{plural(len(doc.pending_journal), 'edit')} to {doc.path or project.location} were not saved when DETR"
                 " Studio last stopped. Recover them?",
                 ("Recover", "Discard"),
             )
@@ -169,9 +171,9 @@ class ProjectController(Controller):
         self.session.set_project(project)  # the presenter and the navigator follow: the first image shows
         self._add_recent(project.recent_entry())
         kind = "panoptic" if doc.is_panoptic else "instances"
-        message = f"Opened {self.title_name()}: {self.image_panel.model.total:,} images ({kind})"
+        message = f"Opened {self.title_name()}: {plural(self.image_panel.model.total, 'image')} ({kind})"
         if doc.warnings:
-            message += f"; {len(doc.warnings)} warnings, the first: {doc.warnings[0]}"
+            message += f"; {plural(len(doc.warnings), 'warning')}, the first: {doc.warnings[0]}"
         self.services.status(message, 15_000)
         self.update_title()
         self.opened.emit()
@@ -240,13 +242,7 @@ class ProjectController(Controller):
         """Save a dirty document that already has its file (autosave never creates a file unasked), unless
         undo has brought it back to what its file holds."""
         doc = self.session.doc
-        if (
-            not self.autosave
-            or doc is None
-            or not doc.dirty
-            or doc.path is None
-            or self.session.at_saved_state
-        ):
+        if not self.autosave or doc is None or doc.path is None or not self.session.has_unsaved_changes:
             return
         try:
             written = doc.save()
@@ -267,8 +263,7 @@ class ProjectController(Controller):
 
     def may_discard_changes(self) -> bool:
         """Before replacing or closing a dirty document: save, discard or cancel."""
-        doc = self.session.doc
-        if doc is None or not doc.dirty:
+        if not self.session.has_unsaved_changes:
             return True
         answer = self.services.ask(
             "Unsaved changes", f"{self.title_name()} has unsaved changes.", ("Save", "Discard", "Cancel")
@@ -282,12 +277,26 @@ class ProjectController(Controller):
         return project.title if project is not None else "The project"
 
     def update_title(self) -> None:
+        """The title (the project's name, ``*`` while it has unsaved changes) and the journal warning."""
         doc = self.session.doc
+        self._show_journal_state()
         if doc is None:
             self.window.setWindowTitle(APP_NAME)
             return
         self.window.setWindowTitle(f"{self.title_name()}[*] — {APP_NAME}")
-        self.window.setWindowModified(doc.dirty)
+        self.window.setWindowModified(self.session.has_unsaved_changes)
+
+    def _show_journal_state(self) -> None:
+        """While the document cannot journal its edits (a full or read-only disk), the status bar says so until
+        a save succeeds; the first time, a message says it too."""
+        doc = self.session.doc
+        problem = doc.journal_error if doc is not None else None
+        self.views.status.show_journal_problem(problem)
+        if problem is not None and problem != self._journal_reported:
+            self.services.report_error(
+                f"{problem}.\nSave (Ctrl+S), or Save As… to another disk, to keep your edits safe."
+            )
+        self._journal_reported = problem
 
     def shutdown(self) -> None:
         self._timer.stop()

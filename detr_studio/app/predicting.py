@@ -11,6 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 
+from detr_studio.common.text import plural
 from detr_studio.infer.detections import Detections
 from detr_studio.session import Session
 from detr_studio.session.inference import BatchSummary
@@ -78,7 +79,7 @@ class PredictionController(Controller):
         self.status.model_status.setText(f"model: {info.name}")
         self.status.device_label.setText(info.description)
         self.review_panel.model_label.setText(
-            f"<b>{info.name}</b><br>{info.num_queries} queries, {len(info.class_names)} classes"
+            f"<b>{info.name}</b><br>{plural(info.num_queries, 'query', 'queries')}, {plural(len(info.class_names), 'class', 'classes')}"
             + (", mask head" if info.supports_masks else "")
             + ("" if info.has_attention else "<br>(ONNX: no attention maps)")
         )
@@ -137,7 +138,9 @@ class PredictionController(Controller):
         if not self.session.put_predictions({image_id: dets}, model):
             return
         threshold = self.session.threshold
-        self.services.status(f"{len(dets.above(threshold))} detections above {threshold:.2f}", 5_000)
+        self.services.status(
+            f"{plural(len(dets.above(threshold)), 'detection')} above {threshold:.2f}", 5_000
+        )
         self.image_panel.model.refresh([image_id])
         self.predictions_changed.emit(image_id)
 
@@ -154,10 +157,14 @@ class PredictionController(Controller):
         elif summary.errors:
             shown = "\n".join(summary.errors[:5])
             more = f"\n… and {len(summary.errors) - 5} more" if len(summary.errors) > 5 else ""
-            self.services.report_error(f"{len(summary.errors)} images could not be predicted:\n{shown}{more}")
+            self.services.report_error(
+                f"{plural(len(summary.errors), 'image')} could not be predicted:\n{shown}{more}"
+            )
         self.image_panel.refilter()
         state = "cancelled" if summary.cancelled else "done"
-        self.services.status(f"Predict all {state}: {summary.done} of {summary.total} images", 10_000)
+        self.services.status(
+            f"Predict all {state}: {summary.done} of {plural(summary.total, 'image')}", 10_000
+        )
         self.predictions_changed.emit(-1)
 
     # ---- reviewing ---------------------------------------------------------------------------------------

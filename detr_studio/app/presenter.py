@@ -14,6 +14,7 @@ import contextlib
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from detr_studio.common.text import plural
 from detr_studio.session import Selection, Session
 from detr_studio.session.history import HistoryChange
 from detr_studio.session.project import Project
@@ -259,7 +260,9 @@ class ScenePresenter(Controller):
             lines.append(f"box {x:.0f}, {y:.0f}, {w:.0f} × {h:.0f}")
             text = "<br>".join(lines)
         elif predicted or annotated:
-            text = f"{len(annotated)} annotations and {len(predicted)} predictions selected"
+            text = (
+                f"{plural(len(annotated), 'annotation')} and {plural(len(predicted), 'prediction')} selected"
+            )
         self.review_panel.inspector.setText(text)
 
     def _query_text(self, image_id: int, query: int) -> str:

@@ -11,6 +11,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QMainWindow, QMessageBox
 
 from .inference import InferenceWorker
+from .status_bar import StatusWidgets
 
 APP_NAME = "DETR Studio"
 ORGANISATION = "detr-studio"
@@ -20,16 +21,19 @@ class Services:
     """``errors`` keeps every message reported (tests read it); ``error_dialogs`` False reports into the
     status bar and ``errors`` only; ``ask`` may be replaced (tests answer questions that way)."""
 
-    def __init__(self, window: QMainWindow, settings: QSettings, worker: InferenceWorker):
-        self.window = window  # the parent of dialogs and the owner of the status bar
+    def __init__(
+        self, window: QMainWindow, settings: QSettings, worker: InferenceWorker, status_widgets: StatusWidgets
+    ):
+        self.window = window  # the parent of dialogs
         self.settings = settings
         self.worker = worker
+        self.status_widgets = status_widgets
         self.errors: list[str] = []
         self.error_dialogs = True
 
     def status(self, text: str, timeout_ms: int = 0) -> None:
         """Show ``text`` in the status bar (for ``timeout_ms``, 0: until replaced)."""
-        self.window.statusBar().showMessage(text, timeout_ms)
+        self.status_widgets.show_message(text, timeout_ms)
 
     def report_error(self, message: str) -> None:
         """Show an error without blocking: the status bar, a non-modal message box, and ``errors``."""

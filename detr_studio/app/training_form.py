@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.model import zoo
 from detr_studio.session import Session
 from detr_studio.train.runs import (
@@ -224,7 +225,9 @@ class TrainingForm:
             self.count_label.setText(f"No {which} images yet{': ' + hint if hint else ''}.")
             return
         train, held = split_images(ids, self.holdout_spin.value(), TrainingOptions.seed)
-        self.count_label.setText(f"{len(ids)} images: {len(train)} to train on, {len(held)} held out")
+        self.count_label.setText(
+            f"{plural(len(ids), 'image')}: {len(train)} to train on, {len(held)} held out"
+        )
 
     def options(self) -> TrainingOptions:
         """The panel's choices as `TrainingOptions`; ``extra_options`` sets the rest (workers, seed, augment)."""

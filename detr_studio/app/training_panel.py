@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.session import Session
 from detr_studio.session.model_loading import ModelChoice, load_network
 from detr_studio.train.events import (
@@ -333,7 +334,7 @@ class TrainingPanel(QWidget):
             self._epochs, self._steps_per_epoch = event.epochs, max(event.steps_per_epoch, 1)
             self.progress.setRange(0, self._epochs * self._steps_per_epoch)
             self.status_label.setText(
-                f"Training on {event.train_images} images ({event.val_images} held out) on {event.device}, "
+                f"Training on {plural(event.train_images, 'image')} ({event.val_images} held out) on {event.device}, "
                 f"epochs {event.start_epoch + 1}–{event.epochs}"
             )
         elif isinstance(event, Step):
@@ -363,12 +364,11 @@ class TrainingPanel(QWidget):
         elif isinstance(event, Finished):
             if event.cancelled:
                 self.status_label.setText(
-                    f"Cancelled after {event.epochs_done} full epochs; its position is saved: Resume goes on."
+                    f"Cancelled after {plural(event.epochs_done, 'full epoch')}; its position is saved: Resume goes on."
                 )
             else:
                 best = f", best AP {event.best_metric:.3f}" if event.best_metric > -1e30 else ""
-                epochs = "1 epoch" if event.epochs_done == 1 else f"{event.epochs_done} epochs"
-                self.status_label.setText(f"Finished: {epochs}{best}.")
+                self.status_label.setText(f"Finished: {plural(event.epochs_done, 'epoch')}{best}.")
                 self.progress.setValue(self.progress.maximum())
         elif isinstance(event, Failed):
             self.status_label.setText(f"Failed: {event.message.splitlines()[0]}")

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import CocoDocument, Edit
 from detr_studio.infer.detections import Detections
 
@@ -106,6 +107,13 @@ class Session:
     def at_saved_state(self) -> bool:
         """Whether the document is as its file holds it (undo can bring it back there)."""
         return self.history is not None and self.history.at_saved_state
+
+    @property
+    def has_unsaved_changes(self) -> bool:
+        """Whether the document differs from what its file holds: edited, and not brought back to the saved
+        state by undo. The title's ``*``, autosave and the question before closing all follow this."""
+        doc = self.doc
+        return doc is not None and doc.dirty and not self.at_saved_state
 
     def show_image(self, image_id: int | None) -> None:
         """Make ``image_id`` the current image (clears the selection)."""
@@ -211,7 +219,7 @@ class Session:
         rows = [self.store.row_of(iid, q) for q in query_ids]
         edit = accept_edit(doc, iid, entry.detections, rows, entry.model, self.class_names)
         label = text or (
-            "accept prediction" if len(query_ids) == 1 else f"accept {len(query_ids)} predictions"
+            "accept prediction" if len(query_ids) == 1 else f"accept {plural(len(query_ids), 'prediction')}"
         )
         with self.history.transaction(label) as tx:
             tx.apply(DocumentChange(doc, edit))
@@ -223,7 +231,7 @@ class Session:
         dets = self.visible_predictions()
         if dets is None or not len(dets):
             return False
-        return self.accept([int(q) for q in dets.query_ids], f"accept {len(dets)} predictions")
+        return self.accept([int(q) for q in dets.query_ids], f"accept {plural(len(dets), 'prediction')}")
 
     def reject(self, query_ids: Sequence[int]) -> bool:
         """Hide predictions of the current image; undoable like every edit."""
@@ -232,7 +240,9 @@ class Session:
         if not query_ids or entry is None or self.history is None:
             return False
         assert iid is not None
-        text = "reject prediction" if len(query_ids) == 1 else f"reject {len(query_ids)} predictions"
+        text = (
+            "reject prediction" if len(query_ids) == 1 else f"reject {plural(len(query_ids), 'prediction')}"
+        )
         return self.history.record(text, [MarkChange.of(self.store, iid, entry.model, query_ids, REJECTED)])
 
     def undo(self) -> bool:
