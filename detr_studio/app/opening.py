@@ -9,6 +9,7 @@ the image changes and every minute, and never when undo has brought it back to w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from .services import APP_NAME, Services
 from .views import Controller, Views
 
 MAX_RECENT = 10
+MAX_IMAGE_FOLDERS = 200
+IMAGE_FOLDERS_KEY = "image_folders"  # {COCO file: the image folder the user chose for it}, as JSON
 AUTOSAVE_MS = 60_000
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp)"
 Opener = Callable[..., projects.Project]
@@ -72,17 +75,60 @@ class ProjectController(Controller):
             self.open_coco(path)
 
     def choose_image_root(self) -> Path | None:
-        """Ask where the images are; returns the folder (the caller shows the current image again)."""
+        """Ask where the images are; returns the folder (the caller shows the current image again). A COCO
+        file remembers the folder chosen for it."""
         doc = self.session.doc
         if doc is None:
             return None
-        folder = QFileDialog.getExistingDirectory(self.window, "Folder that holds the images")
-        if not folder:
+        folder = self.services.choose_folder("Folder that holds the images", str(doc.image_root or ""))
+        if folder is None:
             return None
-        doc.image_root = Path(folder)
-        self.image_panel.model.thumbnails.clear()
-        self.image_panel.model.refresh()
+        doc.image_root = folder
+        if doc.path is not None and projects.images_found(doc):
+            self._remember_image_folder(doc.path, folder)
+        self.image_panel.model.forget_problems()
         return doc.image_root
+
+    def _find_images(self, project: projects.Project) -> str:
+        """A COCO file whose images are not where it says: use the folder chosen for it before, else ask for
+        it once. Returns what the opening message should add ("" when the images are where expected)."""
+        doc = project.doc
+        if project.kind != projects.COCO or doc.path is None or projects.images_found(doc):
+            return ""
+        remembered = self._image_folders().get(str(doc.path.absolute()))
+        if remembered and projects.images_found(doc, remembered):
+            doc.image_root = Path(remembered)
+            return f"; images from {remembered}"
+        looked = doc.image_root
+        folder = self.services.choose_folder(
+            f"The images of {doc.path.name} are not in {looked}: choose the folder that holds them",
+            str(doc.path.parent),
+        )
+        if folder is None:
+            return f"; its images are not in {looked}: choose their folder with File > Set Image Folder…"
+        doc.image_root = folder
+        if not projects.images_found(doc):
+            return (
+                f"; its images are not in {folder} either: choose their folder with File > Set Image Folder…"
+            )
+        self._remember_image_folder(doc.path, folder)
+        return f"; images from {folder}"
+
+    def _image_folders(self) -> dict[str, str]:
+        """The image folder chosen for each COCO file (by its absolute path), from the settings."""
+        try:
+            value = json.loads(str(self.services.settings.value(IMAGE_FOLDERS_KEY, "{}")))
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    def _remember_image_folder(self, coco_file: Path, folder: Path) -> None:
+        folders = self._image_folders()
+        key = str(coco_file.absolute())
+        folders.pop(key, None)
+        folders[key] = str(folder)
+        kept = dict(list(folders.items())[-MAX_IMAGE_FOLDERS:])
+        self.services.settings.setValue(IMAGE_FOLDERS_KEY, json.dumps(kept))
 
     # ---- opening -----------------------------------------------------------------------------------------
 
@@ -163,6 +209,7 @@ class ProjectController(Controller):
                 doc.replay_journal()
             else:
                 doc.discard_journal()
+        found = self._find_images(project)
         worker = self.services.worker
         worker.cancel_batch()  # its results would belong to the old project
         worker.current_image = None
@@ -171,7 +218,9 @@ class ProjectController(Controller):
         self.session.set_project(project)  # the presenter and the navigator follow: the first image shows
         self._add_recent(project.recent_entry())
         kind = "panoptic" if doc.is_panoptic else "instances"
-        message = f"Opened {self.title_name()}: {plural(self.image_panel.model.total, 'image')} ({kind})"
+        message = (
+            f"Opened {self.title_name()}: {plural(self.image_panel.model.total, 'image')} ({kind}){found}"
+        )
         if doc.warnings:
             message += f"; {plural(len(doc.warnings), 'warning')}, the first: {doc.warnings[0]}"
         self.services.status(message, 15_000)

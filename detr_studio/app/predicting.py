@@ -43,7 +43,7 @@ class PredictionController(Controller):
         worker.model_failed.connect(self._on_model_failed)
         worker.predicted.connect(self._on_predicted)
         worker.predict_failed.connect(
-            lambda _iid, message: services.report_error(f"Prediction failed: {message}")
+            lambda _iid, message: services.report_problem(f"Prediction failed: {message}")
         )
         worker.batch_progress.connect(status.batch_progress)
         worker.batch_results.connect(self._on_batch_results)

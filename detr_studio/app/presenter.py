@@ -76,9 +76,8 @@ class ScenePresenter(Controller):
 
     def _on_project(self, _project: Project | None) -> None:
         self.probe_point = None
+        self.canvas.show_image(None, 0, 0)  # nothing of the previous project stays on screen
         self.refresh_categories(force=True)
-        if self.session.doc is None or not self.session.image_ids():
-            self.canvas.show_image(None, 0, 0)
 
     def _on_image(self, image_id: int | None) -> None:
         doc = self.session.doc
