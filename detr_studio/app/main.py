@@ -55,6 +55,7 @@ from .status_bar import StatusWidgets
 from .theme import apply_theme
 from .training_panel import TrainingDock
 from .views import Views
+from .window_state import keep_window_state, restore_layout, restore_model
 
 __all__ = ["APP_NAME", "ORGANISATION", "MainWindow", "run_app", "start_window"]
 
@@ -102,6 +103,7 @@ class MainWindow(QMainWindow):
         self._make_docks(docks_menu)
         self._connect()
         self._set_editing_enabled()
+        self._shut_down = False
         if self.theme == "dark":
             self.actions["dark_theme"].setChecked(True)
 
@@ -272,7 +274,11 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def shutdown(self) -> None:
-        """Stop the background work (the window is going away); safe to call twice."""
+        """Remember the layout and the model for the next start, and stop the background work (the window is
+        going away); safe to call twice."""
+        if not self._shut_down:
+            self._shut_down = True
+            keep_window_state(self, self.session, self.services.settings)
         self.projects.shutdown()
         self.training_dock.panel.shutdown()  # the training child saves its position and stops
         self.export_dock.panel.shutdown()
@@ -283,20 +289,27 @@ class MainWindow(QMainWindow):
 
 
 def start_window(
-    args: Sequence[str] = (), settings: QSettings | None = None, demo: bool = True
+    args: Sequence[str] = (), settings: QSettings | None = None, restore: bool = True
 ) -> MainWindow:
-    """Build and show the window as ``detr-studio`` does (a QApplication must exist): open ``args[1]`` when
-    given, else, when ``demo`` and there is no recent project, the demo project."""
+    """Build and show the window as ``detr-studio`` does (a QApplication must exist). With ``restore`` it
+    comes back as the last start left it (size, docks, model) and opens ``args[1]`` when given, else the last
+    project, else (a first start) the demo project. Without ``restore`` it opens nothing."""
     window = MainWindow(settings)
     app = QApplication.instance()
     if isinstance(app, QApplication):
         apply_theme(app, window.theme)
     window.setWindowIcon(demo_project.app_icon())
+    if restore:
+        restore_layout(window, window.services.settings)
     window.show()
+    if not restore:
+        return window
     if len(args) > 1:
         window.projects.open_path(args[1])
-    elif demo and not window.projects.recent_projects():
-        window.open_demo()
+    elif not window.projects.reopen_last():
+        window.open_demo()  # the demo chooses its own model
+        return window
+    restore_model(window.session, window.services)
     return window
 
 
@@ -310,7 +323,7 @@ def run_app(argv: Sequence[str] | None = None, smoke_test: bool = False) -> int:
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORGANISATION)
     app.setWindowIcon(demo_project.app_icon())
-    window = start_window(args if not smoke_test else args[:1], demo=not smoke_test)
+    window = start_window(args, restore=not smoke_test)
     if smoke_test:
         demo_project.FirstPaintCheck(app, window)
     return int(app.exec())

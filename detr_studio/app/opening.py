@@ -158,6 +158,21 @@ class ProjectController(Controller):
     def open_recent(self, entry: str) -> None:
         self.open_async("Opening recent project…", projects.open_recent, entry)
 
+    def reopen_last(self) -> bool:
+        """Open the project of the last start again (the first recent project); when it is gone, the status
+        bar says so and nothing opens. False when there is no recent project."""
+        entries = self.recent_projects()
+        if not entries:
+            return False
+        where = projects.recent_path(entries[0])
+        if where is None or not where.exists():
+            self.services.status(
+                f"The last project, {where or entries[0]}, is no longer there: open one from the File menu"
+            )
+            return True
+        self.open_async(f"Reopening {where}…", projects.open_recent, entries[0])
+        return True
+
     def open_async(
         self,
         message: str,

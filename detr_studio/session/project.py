@@ -117,6 +117,15 @@ def open_recent(entry: str) -> Project:
     raise ValueError(f"unknown recent project entry: {entry}")
 
 
+def recent_path(entry: str) -> Path | None:
+    """The file or folder a recent-projects entry opens (None when the entry cannot be read)."""
+    try:
+        path = json.loads(entry).get("path")
+    except (ValueError, AttributeError):
+        return None
+    return Path(path) if isinstance(path, str) and path else None
+
+
 def recent_label(entry: str) -> str:
     try:
         return str(json.loads(entry).get("path", entry))
