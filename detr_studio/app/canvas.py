@@ -274,6 +274,9 @@ class Canvas(QGraphicsView):
 
     def _zoomed(self) -> None:
         self._update_pixmap_mode()
+        for layer in (ANNOTATIONS, PREDICTIONS):
+            for box in self._boxes[layer]:
+                box.place_label()  # a tab at the image's edge goes inside its box at this zoom
         self.zoom_changed.emit(self.zoom)
 
     def _update_pixmap_mode(self) -> None:

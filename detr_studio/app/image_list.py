@@ -51,6 +51,7 @@ from detr_studio.session.filters import ImageFilter, matching_image_ids
 
 from .background import Job, Lane
 from .overlays import to_qimage
+from .wheel_guard import guard_wheel
 
 THUMB_SIZE = 48
 UNREADABLE_TEXT = "⚠ cannot be read"
@@ -410,6 +411,7 @@ class ImageListPanel(QWidget):
             spin.setDecimals(2)
             spin.setValue(value)
         self.count_label = QLabel(self)
+        guard_wheel(self, (self.class_combo, self.min_score, self.max_score))
 
         checks = QHBoxLayout()
         checks.addWidget(self.unreviewed_box)

@@ -29,10 +29,9 @@ from detr_studio.session.project import Project
 
 from . import demo_project
 from .actions import (
-    EDITING,
-    NEEDS_PROJECT,
     ActionRegistry,
     WindowParts,
+    action_states,
     add_dock_toggles,
     build_menus,
     build_toolbar,
@@ -131,7 +130,7 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.review_panel)
         self.review_dock = self._dock("Review", "review-dock", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.resizeDocks([self.images_dock, self.review_dock], [250, 290], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.images_dock, self.review_dock], [250, 320], Qt.Orientation.Horizontal)
         self.training_dock = TrainingDock(self.session, self.services, self)
         self.export_dock = ExportDock(self.session, self.services, self)
         self.queue_dock = ReviewQueueDock(self.session, self.services, self.show_object, self)
@@ -152,7 +151,9 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         events = self.session.events
-        events.project.connect(lambda _project: self._set_editing_enabled())
+        for event in (events.project, events.selection, events.image, events.edited, events.predictions,
+                      events.threshold, events.model):  # fmt: skip
+            event.connect(lambda _value: self._set_editing_enabled())
         events.image.connect(lambda iid: self.image_shown.emit(iid) if iid is not None else None)
         events.edited.connect(lambda _change: self._refresh_current_row())
         events.failed.connect(self.services.report_error)
@@ -167,8 +168,8 @@ class MainWindow(QMainWindow):
         self.image_panel.model.refresh([iid] if iid is not None else None)
 
     def _set_editing_enabled(self) -> None:
-        self.actions.set_enabled(EDITING, self.session.editable)
-        self.actions.set_enabled(NEEDS_PROJECT, self.session.doc is not None)
+        for name, enabled in action_states(self.session).items():
+            self.actions[name].setEnabled(enabled)
 
     # ---- the window's own commands ------------------------------------------------------------------------
 
@@ -199,7 +200,9 @@ class MainWindow(QMainWindow):
 
     def edit_shortcuts(self) -> bool:
         """Let the user rebind the actions' keys (stored in the settings); True when OK was pressed."""
-        dialog = ShortcutDialog(self.actions.by_name, self.actions.defaults, self.services.settings, self)
+        dialog = ShortcutDialog(
+            self.actions.by_name, self.actions.defaults, self.services.settings, self, self.actions.built_in
+        )
         return dialog.exec() == ShortcutDialog.DialogCode.Accepted
 
     def open_demo(self) -> None:
@@ -216,21 +219,12 @@ class MainWindow(QMainWindow):
     def _use_demo_model(self, root: Path, project: Project) -> None:
         if not project.location.absolute().is_relative_to(root):
             return
-        weights = demo_project.demo_model_path()
-        if weights is None:
-            self.services.status(demo_project.NO_MODEL_MESSAGE)
-            self.status.model_status.setText("no model (the demo model is not installed)")
-            return
 
-        def chosen(choice) -> None:
-            if self.session.project is not project:
-                return  # another project was opened meanwhile
-            self.session.choose_model(choice)
+        def predict() -> None:
             self.predictions.predict_current()
             self.actions["predict_on_navigate"].setChecked(True)
 
-        self.projects.lane.submit(demo_project.demo_model_choice, weights, done=chosen,
-                                  failed=lambda exc: self.services.report_error(f"demo model: {exc}"))  # fmt: skip
+        self.predictions.choose_demo_model(wanted=lambda: self.session.project is project, then=predict)
 
     # ---- keys that reach the window (focus on a slider or list): Space still accepts -----------------------
 
@@ -283,6 +277,7 @@ class MainWindow(QMainWindow):
         self.training_dock.panel.shutdown()  # the training child saves its position and stops
         self.export_dock.panel.shutdown()
         self.worker.shutdown()
+        self.predictions.shutdown()
         self.navigation.shutdown()
         self.presenter.overlays.shutdown()
         self.image_panel.model.stop_background_work()

@@ -1,7 +1,10 @@
-"""The model chooser: a zoo entry, a local checkpoint or an exported ONNX file; device, precision, input size.
+"""The model chooser: a zoo entry, a local checkpoint, an exported ONNX file or the bundled demo model;
+device, precision, input size.
 
-The dialog only builds a `ModelChoice`; loading happens in the inference worker. A zoo entry that is not
-downloaded yet is fetched by the worker when chosen (with a clear message when offline).
+The dialog only builds a `ModelChoice` (or says the demo model was chosen, which loads at the size it was
+trained at); loading happens in the inference worker. A zoo entry that is not downloaded yet is fetched by
+the worker when chosen (with a clear message when offline). The demo model's entry says what it knows: five
+synthetic shapes, nothing of real photos.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QRadioButton,
@@ -24,6 +28,8 @@ from PySide6.QtWidgets import (
 
 from detr_studio.model import zoo
 from detr_studio.session.model_loading import ModelChoice
+
+from .demo_project import SHAPES_ONLY_NOTE, demo_model_path
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -46,9 +52,15 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Choose a model")
         self.zoo_radio = QRadioButton("Model zoo", self)
         self.file_radio = QRadioButton("Checkpoint file", self)
+        self.demo_radio = QRadioButton("Demo model", self)
+        self.demo_note = QLabel(SHAPES_ONLY_NOTE, self)
+        self.demo_note.setWordWrap(True)
+        self.demo_note.setStyleSheet("QLabel { color: palette(mid); }")
+        self.demo_weights = demo_model_path()
         group = QButtonGroup(self)
         group.addButton(self.zoo_radio)
         group.addButton(self.file_radio)
+        group.addButton(self.demo_radio)
         self.zoo_combo = QComboBox(self)
         for entry in zoo.list_entries():
             self.zoo_combo.addItem(zoo_label(entry), entry.name)
@@ -73,6 +85,8 @@ class ModelDialog(QDialog):
         form = QFormLayout()
         form.addRow(self.zoo_radio, self.zoo_combo)
         form.addRow(self.file_radio, file_row)
+        if self.demo_weights is not None:
+            form.addRow(self.demo_radio, self.demo_note)
         form.addRow("Device", self.device_combo)
         form.addRow("Precision", self.precision_combo)
         form.addRow("Input size", self.size_spin)
@@ -93,7 +107,9 @@ class ModelDialog(QDialog):
 
     def _show(self, choice: ModelChoice) -> None:
         index = self.zoo_combo.findData(choice.source)
-        if index >= 0:
+        if self.demo_weights is not None and choice.source == str(self.demo_weights):
+            self.demo_radio.setChecked(True)
+        elif index >= 0:
             self.zoo_combo.setCurrentIndex(index)
             self.zoo_radio.setChecked(True)
         else:
@@ -109,14 +125,23 @@ class ModelDialog(QDialog):
             self.path_edit.setText(path)
             self.file_radio.setChecked(True)
 
+    def wants_demo(self) -> bool:
+        """The demo model was chosen (`choice` is then None: it loads at the size it was trained at)."""
+        return self.demo_radio.isChecked() and self.demo_weights is not None
+
+    def device(self) -> str | None:
+        device = self.device_combo.currentText()
+        return None if device == "auto" else device
+
     def choice(self) -> ModelChoice | None:
+        if self.wants_demo():
+            return None
         source = self.zoo_combo.currentData() if self.zoo_radio.isChecked() else self.path_edit.text().strip()
         if not source:
             return None
-        device = self.device_combo.currentText()
         return ModelChoice(
             source=str(source),
-            device=None if device == "auto" else device,
+            device=self.device(),
             precision=self.precision_combo.currentText(),
             size=self.size_spin.value(),
             max_size=round(self.size_spin.value() * 1333 / 800),

@@ -77,7 +77,12 @@ def started(qtbot, settings):
 
     yield start
     for window in made:
-        runners = (window.projects.lane, window.navigation.pixels, window.presenter.overlays)
+        runners = (
+            window.projects.lane,
+            window.predictions.lane,
+            window.navigation.pixels,
+            window.presenter.overlays,
+        )
         try:
             qtbot.waitUntil(
                 lambda w=window, r=runners: not w.worker.busy and not any(x.pending for x in r),
