@@ -37,8 +37,8 @@ NO_MODEL_MESSAGE = (
 )
 SMOKE_TIMEOUT_MS = 60_000
 SHAPES_ONLY_NOTE = (
-    "Demo model: it knows only five synthetic shapes (circle, square, triangle, star, ring), so it calls"
-    " whatever it sees in a real photo by those names. Fine-tune it on your labels, or choose a zoo model."
+    "It knows only five synthetic shapes (circle, square, triangle, star, ring) and calls what it sees in"
+    " real photos by those names."
 )
 
 

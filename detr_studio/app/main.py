@@ -54,7 +54,7 @@ from .status_bar import StatusWidgets
 from .theme import apply_theme
 from .training_panel import TrainingDock
 from .views import Views
-from .window_state import keep_window_state, restore_layout, restore_model
+from .window_state import keep_window_state, last_image_id, restore_layout, restore_model
 
 __all__ = ["APP_NAME", "ORGANISATION", "MainWindow", "run_app", "start_window"]
 
@@ -191,6 +191,12 @@ class MainWindow(QMainWindow):
         if box is not None:
             self.canvas.ensureVisible(box)
 
+    def return_to_last_image(self) -> None:
+        """Show the image the last start showed, when this is the project it showed it in."""
+        image_id = last_image_id(self.session, self.services.settings)
+        if image_id is not None:
+            self.navigation.select_image(image_id)
+
     def set_dark(self, on: bool) -> None:
         self.theme = "dark" if on else "light"
         self.services.settings.setValue("theme", self.theme)
@@ -301,7 +307,9 @@ def start_window(
         return window
     if len(args) > 1:
         window.projects.open_path(args[1])
-    elif not window.projects.reopen_last():
+    elif window.projects.reopen_last():
+        window.projects.opened.connect(window.return_to_last_image, Qt.ConnectionType.SingleShotConnection)
+    else:
         window.open_demo()  # the demo chooses its own model
         return window
     restore_model(window.session, window.services)

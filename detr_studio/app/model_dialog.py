@@ -100,6 +100,7 @@ class ModelDialog(QDialog):
         layout.addWidget(buttons)
 
         self.zoo_radio.setChecked(True)
+        self.demo_radio.toggled.connect(lambda on: self.size_spin.setEnabled(not on))  # it has its own size
         self.path_edit.textEdited.connect(lambda _text: self.file_radio.setChecked(True))
         self.zoo_combo.activated.connect(lambda _index: self.zoo_radio.setChecked(True))
         if previous is not None:

@@ -55,6 +55,7 @@ class Navigator(Controller):
         if doc is None:
             return
         self.services.worker.current_image = image_id
+        self.services.clear_problem()  # the last image's problem is not this one's
         with contextlib.suppress(ImageReadError):  # a folder's sizes are read lazily; decoding names the file
             doc.image_size(image_id)
         info = doc.image(image_id)

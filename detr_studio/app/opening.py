@@ -100,9 +100,11 @@ class ProjectController(Controller):
             doc.image_root = Path(remembered)
             return f"; images from {remembered}"
         looked = doc.image_root
+        self.services.status(
+            f"The images of {doc.path.name} are not in {looked}: choose the folder that holds them"
+        )
         folder = self.services.choose_folder(
-            f"The images of {doc.path.name} are not in {looked}: choose the folder that holds them",
-            str(doc.path.parent),
+            f"Where are the images of {doc.path.name}?", str(doc.path.parent)
         )
         if folder is None:
             return f"; its images are not in {looked}: choose their folder with File > Set Image Folder…"

@@ -118,7 +118,7 @@ class PredictionController(Controller):
             f"{plural(len(info.class_names), 'class', 'classes')}"
             + (", mask head" if info.supports_masks else "")
             + ("" if info.has_attention else "<br>(ONNX: no attention maps)")
-            + (f"<br><i>{note}</i>" if note else "")
+            + (f"<br><i>Demo model: {note}</i>" if note else "")
         )
         self.review_panel.set_heads(info.num_heads)
         self.session.set_model(info)

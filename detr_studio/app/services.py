@@ -32,6 +32,7 @@ class Services:
         self.status_widgets = status_widgets
         self.errors: list[str] = []
         self.problems: list[str] = []
+        self._problem_shown: str | None = None
         self.error_dialogs = True
 
     def status(self, text: str, timeout_ms: int = 0) -> None:
@@ -53,7 +54,14 @@ class Services:
         """A problem with one image (it cannot be read, or predicted): the status bar says so, and no dialog
         stops the user paging on with D / A."""
         self.problems.append(message)
-        self.status(message.splitlines()[0] if message else "problem", 15_000)
+        self._problem_shown = message.splitlines()[0] if message else "problem"
+        self.status(self._problem_shown, 15_000)
+
+    def clear_problem(self) -> None:
+        """The user moved on: a problem still in the status bar goes (other messages stay)."""
+        if self._problem_shown is not None and self.status_widgets.message.text() == self._problem_shown:
+            self.status("")
+        self._problem_shown = None
 
     def choose_folder(self, title: str, start: str = "") -> Path | None:
         """Ask for a folder (None when the user cancels)."""

@@ -54,8 +54,9 @@ def test_without_the_image_folder_each_image_is_marked_and_d_pages_on(qtbot, win
     qtbot.keyClick(window, Qt.Key.Key_D)  # no dialog is in the way
     second = window.session.current_image_id
     assert second != first
-    qtbot.waitUntil(lambda: second in model.problems, timeout=10_000)
-    assert "no such file" in window.status.message.text()
+    name = window.session.doc.image(second).file_name
+    qtbot.waitUntil(lambda: name in window.status.message.text(), timeout=10_000)  # this image's problem
+    assert "no such file" in window.status.message.text() and second in model.problems
     assert window.services.errors == [] and QApplication.activeModalWidget() is None
     row = model.index(model.row_of(second))
     assert UNREADABLE_TEXT in row.data() and "no such file" in row.data(Qt.ItemDataRole.ToolTipRole)

@@ -1,5 +1,6 @@
-"""The second start: the window comes back with the last project, the last model and its dock layout; a last
-project that is gone is said in the status bar, and nothing else opens in its place."""
+"""The second start: the window comes back with the last project (at the image it showed), the last model
+and its dock layout; a last project that is gone is said in the status bar, and nothing else opens in its
+place."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def test_the_second_start_reopens_the_last_project_model_and_layout(qtbot, start
     first = start(str(coco))
     qtbot.waitUntil(lambda: first.session.doc is not None, timeout=20_000)
     load_tiny_model(qtbot, first, tiny_checkpoint)
+    first.navigation.next_image()
+    shown = first.session.doc.image(first.session.current_image_id).file_name
     first.resize(720, 540)  # inside the offscreen screen (800 x 600): restoreGeometry keeps windows on it
     first.images_dock.hide()
     first.training_dock.raise_()
@@ -48,6 +51,8 @@ def test_the_second_start_reopens_the_last_project_model_and_layout(qtbot, start
         qtbot.waitUntil(lambda: second.session.doc is not None, timeout=20_000)
     wait_for_pixels(qtbot, second)
     assert second.session.doc.path == coco
+    qtbot.waitUntil(lambda: second.session.current_image_id is not None, timeout=5_000)
+    assert second.session.doc.image(second.session.current_image_id).file_name == shown  # where it was left
     assert second.session.model_choice.source == str(tiny_checkpoint)
     assert second.session.model_choice.size == 96  # as it was chosen
     assert not second.images_dock.isVisible() and second.training_dock.isVisible()

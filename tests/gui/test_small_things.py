@@ -193,12 +193,13 @@ def test_labels_of_boxes_at_the_images_edges_stay_inside_the_image(qtbot, window
 def test_a_model_that_knows_only_the_demo_shapes_says_so(qtbot, window, dataset, tiny_checkpoint):
     open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     load_tiny_model(qtbot, window, tiny_checkpoint)  # its classes are the five shapes
+    assert "Demo model" in window.review_panel.model_label.text()
     assert "knows only five synthetic shapes" in window.review_panel.model_label.text()
     dialog = ModelDialog(window)
     qtbot.addWidget(dialog)
     assert dialog.demo_weights is not None and dialog.demo_note.text() == SHAPES_ONLY_NOTE
     dialog.demo_radio.setChecked(True)
-    assert dialog.wants_demo() and dialog.choice() is None
+    assert dialog.wants_demo() and dialog.choice() is None and not dialog.size_spin.isEnabled()
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
         assert window.predictions.choose_demo_model(device="cpu")
     choice = window.session.model_choice
