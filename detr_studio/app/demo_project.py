@@ -24,7 +24,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
 
 from detr_studio.session import project as projects
-from detr_studio.session.model_loading import ModelChoice, recorded_input_size
+from detr_studio.session.model_loading import ModelChoice
 
 if TYPE_CHECKING:
     from detr_studio.data.synthetic import DemoRecipe, SyntheticLayout
@@ -77,13 +77,9 @@ def shapes_only_note(class_names: Mapping[int, str]) -> str | None:
 
 
 def demo_model_choice(weights: Path) -> ModelChoice:
-    """How the window loads the demo model: at the input size it was evaluated at (recorded in its sidecar;
-    without it the demo images are shown to the model at their own size, longer side ``DEMO.size``). Imports
-    torch: call it off the Qt thread or after a model is loaded."""
-    from detr_studio.data.synthetic import DEMO
-
-    size, max_size = recorded_input_size(weights, default=(DEMO.size, DEMO.size))
-    return ModelChoice(str(weights), device=None, precision="fp32", size=size, max_size=max_size)
+    """How the window loads the demo model: in full precision, at the input size its sidecar records it was
+    trained and evaluated at (the load pipeline reads it)."""
+    return ModelChoice(str(weights), device=None, precision="fp32")
 
 
 def ensure_demo_dataset(root: Path | None = None, recipe: DemoRecipe | None = None) -> SyntheticLayout:

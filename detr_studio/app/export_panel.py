@@ -37,7 +37,6 @@ from PySide6.QtWidgets import (
 )
 
 from detr_studio.session import Session
-from detr_studio.session.model_loading import load_network
 
 from .background import Lane
 from .services import Services
@@ -101,16 +100,17 @@ def export_and_time(
     from detr_studio.data.images import load_image
     from detr_studio.infer.onnx_backend import CUDA
     from detr_studio.infer.onnx_export import export_onnx
+    from detr_studio.model.loading import load_model
 
-    network = load_network(source, dropout=0.0)
+    loaded = load_model(source)
     report = export_onnx(
-        network.model,
-        network.config,
+        loaded.model,
+        loaded.config,
         output,
         panoptic=panoptic,
         fp16=fp16,
-        class_names=network.class_names,
-        source=network.source,
+        class_names=loaded.class_names,
+        source=str(loaded.path or source),
         check_inputs=check_images or None,
         size=size,
         max_size=max_size,

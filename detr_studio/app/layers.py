@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtGui import QImage
@@ -18,12 +19,15 @@ from PySide6.QtGui import QImage
 from detr_studio.data.coco import CocoDocument, rgb2id
 from detr_studio.data.images import load_image
 from detr_studio.data.labels import label_name
-from detr_studio.infer.detections import AttentionMaps, Detections
+from detr_studio.infer.detections import Detections
 from detr_studio.model.classes import coco_panoptic_classes, generated_color
 from detr_studio.session.predictions import ImagePredictions
 
 from .box_items import BoxSpec
 from .overlays import heatmap_rgba, masks_rgba, segments_rgba, to_qimage, vary
+
+if TYPE_CHECKING:
+    from detr_studio.model.detr.attention import AttentionMaps
 
 Rgb = tuple[int, int, int]
 MaskJob = tuple[str, object]

@@ -225,12 +225,14 @@ class MainWindow(QMainWindow):
     def _use_demo_model(self, root: Path, project: Project) -> None:
         if not project.location.absolute().is_relative_to(root):
             return
-
-        def predict() -> None:
-            self.predictions.predict_current()
-            self.actions["predict_on_navigate"].setChecked(True)
-
-        self.predictions.choose_demo_model(wanted=lambda: self.session.project is project, then=predict)
+        weights = demo_project.demo_model_path()
+        if weights is None:
+            self.services.status(demo_project.NO_MODEL_MESSAGE)
+            self.status.model_status.setText("no model (the demo model is not installed)")
+            return
+        self.session.choose_model(demo_project.demo_model_choice(weights))
+        self.predictions.predict_current()
+        self.actions["predict_on_navigate"].setChecked(True)
 
     # ---- keys that reach the window (focus on a slider or list): Space still accepts -----------------------
 
@@ -283,7 +285,6 @@ class MainWindow(QMainWindow):
         self.training_dock.panel.shutdown()  # the training child saves its position and stops
         self.export_dock.panel.shutdown()
         self.worker.shutdown()
-        self.predictions.shutdown()
         self.navigation.shutdown()
         self.presenter.overlays.shutdown()
         self.image_panel.model.stop_background_work()

@@ -1,8 +1,7 @@
 """The model chooser: a zoo entry, a local checkpoint, an exported ONNX file or the bundled demo model;
 device, precision, input size.
 
-The dialog only builds a `ModelChoice` (or says the demo model was chosen, which loads at the size it was
-trained at); loading happens in the inference worker. A zoo entry that is not downloaded yet is fetched by
+The dialog only builds a `ModelChoice`; loading happens in the inference worker. A zoo entry that is not downloaded yet is fetched by
 the worker when chosen (with a clear message when offline). The demo model's entry says what it knows: five
 synthetic shapes, nothing of real photos.
 """
@@ -34,6 +33,10 @@ from .demo_project import SHAPES_ONLY_NOTE, demo_model_path
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_FILTER = "Models (*.safetensors *.pth *.pt *.bin *.onnx);;All files (*)"
+
+
+AS_TRAINED = 0  # the spin box value that means "the size the checkpoint records"
+MIN_SIZE = 32
 
 
 def zoo_label(entry: zoo.ZooEntry) -> str:
@@ -75,9 +78,15 @@ class ModelDialog(QDialog):
         self.precision_combo = QComboBox(self)
         self.precision_combo.addItems(PRECISIONS)
         self.size_spin = QSpinBox(self)
-        self.size_spin.setRange(32, 2048)
-        self.size_spin.setValue(800)
+        self.size_spin.setRange(AS_TRAINED, 2048)
+        self.size_spin.setSingleStep(32)
+        self.size_spin.setSpecialValueText("as the model was trained")
+        self.size_spin.setValue(AS_TRAINED)
         self.size_spin.setSuffix(" px (shorter side)")
+        self.size_spin.setToolTip(
+            "The shorter side the image is resized to. A model works best at the size it was trained at,"
+            " which its checkpoint records (800 px for the COCO models, 128 px for the demo model)."
+        )
 
         file_row = QHBoxLayout()
         file_row.addWidget(self.path_edit, 1)
@@ -100,7 +109,6 @@ class ModelDialog(QDialog):
         layout.addWidget(buttons)
 
         self.zoo_radio.setChecked(True)
-        self.demo_radio.toggled.connect(lambda on: self.size_spin.setEnabled(not on))  # it has its own size
         self.path_edit.textEdited.connect(lambda _text: self.file_radio.setChecked(True))
         self.zoo_combo.activated.connect(lambda _index: self.zoo_radio.setChecked(True))
         if previous is not None:
@@ -118,7 +126,7 @@ class ModelDialog(QDialog):
             self.file_radio.setChecked(True)
         self.device_combo.setCurrentText(choice.device or "auto")
         self.precision_combo.setCurrentText(choice.precision)
-        self.size_spin.setValue(choice.size)
+        self.size_spin.setValue(choice.size or AS_TRAINED)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", CHECKPOINT_FILTER)
@@ -126,24 +134,21 @@ class ModelDialog(QDialog):
             self.path_edit.setText(path)
             self.file_radio.setChecked(True)
 
-    def wants_demo(self) -> bool:
-        """The demo model was chosen (`choice` is then None: it loads at the size it was trained at)."""
-        return self.demo_radio.isChecked() and self.demo_weights is not None
-
-    def device(self) -> str | None:
-        device = self.device_combo.currentText()
-        return None if device == "auto" else device
-
     def choice(self) -> ModelChoice | None:
-        if self.wants_demo():
-            return None
-        source = self.zoo_combo.currentData() if self.zoo_radio.isChecked() else self.path_edit.text().strip()
+        if self.demo_radio.isChecked() and self.demo_weights is not None:
+            source: object = self.demo_weights
+        elif self.zoo_radio.isChecked():
+            source = self.zoo_combo.currentData()
+        else:
+            source = self.path_edit.text().strip()
         if not source:
             return None
+        device = self.device_combo.currentText()
+        size = self.size_spin.value()
         return ModelChoice(
             source=str(source),
-            device=self.device(),
+            device=None if device == "auto" else device,
             precision=self.precision_combo.currentText(),
-            size=self.size_spin.value(),
-            max_size=round(self.size_spin.value() * 1333 / 800),
+            size=size if size >= MIN_SIZE else None,
+            max_size=round(size * 1333 / 800) if size >= MIN_SIZE else None,
         )

@@ -8,9 +8,6 @@ Results go into the session, which tells the views.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 
@@ -21,7 +18,6 @@ from detr_studio.session.inference import BatchSummary
 from detr_studio.session.model_loading import ModelChoice, ModelInfo
 
 from . import demo_project
-from .background import Lane
 from .model_dialog import ModelDialog
 from .services import Services
 from .views import Controller, Views
@@ -44,7 +40,6 @@ class PredictionController(Controller):
         self.dialog_parent = views.window
         self.predict_on_navigate = False
         self.predict_all_action: QAction | None = None
-        self.lane = Lane("model choice", parent=self)  # reads a checkpoint's recorded input size
         worker.model_loaded.connect(self._on_model_loaded)
         worker.model_failed.connect(self._on_model_failed)
         worker.predicted.connect(self._on_predicted)
@@ -68,39 +63,11 @@ class PredictionController(Controller):
         dialog = ModelDialog(self.dialog_parent, self.session.model_choice)
         if dialog.exec() != ModelDialog.DialogCode.Accepted:
             return
-        if dialog.wants_demo():
-            self.choose_demo_model(device=dialog.device(), precision=dialog.precision_combo.currentText())
-            return
         choice = dialog.choice()
         if choice is None:
             self.services.report_error("Choose a zoo model or a checkpoint file")
             return
         self.session.choose_model(choice)
-
-    def choose_demo_model(
-        self,
-        wanted: Callable[[], bool] = lambda: True,
-        then: Callable[[], object] | None = None,
-        device: str | None = None,
-        precision: str = "fp32",
-    ) -> bool:
-        """Load the bundled demo model at the input size it was trained at (read off the Qt thread), when
-        ``wanted()`` still holds by then; then call ``then``. False when the demo model is not installed."""
-        weights = demo_project.demo_model_path()
-        if weights is None:
-            self.services.status(demo_project.NO_MODEL_MESSAGE)
-            self.status.model_status.setText("no model (the demo model is not installed)")
-            return False
-
-        def chosen(choice: ModelChoice) -> None:
-            if wanted():
-                self.session.choose_model(replace(choice, device=device, precision=precision))
-                if then is not None:
-                    then()
-
-        self.lane.submit(demo_project.demo_model_choice, weights, done=chosen,
-                         failed=lambda exc: self.services.report_error(f"demo model: {exc}"))  # fmt: skip
-        return True
 
     def _load(self, choice: ModelChoice | None) -> None:
         if choice is None:
@@ -229,6 +196,3 @@ class PredictionController(Controller):
     def reject_selected(self) -> None:
         """Hide the selected predictions; undoable, like every edit."""
         self.session.reject(list(self.session.selection.query_ids))
-
-    def shutdown(self) -> None:
-        self.lane.shutdown()

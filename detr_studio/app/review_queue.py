@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from detr_studio.common.text import plural
-from detr_studio.infer.review import EXTRA, MEASURES, MISS, WRONG_CLASS
+from detr_studio.infer.review import EXTRA, MISS, WRONG_CLASS
+from detr_studio.infer.uncertainty import MEASURES
 from detr_studio.session import Session
 from detr_studio.session.review import find_mistakes, uncertain_images
 

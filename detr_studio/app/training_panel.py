@@ -73,7 +73,7 @@ USE_WORSE = "Use the trained model"
 
 def evaluate_run_model(weights: str, run_dir: Path, record: RunRecord) -> dict[str, float]:
     """AP of the checkpoint ``weights`` on the run's held-out images (on the evaluation lane)."""
-    return held_out_ap(load_network(weights).model, run_dir, record)
+    return held_out_ap(load_network(weights), run_dir, record)
 
 
 class TrainingPanel(QWidget):

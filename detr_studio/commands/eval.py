@@ -1,4 +1,9 @@
-"""``detr-studio eval``: COCO box/mask AP (or panoptic quality) of a model on an annotated dataset."""
+"""``detr-studio eval``: COCO box/mask AP (or panoptic quality) of a model on an annotated dataset.
+
+``--weights`` names PyTorch weights (a file, a folder, a zoo name or "demo"), read by the load pipeline, or an
+exported ``.onnx`` file, run by ONNX Runtime: the AP of what is deployed. Every problem with the weights or the
+dataset (a COCO file the checker refuses, a missing image, a broken PNG) ends in one line naming the file.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,21 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..model.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, provenance_input_size
-from ..model.sources import resolve
+from ..model.checkpoint import InputSize
+from ..model.state_dicts import CheckpointError
 from .errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="measure a model's AP (or PQ) on a COCO dataset")
-    p.add_argument("--weights", required=True, help="checkpoint file/folder or zoo name")
+    p.add_argument(
+        "--weights", required=True, help="checkpoint file/folder, zoo name, 'demo' or an .onnx file"
+    )
     p.add_argument("--data", required=True, help="COCO instances (or panoptic) JSON")
     p.add_argument("--images", required=True, help="folder of the images")
     p.add_argument("--panoptic", action="store_true", help="the JSON is COCO panoptic: report PQ")
@@ -36,45 +44,64 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 @contextlib.contextmanager
-def _as_command_error():
-    """Bad data found while evaluating (a missing PNG, an unreadable image) becomes one clear line."""
-    from ..data.dataset import DatasetError
+def one_line_errors() -> Iterator[None]:
+    """Bad weights or data (a COCO file the checker refuses, a missing PNG, an unreadable image, a broken
+    checkpoint, no such device) become one clear line: every rejection is a ValueError (``DatasetError``,
+    ``CocoFormatError``, ``FileProblem``), an OSError, an ``ImageReadError`` or a ``CheckpointError``."""
     from ..data.images import ImageReadError
 
     try:
         yield
-    except (DatasetError, ImageReadError, ValueError, OSError) as exc:
-        raise CommandError(str(exc)) from None
+    except (ImageReadError, CheckpointError, ValueError, OSError, KeyError, RuntimeError) as exc:
+        raise CommandError(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a list of problems joined with "; ")."""
+    text = (exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)).strip()
+    lines = [line.strip(" -•\t") for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {'; '.join(lines[1:])}"
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.dataset import DatasetError
     from ..infer.device import pick_device
     from ..train.measure import evaluation_dataset, measure
 
-    try:
-        ckpt = load_checkpoint(resolve(args.weights))
-        model = build_from_checkpoint(ckpt, aux_loss=False)
-        device = pick_device(args.device)
-    except (CheckpointError, ValueError, RuntimeError) as exc:
-        raise CommandError(str(exc)) from None
-    if (args.masks or args.panoptic) and not ckpt.config.masks:
+    if args.batch < 1:
+        raise CommandError("--batch must be at least 1")
+    onnx = str(args.weights).lower().endswith(".onnx")
+    if onnx and (args.masks or args.panoptic):
+        raise CommandError(
+            f"{args.weights}: mask AP and PQ need a model with a mask head (an ONNX file gives box AP; "
+            "evaluate the checkpoint for masks)"
+        )
+    with one_line_errors():
+        if onnx:
+            family, forward, device, trained = _onnx_runner(args)
+            has_masks = False
+        else:
+            from ..model.loading import load_model
+
+            loaded = load_model(args.weights)
+            family, forward, trained = loaded.family, loaded.model, loaded.input_size
+            device = pick_device(args.device)
+            has_masks = family.has_masks(loaded.config)
+    if (args.masks or args.panoptic) and not has_masks:
         raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head")
-    trained = provenance_input_size(ckpt.provenance)  # the sizes it was trained and evaluated at
-    size, max_size = args.size or trained[0], args.max_size or trained[1]
-    try:
-        dataset = evaluation_dataset(args.data, args.images, size, max_size, masks=args.masks,
+    size = InputSize(args.size or trained.size, args.max_size or trained.max_size)
+    with one_line_errors():
+        dataset = evaluation_dataset(args.data, args.images, size.size, size.max_size, masks=args.masks,
                                      panoptic=args.panoptic, panoptic_masks=args.panoptic_masks)  # fmt: skip
-    except DatasetError as exc:
-        raise CommandError(str(exc)) from None
     with tqdm(total=len(dataset), unit="img", desc="evaluating") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        with _as_command_error():
+        with one_line_errors():
             result = measure(
-                model, dataset, device, batch_size=args.batch, masks=args.masks, progress=progress
+                forward, family, dataset, device, batch_size=args.batch, masks=args.masks, progress=progress
             )
     report = result.tables()
     for kind, values in report.items():
@@ -88,3 +115,22 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.output}: cannot write the metrics ({exc.strerror or exc})") from None
         print(f"metrics written to {args.output}", file=sys.stderr)
     return 0
+
+
+def _onnx_runner(args: argparse.Namespace):
+    """(family, forward over a padded batch, device, input size) for an exported ONNX file."""
+    import torch
+
+    from ..infer.onnx_backend import OnnxPredictor
+
+    providers = "cpu" if args.device == "cpu" else "cuda" if str(args.device).startswith("cuda") else "auto"
+    predictor = OnnxPredictor(args.weights, providers=providers)
+    if predictor.provider_note:
+        print(f"note: {predictor.provider_note}", file=sys.stderr)
+
+    def forward(samples) -> dict[str, torch.Tensor]:
+        logits, boxes = predictor.forward_batch(samples.tensors.cpu().numpy(), samples.mask.cpu().numpy())
+        return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}
+
+    size = InputSize(predictor.size, predictor.max_size)
+    return predictor.family, forward, torch.device("cpu"), size

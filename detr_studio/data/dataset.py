@@ -4,19 +4,21 @@ The targets follow the reference (shared/reference/detr-reference-facts.md §4.2
 out, COCO ``xywh`` boxes become ``xyxy`` clamped to the image, empty boxes are dropped, and labels are the
 category ids unchanged. ``collate_fn`` pads a batch into a ``NestedTensor``.
 
-The annotations may be a path to a JSON file, the parsed COCO dict or a ``CocoDocument``; all are checked by
-``CocoDocument``. The dataset indexes a snapshot, so later edits to a document do not change a running
-training. Annotations a reviewer rejected (``"detr_studio": {"review": "rejected"}``) are never trained on.
+The annotations may be a path to a JSON file, the parsed COCO dict or a ``CocoDocument``; all are read and
+checked by ``CocoDocument`` (`open_annotations`), so training and evaluation refuse exactly what the window
+refuses, with the same messages, and every refusal is a ``DatasetError`` naming the file and the record. A
+panoptic PNG is checked against its ``segments_info`` by the same check when a sample reads it (so that a
+large dataset opens without decoding every PNG first). A ``CocoDocument`` is copied, so later edits do not
+change a running training; a file or dict is indexed where it is, never held twice. Annotations a reviewer
+rejected (``"detr_studio": {"review": "rejected"}``) are never trained on.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,169 +31,64 @@ from torch.utils.data import Dataset
 
 from ..model.box_ops import masks_to_boxes
 from ..model.nested import NestedTensor, nested_tensor_from_tensor_list
-from ..model.postprocess import rgb2id
-from .coco import OUR_KEY, CocoDocument
+from .coco import CocoDocument, DatasetError, ImageInfo, is_rejected, resolve_inside
 from .images import load_image
 from .transforms import Target, Transform
 
 AnnotationSource = str | os.PathLike[str] | Mapping[str, Any] | CocoDocument
 
-
-class DatasetError(ValueError):
-    """Annotations that cannot be used for training; the message names the file and the problem."""
+__all__ = [
+    "CocoDetectionDataset",
+    "CocoPanopticDataset",
+    "DatasetError",
+    "collate_fn",
+    "instance_target",
+    "is_rejected",
+    "open_annotations",
+    "segmentation_to_mask",
+    "xywh_boxes_in_image",
+]
 
 
 # ---------------------------------------------------------------- reading the annotation file
 
 
-def _coco_dict(source: Any) -> tuple[Mapping[str, Any], str, list[str]]:
-    """The COCO dict behind ``source``, a name for it in messages, and the document's warnings.
-
-    ``source`` is a path to a JSON file, a parsed COCO dict, or a ``CocoDocument``. Files and dicts are
-    checked by ``CocoDocument`` (which raises ``CocoFormatError`` naming the file and every problem), so
-    training refuses exactly what the rest of the application refuses.
-    """
+def open_annotations(
+    source: AnnotationSource,
+    *,
+    panoptic: bool,
+    image_root: str | os.PathLike[str] | None = None,
+    panoptic_root: str | os.PathLike[str] | None = None,
+) -> CocoDocument:
+    """The checked document behind ``source`` (a path, a parsed COCO dict, or a ``CocoDocument``), read
+    without taking the file's lock: a window may be editing it. Refusals are ``DatasetError``s (most of them
+    ``CocoFormatError``s listing every problem) naming the file."""
+    roots: dict[str, Any] = {
+        "image_root": Path(image_root) if image_root is not None else None,
+        "panoptic_root": Path(panoptic_root) if panoptic_root is not None else None,
+    }
+    kind = True if panoptic else None  # a panoptic file may have no annotations yet; instances are detected
     if isinstance(source, CocoDocument):
         name = str(source.path) if source.path is not None else "COCO document"
-        return source.to_json(), name, [str(w) for w in source.warnings]
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        data = _read_json(path)
-        name = str(path)
+        doc = CocoDocument(source.to_json(), source=name, check_masks=False, panoptic=kind, **roots)
+        doc.warnings = list(source.warnings)
+    elif isinstance(source, (str, os.PathLike)):
+        doc = CocoDocument.load(source, check_masks=False, lock=False, panoptic=kind, **roots)
     elif isinstance(source, Mapping):
-        data, name = source, "COCO annotations"
+        doc = CocoDocument(source, source="COCO annotations", check_masks=False, panoptic=kind, **roots)
     else:
         raise TypeError(
             f"annotations must be a path, a COCO dict or a CocoDocument, not {type(source).__name__}"
         )
-    checked = CocoDocument(data, source=name, check_masks=False)
-    return data, name, [str(w) for w in checked.warnings]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such annotation file") from None
-    except IsADirectoryError:
-        raise DatasetError(f"{path}: is a folder, not a COCO JSON file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read annotation file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise DatasetError(f"{path}: JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: a COCO file must hold a JSON object, not {type(data).__name__}")
-    return data
-
-
-def _as_int(value: Any, what: str, name: str) -> int:
-    if isinstance(value, bool):
-        raise DatasetError(f"{name}: {what} must be an integer, got {value!r}")
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{name}: {what} must be an integer, got {value!r}") from None
-    if not as_float.is_integer():
-        raise DatasetError(f"{name}: {what} must be an integer, got {value!r}")
-    return int(as_float)
-
-
-def _list_of_dicts(data: Mapping[str, Any], key: str, name: str, required: bool = True) -> list[Mapping]:
-    if key not in data:
-        if required:
-            raise DatasetError(f"{name}: missing the '{key}' list")
-        return []
-    items = data[key]
-    if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
-        raise DatasetError(f"{name}: '{key}' must be a list of objects")
-    return items
-
-
-@dataclass
-class _CocoIndex:
-    """A COCO file indexed by image id, validated enough that reading a sample cannot trip on it."""
-
-    name: str  # the file (or a description) used in messages
-    images: dict[int, Mapping[str, Any]]  # image id -> image entry
-    by_image: dict[int, list[Mapping[str, Any]]]  # image id -> its annotations
-    categories: list[Mapping[str, Any]]
-    data: Mapping[str, Any]
-    warnings: list[str]
-
-
-def _index(source: Any, panoptic: bool) -> _CocoIndex:
-    data, name, doc_warnings = _coco_dict(source)
-    images: dict[int, Mapping[str, Any]] = {}
-    for entry in _list_of_dicts(data, "images", name):
-        image_id = _as_int(entry.get("id"), "image 'id'", name)
-        if image_id in images:
-            raise DatasetError(f"{name}: image id {image_id} appears twice")
-        if not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
-            raise DatasetError(f"{name}: image {image_id} has no 'file_name'")
-        images[image_id] = entry
-    categories = _list_of_dicts(data, "categories", name, required=False)
-    for category in categories:
-        _as_int(category.get("id"), "category 'id'", name)
-    by_image: dict[int, list[Mapping[str, Any]]] = {image_id: [] for image_id in images}
-    for position, ann in enumerate(_list_of_dicts(data, "annotations", name, required=False)):
-        where = f"annotation {ann.get('id', f'#{position}')}"
-        image_id = _as_int(ann.get("image_id"), f"{where} 'image_id'", name)
-        if image_id not in images:
-            raise DatasetError(f"{name}: {where} refers to image {image_id}, which is not in 'images'")
-        if panoptic:
-            _check_panoptic_annotation(ann, where, name)
-        else:
-            _check_instance(ann, where, name)
-        by_image[image_id].append(ann)
-    if panoptic:
-        for image_id, anns in by_image.items():
-            if len(anns) > 1:
-                raise DatasetError(
-                    f"{name}: image {image_id} has {len(anns)} panoptic annotations, expected one"
-                )
-    return _CocoIndex(name, images, by_image, categories, data, doc_warnings)
-
-
-def _check_instance(ann: Mapping[str, Any], where: str, name: str) -> None:
-    _as_int(ann.get("category_id"), f"{where} 'category_id'", name)
-    bbox = ann.get("bbox")
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        raise DatasetError(f"{name}: {where} needs a 'bbox' of four numbers [x, y, w, h], got {bbox!r}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox):
-        raise DatasetError(f"{name}: {where} has a 'bbox' that is not four finite numbers: {bbox!r}")
-    area = ann.get("area", 0.0)
-    if not isinstance(area, (int, float)) or isinstance(area, bool):
-        raise DatasetError(f"{name}: {where} has an 'area' that is not a number: {area!r}")
-
-
-def _check_panoptic_annotation(ann: Mapping[str, Any], where: str, name: str) -> None:
-    if not isinstance(ann.get("file_name"), str):
-        raise DatasetError(f"{name}: panoptic {where} has no PNG 'file_name'")
-    segments = ann.get("segments_info")
-    if not isinstance(segments, list) or not all(isinstance(s, Mapping) for s in segments):
-        raise DatasetError(f"{name}: panoptic {where} needs a 'segments_info' list")
-    seen: set[int] = set()
-    for segment in segments:
-        segment_id = _as_int(segment.get("id"), f"{where} segment 'id'", name)
-        if segment_id in seen:
-            raise DatasetError(f"{name}: {where} has segment id {segment_id} twice")
-        seen.add(segment_id)
-        _as_int(segment.get("category_id"), f"{where} segment {segment_id} 'category_id'", name)
-        bbox = segment.get("bbox")
-        if bbox is not None and (not isinstance(bbox, (list, tuple)) or len(bbox) != 4):
-            raise DatasetError(f"{name}: {where} segment {segment_id} has a malformed 'bbox': {bbox!r}")
+    if doc.is_panoptic and not panoptic:
+        raise DatasetError(
+            f"{doc.index.source}: a COCO panoptic file (its annotations have 'segments_info'); read it as"
+            " panoptic (--panoptic)"
+        )
+    return doc
 
 
 # ---------------------------------------------------------------- targets
-
-
-def is_rejected(ann: Mapping[str, Any]) -> bool:
-    """Whether a reviewer rejected this annotation (our own ``detr_studio`` field)."""
-    ours = ann.get(OUR_KEY)
-    return isinstance(ours, Mapping) and ours.get("review") == "rejected"
 
 
 def xywh_boxes_in_image(xywh: Sequence[Sequence[float]], width: int, height: int) -> tuple[Tensor, Tensor]:
@@ -250,7 +147,7 @@ def instance_target(
     """
     anns = [a for a in anns if int(a.get("iscrowd", 0) or 0) == 0 and not is_rejected(a)]
     boxes, keep = xywh_boxes_in_image([a["bbox"] for a in anns], width, height)
-    labels = torch.tensor([int(float(a["category_id"])) for a in anns], dtype=torch.int64)
+    labels = torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.int64)
     box_areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     area = torch.tensor([float(a["area"]) if "area" in a else 0.0 for a in anns], dtype=torch.float32)
     area = torch.where(torch.tensor(["area" in a for a in anns], dtype=torch.bool), area, box_areas)
@@ -285,29 +182,33 @@ def instance_target(
 class _CocoDataset(Dataset):
     """What both datasets share: the image list, subsets, seeding and the category table."""
 
-    def __init__(
-        self,
-        index: _CocoIndex,
-        image_root: str | os.PathLike[str],
-        transforms: Transform | None,
-        seed: int | None,
-    ) -> None:
-        self._index = index
+    def __init__(self, doc: CocoDocument, image_root: str | os.PathLike[str], transforms, seed) -> None:
+        self._doc = doc
         self.image_root = Path(image_root)
-        self.transforms = transforms
-        self.seed = seed
+        self.transforms: Transform | None = transforms
+        self.seed: int | None = seed
         self.epoch = 0
-        self.image_ids: list[int] = sorted(index.images)
+        self.image_ids: list[int] = sorted(doc.image_ids)
+
+    @property
+    def document(self) -> CocoDocument:
+        """The checked annotations this dataset reads (read it, do not edit it)."""
+        return self._doc
+
+    @property
+    def name(self) -> str:
+        """The annotation file (or a description of the annotations), as messages name it."""
+        return self._doc.index.source
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, i: int) -> tuple[Tensor | Image.Image, Target]:
         image_id = self.image_ids[i]
-        entry = self._index.images[image_id]
-        path = self.image_root / entry["file_name"]
+        info = self._doc.image(image_id)
+        path = resolve_inside(self.image_root, info.file_name)
         image = load_image(path)
-        _warn_on_size_mismatch(entry, image, path, self._index.name)
+        _warn_on_size_mismatch(info, image, path, self.name)
         target = self._target(image_id, image.width, image.height)
         if self.transforms is not None:
             image, target = self.transforms(image, target, self._generator(image_id))
@@ -333,7 +234,7 @@ class _CocoDataset(Dataset):
         unknown = wanted - set(self.image_ids)
         if unknown:
             shown = ", ".join(str(i) for i in sorted(unknown)[:10])
-            raise ValueError(f"{self._index.name}: no image with id {shown} in this dataset")
+            raise ValueError(f"{self.name}: no image with id {shown} in this dataset")
         narrowed = copy.copy(self)
         narrowed.image_ids = [i for i in self.image_ids if i in wanted]
         return narrowed
@@ -341,33 +242,21 @@ class _CocoDataset(Dataset):
     @property
     def warnings(self) -> list[str]:
         """What the annotation check found questionable but usable (e.g. boxes reaching past an edge)."""
-        return list(self._index.warnings)
+        return [str(w) for w in self._doc.warnings]
 
     @property
     def categories(self) -> list[dict[str, Any]]:
-        return [dict(c) for c in self._index.categories]
+        return self._doc.category_records()
 
     @property
     def num_classes(self) -> int:
         """The reference's meaning: largest category id + 1 (the class head adds one for no-object)."""
-        ids = [int(float(c["id"])) for c in self._index.categories]
-        for anns in self._index.by_image.values():
-            ids.extend(self._category_ids(anns))
-        return max(ids, default=0) + 1
-
-    def _category_ids(self, anns: list[Mapping[str, Any]]) -> list[int]:
-        return [int(float(a["category_id"])) for a in anns]
+        return max(self._doc.num_classes, 1)
 
     def coco_dict(self) -> dict[str, Any]:
         """The annotation file restricted to this dataset's images, rejected annotations left out (ground truth
-        for COCO evaluation)."""
-        data = dict(self._index.data)
-        data["images"] = [self._index.images[i] for i in self.image_ids]
-        data["annotations"] = [
-            a for i in self.image_ids for a in self._index.by_image[i] if not is_rejected(a)
-        ]
-        data.setdefault("categories", [])
-        return data
+        for COCO evaluation). The records are the dataset's own: read them, do not change them."""
+        return self._doc.json_subset(self.image_ids, rejected=False)
 
 
 class CocoDetectionDataset(_CocoDataset):
@@ -385,13 +274,13 @@ class CocoDetectionDataset(_CocoDataset):
         masks: bool = False,
         seed: int | None = None,
     ) -> None:
-        super().__init__(_index(annotations, panoptic=False), image_root, transforms, seed)
+        doc = open_annotations(annotations, panoptic=False, image_root=image_root)
+        super().__init__(doc, image_root, transforms, seed)
         self.masks = masks
 
     def _target(self, image_id: int, width: int, height: int) -> Target:
-        return instance_target(
-            self._index.by_image[image_id], image_id, width, height, masks=self.masks, where=self._index.name
-        )
+        records = self._doc.annotation_records(image_id)
+        return instance_target(records, image_id, width, height, masks=self.masks, where=self.name)
 
     def subset(self, image_ids: Iterable[int]) -> CocoDetectionDataset:
         return super().subset(image_ids)  # type: ignore[return-value]
@@ -401,7 +290,8 @@ class CocoPanopticDataset(_CocoDataset):
     """COCO panoptic: one target object per segment (things and stuff), with its mask from the id PNG.
 
     Boxes come from the segment's ``bbox`` when it has one, otherwise from its mask. Crowd segments are
-    left out unless ``keep_crowd`` (the reference keeps them, with ``iscrowd`` set).
+    left out unless ``keep_crowd`` (the reference keeps them, with ``iscrowd`` set). Each PNG read is checked
+    against its image's size and ``segments_info`` (`CocoDocument.id_map`).
     """
 
     def __init__(
@@ -414,39 +304,42 @@ class CocoPanopticDataset(_CocoDataset):
         keep_crowd: bool = False,
         seed: int | None = None,
     ) -> None:
-        super().__init__(_index(annotations, panoptic=True), image_root, transforms, seed)
-        self.panoptic_root = Path(panoptic_root)
+        doc = open_annotations(annotations, panoptic=True, image_root=image_root, panoptic_root=panoptic_root)
+        super().__init__(doc, image_root, transforms, seed)
         self.masks = masks
         self.keep_crowd = keep_crowd
 
-    def _category_ids(self, anns: list[Mapping[str, Any]]) -> list[int]:
-        return [int(float(s["category_id"])) for a in anns for s in a["segments_info"]]
+    @property
+    def panoptic_root(self) -> Path:
+        """The folder of the panoptic PNGs."""
+        assert self._doc.panoptic_root is not None
+        return self._doc.panoptic_root
 
     def panoptic_dict(self) -> dict[str, Any]:
         """The panoptic annotation file restricted to this dataset's images (ground truth for PQ)."""
-        return super().coco_dict()
+        return self._doc.json_subset(self.image_ids)
 
     def coco_dict(self) -> dict[str, Any]:
         """This dataset's segments as COCO instances (one annotation per segment, box and RLE mask from the
         PNG), ground truth for box and mask AP."""
-        doc = CocoDocument(self.panoptic_dict(), source=self._index.name, check_masks=False)
+        doc = CocoDocument(self.panoptic_dict(), source=self.name, check_masks=False, panoptic=True)
         return doc.panoptic_to_instances(self.panoptic_root).to_json()
 
     @property
     def is_thing(self) -> dict[int, bool]:
         """{category id: is a thing}, from the categories' ``isthing`` flags."""
-        return {int(float(c["id"])): bool(c.get("isthing", 1)) for c in self._index.categories}
+        return {int(c["id"]): bool(c.get("isthing", 1)) for c in self._doc.category_records()}
 
     def _target(self, image_id: int, width: int, height: int) -> Target:
-        anns = self._index.by_image[image_id]
-        segments = list(anns[0]["segments_info"]) if anns else []
+        entry = self._doc.panoptic_record(image_id)
+        segments = list(entry["segments_info"]) if entry is not None else []
         if not self.keep_crowd:
             segments = [s for s in segments if int(s.get("iscrowd", 0) or 0) == 0]
         need_png = self.masks or any(s.get("bbox") is None for s in segments)
         seg_masks = None
-        if need_png and anns:
-            ids = self._read_ids(anns[0]["file_name"], width, height)  # [H, W]
-            wanted = torch.tensor([int(float(s["id"])) for s in segments], dtype=torch.int64)
+        if need_png and entry is not None:
+            ids = torch.from_numpy(self._doc.id_map(image_id, (width, height)).astype(np.int64))  # [H, W]
+            wanted = torch.tensor([int(s["id"]) for s in segments], dtype=torch.int64)
             seg_masks = (ids[None] == wanted[:, None, None]).to(torch.uint8)  # [N, H, W]
         elif need_png:
             seg_masks = torch.zeros((0, height, width), dtype=torch.uint8)
@@ -473,7 +366,7 @@ class CocoPanopticDataset(_CocoDataset):
         size = torch.tensor([height, width], dtype=torch.int64)
         target = Target(
             boxes=boxes,
-            labels=torch.tensor([int(float(s["category_id"])) for s in segments], dtype=torch.int64),
+            labels=torch.tensor([int(s["category_id"]) for s in segments], dtype=torch.int64),
             area=area,
             iscrowd=torch.tensor([int(s.get("iscrowd", 0) or 0) for s in segments], dtype=torch.int64),
             image_id=torch.tensor([image_id], dtype=torch.int64),
@@ -483,21 +376,11 @@ class CocoPanopticDataset(_CocoDataset):
         )
         return target.select(keep)
 
-    def _read_ids(self, file_name: str, width: int, height: int) -> Tensor:
-        path = self.panoptic_root / file_name
-        png = load_image(path)
-        if png.size != (width, height):
-            raise DatasetError(
-                f"{path}: panoptic PNG is {png.width}x{png.height} but its image is {width}x{height}"
-            )
-        return torch.from_numpy(rgb2id(np.asarray(png)).astype(np.int64))
 
-
-def _warn_on_size_mismatch(entry: Mapping[str, Any], image: Image.Image, path: Path, name: str) -> None:
-    width, height = entry.get("width"), entry.get("height")
-    if isinstance(width, int) and isinstance(height, int) and (width, height) != image.size:
+def _warn_on_size_mismatch(info: ImageInfo, image: Image.Image, path: Path, name: str) -> None:
+    if info.width and info.height and (info.width, info.height) != image.size:
         warnings.warn(
-            f"{path}: image is {image.width}x{image.height} but {name} says {width}x{height}; "
+            f"{path}: image is {image.width}x{image.height} but {name} says {info.width}x{info.height}; "
             "boxes are clamped to the image as read",
             stacklevel=3,
         )

@@ -8,7 +8,6 @@ change here only. Nothing is imported from torch until a load is asked for (on a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,14 @@ from detr_studio.data.images import ImageReadError
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """What to load: a checkpoint file/folder or a zoo name, where to run it, and the input size."""
+    """What to load: a checkpoint file/folder or a zoo name, where to run it, and the input size (None: the
+    size the checkpoint records it was trained and evaluated at, which is what the model is good at)."""
 
     source: str
     device: str | None = None  # None or "auto": the GPU when there is one
     precision: str = "fp32"
-    size: int = 800
-    max_size: int | None = 1333
+    size: int | None = None
+    max_size: int | None = None
 
     @property
     def name(self) -> str:
@@ -48,16 +48,10 @@ class ModelInfo:
     num_heads: int
     num_queries: int
     has_attention: bool = True
-
-
-@dataclass(frozen=True)
-class LoadedNetwork:
-    """A checkpoint built as a network (in eval mode, no auxiliary outputs) with what the exporter needs."""
-
-    model: Any  # torch.nn.Module
-    config: Any  # the model's config record
-    class_names: dict[int, str]
-    source: str  # the file it came from
+    family: str = "detr"  # the model family's name ("detr", "deformable_detr")
+    scoring: str = "softmax"  # "softmax" (a no-object class) or "sigmoid" (independent class scores)
+    attention_kind: str = "maps"  # "maps", "sampling_points" or "" (see model.family)
+    input_size: tuple[int, int | None] = (800, 1333)  # the size the model runs at
 
 
 def describe_error(exc: BaseException) -> str:
@@ -87,6 +81,7 @@ def load_predictor(choice: ModelChoice) -> tuple[Any, ModelInfo]:
             name=choice.name,
         )
     config = predictor.config
+    family = predictor.family
     info = ModelInfo(
         name=choice.name,
         description=predictor.description,
@@ -94,33 +89,19 @@ def load_predictor(choice: ModelChoice) -> tuple[Any, ModelInfo]:
         supports_masks=predictor.supports_masks,
         num_heads=config.nheads,
         num_queries=config.num_queries,
-        has_attention=not choice.is_onnx,  # ONNX files cannot give attention maps
+        has_attention=not choice.is_onnx and bool(family.attention_kind),  # ONNX files give no attention
+        family=family.name,
+        scoring=family.scoring,
+        attention_kind=family.attention_kind if not choice.is_onnx else "",
+        input_size=(int(predictor.size), predictor.max_size),
     )
     return predictor, info
 
 
-def load_network(source: str, *, dropout: float | None = None) -> LoadedNetwork:
-    """The checkpoint file or zoo name ``source`` as a network. Runs on a background thread."""
-    from detr_studio.model.checkpoint import build_from_checkpoint, load_checkpoint
-    from detr_studio.model.sources import default_class_names, resolve
+def load_network(source: str) -> Any:
+    """The checkpoint file, folder or zoo name ``source`` as a `LoadedModel` (network in eval mode without
+    auxiliary outputs or dropout, its family, config, class names and recorded input size), through the one
+    load pipeline. Runs on a background thread."""
+    from detr_studio.model.loading import load_model
 
-    ckpt = load_checkpoint(resolve(source))
-    changes: dict[str, Any] = {"aux_loss": False}
-    if dropout is not None:
-        changes["dropout"] = dropout
-    model = build_from_checkpoint(ckpt, **changes)
-    names = ckpt.class_names or default_class_names(ckpt.config)
-    return LoadedNetwork(model, ckpt.config, dict(names), str(ckpt.path or source))
-
-
-def recorded_input_size(weights: Path, default: tuple[int, int]) -> tuple[int, int]:
-    """(size, max size) the checkpoint's sidecar records it was evaluated at (``val_size``, ``max_size`` or
-    the largest training scale), else ``default``. Imports torch: call it off the Qt thread."""
-    from detr_studio.model.checkpoint import provenance_input_size
-
-    try:
-        provenance = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8")).get("provenance")
-    except (OSError, ValueError, AttributeError):
-        provenance = None  # the load itself reports a broken sidecar with its file name
-    size, max_size = provenance_input_size(provenance, default=default)
-    return int(size), int(max_size)
+    return load_model(source)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset
 from ..data.transforms import make_transforms
+from ..model.family import ModelFamily
 from .evaluate import CocoMetrics, evaluate_coco, flatten_metrics
 from .panoptic_quality import PanopticMetrics, evaluate_panoptic
 
@@ -67,7 +68,8 @@ def evaluation_dataset(
 
 
 def measure(
-    model: nn.Module,
+    model: nn.Module | Callable,
+    family: ModelFamily,
     dataset: CocoDetectionDataset | CocoPanopticDataset,
     device: torch.device,
     *,
@@ -75,9 +77,12 @@ def measure(
     masks: bool = False,
     progress: Progress | None = None,
 ) -> EvalReport:
-    """AP (box, and mask with ``masks``) or, on a panoptic dataset, PQ of ``model`` on ``dataset``."""
-    model.to(device).eval()
+    """AP (box, and mask with ``masks``) or, on a panoptic dataset, PQ of ``model`` (a network of ``family``,
+    or a forward over padded batches such as an ONNX Runtime session's) on ``dataset``."""
+    if isinstance(model, nn.Module):
+        model.to(device).eval()
     with torch.inference_mode():
         if isinstance(dataset, CocoPanopticDataset):
             return EvalReport(panoptic=evaluate_panoptic(model, dataset, device, progress=progress))
-        return EvalReport(metrics=evaluate_coco(model, dataset, device, batch_size, masks, progress=progress))
+        metrics = evaluate_coco(model, family, dataset, device, batch_size, masks, progress=progress)
+        return EvalReport(metrics=metrics)

@@ -15,18 +15,20 @@ The rules are those of the COCO panopticapi ``pq_compute``, so the numbers agree
   are over the categories with TP + FP + FN > 0 ("things" and "stuff" by the categories' ``isthing``);
   with no such category an average is 0 (panopticapi divides by zero there).
 
-Images are matched one at a time, so a whole validation set never has to sit in memory. ``pq_compute``
-works on id maps given by a function or a folder of PNGs, ``pq_compute_files`` on panopticapi's files,
-and ``evaluate_panoptic`` runs a DETRsegm model over a ``CocoPanopticDataset``.
+Images are matched one at a time, so a whole validation set never has to sit in memory. Ground truth and
+predictions are ``CocoDocument``s, read and checked by the one COCO reader (a PNG whose ids do not match
+its ``segments_info``, a segment of an unknown category, a name leaving the PNG folder: each is refused
+with the file and the record named, as the window refuses it). ``pq_compute`` scores two documents, with id
+maps from their PNGs or from functions; ``pq_compute_files`` reads panopticapi's files; and
+``evaluate_panoptic`` runs a DETRsegm model over a ``CocoPanopticDataset``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,22 +39,24 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..common.panoptic_ids import rgb2id
+from ..data.coco import CocoDocument, DatasetError, id_map_problems
 from ..data.dataset import CocoPanopticDataset, collate_fn
-from ..data.images import ImageReadError, load_image
-from ..model.postprocess import PostProcessPanoptic, default_is_thing_map, rgb2id
-from ..model.segmentation import DETRsegm
+from ..model.classes import default_is_thing_map
+from ..model.detr.panoptic import PostProcessPanoptic
+from ..model.detr.segmentation import DETRsegm
 
 VOID = 0  # ground-truth id of unlabelled pixels
 OFFSET = 256 * 256 * 256  # ids in PNGs are below this; pairs are encoded as gt * OFFSET + pred
 MATCH_IOU = 0.5  # a match needs IoU strictly above this
 IGNORED_FRACTION = 0.5  # an unmatched prediction with more than this on VOID or crowd is not an FP
 
-IdSource = Callable[[Mapping[str, Any]], np.ndarray] | str | os.PathLike[str]
+IdMaps = Callable[[int], np.ndarray]  # image id -> [H, W] segment ids
 METRIC_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 
 
-class PanopticError(ValueError):
-    """Panoptic annotations or predictions that cannot be scored; the message names the file and problem."""
+class PanopticError(DatasetError):
+    """Predictions that cannot be scored against the ground truth; the message names the file and problem."""
 
 
 # ---------------------------------------------------------------- results
@@ -167,103 +171,36 @@ def _display_names(categories: Mapping[int, Mapping[str, Any]]) -> dict[int, str
     return {cat_id: (name if seen[name] == 1 else f"{name} ({cat_id})") for cat_id, name in names.items()}
 
 
-# ---------------------------------------------------------------- checking annotations
-
-
-def _int_field(value: Any, what: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)):
-        raise PanopticError(f"{where}: {what} must be an integer, got {value!r}")
-    if not float(value).is_integer():
-        raise PanopticError(f"{where}: {what} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _category_table(categories: Sequence[Mapping[str, Any]], where: str) -> dict[int, dict[str, Any]]:
-    table: dict[int, dict[str, Any]] = {}
-    for k, category in enumerate(categories):
-        if not isinstance(category, Mapping):
-            raise PanopticError(f"{where}: category #{k} is not an object")
-        cat_id = _int_field(category.get("id"), "category 'id'", where)
-        if cat_id in table:
-            raise PanopticError(f"{where}: category id {cat_id} appears twice")
-        table[cat_id] = dict(category)
-    return table
-
-
-def _by_image(annotations: Sequence[Mapping[str, Any]], where: str) -> dict[int, Mapping[str, Any]]:
-    """Index panoptic annotations by image id, checking what scoring relies on."""
-    if not isinstance(annotations, Sequence) or isinstance(annotations, (str, bytes)):
-        raise PanopticError(f"{where}: 'annotations' must be a list")
-    out: dict[int, Mapping[str, Any]] = {}
-    for k, ann in enumerate(annotations):
-        if not isinstance(ann, Mapping):
-            raise PanopticError(f"{where}: annotation #{k} is not an object")
-        image_id = _int_field(ann.get("image_id"), f"annotation #{k} 'image_id'", where)
-        if image_id in out:
-            raise PanopticError(f"{where}: image {image_id} has more than one panoptic annotation")
-        segments = ann.get("segments_info")
-        if not isinstance(segments, list) or not all(isinstance(s, Mapping) for s in segments):
-            raise PanopticError(f"{where}: image {image_id} needs a 'segments_info' list of objects")
-        out[image_id] = ann
-    return out
-
-
-def _segments(ann: Mapping[str, Any], image_id: int, where: str) -> dict[int, Mapping[str, Any]]:
-    """{segment id: segment} of one image's annotation."""
-    segments: dict[int, Mapping[str, Any]] = {}
-    for segment in ann["segments_info"]:
-        seg_id = _int_field(segment.get("id"), "segment 'id'", f"{where}, image {image_id}")
-        if seg_id in segments:
-            raise PanopticError(f"{where}: image {image_id} lists segment id {seg_id} twice")
-        _int_field(
-            segment.get("category_id"), f"segment {seg_id} 'category_id'", f"{where}, image {image_id}"
-        )
-        segments[seg_id] = segment
-    return segments
-
-
 # ---------------------------------------------------------------- id maps
 
 
-def _png_ids(path: Path) -> np.ndarray:
-    """A panoptic PNG -> [H, W] int64 id map."""
-    try:
-        image = load_image(path)
-    except ImageReadError as exc:
-        raise PanopticError(str(exc)) from None
-    return rgb2id(np.asarray(image)).astype(np.int64)
-
-
-def _id_reader(source: IdSource, name: str) -> Callable[[Mapping[str, Any], int], tuple[np.ndarray, str]]:
-    """A function (annotation, image id) -> ([H, W] int64 id map, how to name it in messages)."""
-    if isinstance(source, (str, os.PathLike)):
-        folder = Path(source)
-        if not folder.is_dir():
-            raise PanopticError(f"{folder}: no such folder of panoptic PNGs ({name})")
-
-        def from_folder(ann: Mapping[str, Any], image_id: int) -> tuple[np.ndarray, str]:
-            file_name = ann.get("file_name")
-            if not isinstance(file_name, str) or not file_name:
-                raise PanopticError(f"{name}: image {image_id} has no PNG 'file_name'")
-            path = folder / file_name
-            return _png_ids(path), str(path)
-
-        return from_folder
-
-    def from_function(ann: Mapping[str, Any], image_id: int) -> tuple[np.ndarray, str]:
-        return np.asarray(source(ann)), f"{name}, id map of image {image_id}"
-
-    return from_function
-
-
-def _check_id_map(ids: np.ndarray, what: str) -> np.ndarray:
+def _id_map(doc: CocoDocument, image_id: int, maps: IdMaps | None) -> tuple[np.ndarray, str]:
+    """([H, W] int64 segment ids, how to name them in messages) of one image of ``doc``: its PNG, checked by
+    the document, or ``maps(image_id)`` checked here by the same rule."""
+    name = doc.index.source
+    if maps is None:
+        return doc.id_map(image_id).astype(np.int64), str(doc.panoptic_png(image_id))
+    what = f"{name}, id map of image {image_id}"
+    ids = np.asarray(maps(image_id))
     if ids.ndim != 2:
         raise PanopticError(f"{what}: an id map must be [H, W], got shape {tuple(ids.shape)}")
     if not np.issubdtype(ids.dtype, np.integer):
         raise PanopticError(f"{what}: an id map must hold integers, got {ids.dtype}")
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= OFFSET):
         raise PanopticError(f"{what}: segment ids must lie in [0, {OFFSET}), got {ids.min()}..{ids.max()}")
-    return ids.astype(np.int64)
+    entry = doc.panoptic_record(image_id) or {"segments_info": []}
+    listed = {int(s["id"]) for s in entry["segments_info"]}
+    size = doc.image(image_id)
+    problems = id_map_problems(ids, listed, (size.width, size.height), what)
+    if problems:
+        raise PanopticError(f"{name}: panoptic annotation for image {image_id}: {problems[0]}")
+    return ids.astype(np.int64), what
+
+
+def _segments(doc: CocoDocument, image_id: int) -> dict[int, Mapping[str, Any]]:
+    """{segment id: segment record} of one image's panoptic entry."""
+    entry = doc.panoptic_record(image_id)
+    return {int(s["id"]): s for s in entry["segments_info"]} if entry is not None else {}
 
 
 # ---------------------------------------------------------------- matching one image
@@ -275,46 +212,23 @@ def _match_image(
     gt_map: np.ndarray,
     pred_segments: Mapping[int, Mapping[str, Any]],
     pred_map: np.ndarray,
-    categories: Mapping[int, Mapping[str, Any]],
     gt_what: str,
     pred_what: str,
 ) -> dict[int, CategoryQuality]:
     """TP / FP / FN per category id for one image, by panopticapi's rules (module docstring).
 
-    gt_map, pred_map: [H, W] int64 segment ids; gt_what / pred_what name them in messages.
+    gt_map, pred_map: [H, W] int64 segment ids, checked against their segments (every listed segment has
+    pixels, every other pixel is VOID); gt_what / pred_what name them in messages.
     """
     if gt_map.shape != pred_map.shape:
         raise PanopticError(
             f"{pred_what}: id map is {pred_map.shape[1]}x{pred_map.shape[0]} but the ground truth "
             f"{gt_what} is {gt_map.shape[1]}x{gt_map.shape[0]}"
         )
-    for seg_id, segment in gt_segments.items():
-        if int(segment["category_id"]) not in categories:
-            raise PanopticError(
-                f"{gt_what}: segment {seg_id} of image {image_id} has category {segment['category_id']}, "
-                "which is not in the categories"
-            )
-
-    pred_area: dict[int, int] = {}
     labels, counts = np.unique(pred_map, return_counts=True)
-    for label, count in zip(labels.tolist(), counts.tolist()):
-        if label not in pred_segments:
-            if label == VOID:
-                continue
-            raise PanopticError(
-                f"{pred_what}: segment id {label} is in the PNG but not in the segments_info of image {image_id}"
-            )
-        pred_area[label] = count
-        category = int(pred_segments[label]["category_id"])
-        if category not in categories:
-            raise PanopticError(
-                f"{pred_what}: segment {label} of image {image_id} has unknown category_id {category}"
-            )
-    missing = sorted(set(pred_segments) - set(pred_area))
-    if missing:
-        raise PanopticError(
-            f"{pred_what}: segment ids {missing} of image {image_id} are in the segments_info but not in the PNG"
-        )
+    pred_area = {
+        label: count for label, count in zip(labels.tolist(), counts.tolist()) if label in pred_segments
+    }
 
     gt_area: dict[int, int] = {}
     gt_labels, gt_counts = np.unique(gt_map, return_counts=True)
@@ -363,7 +277,7 @@ def _match_image(
         stat(category).fn += 1
 
     for pred_id, pred_segment in pred_segments.items():
-        if pred_id in pred_matched:
+        if pred_id in pred_matched or pred_id not in pred_area:
             continue
         category = int(pred_segment["category_id"])
         ignored = overlap.get((VOID, pred_id), 0)
@@ -381,8 +295,8 @@ def _match_image(
 class _Accumulator:
     """Sums the per-image counts into a ``PanopticMetrics``."""
 
-    def __init__(self, categories: Sequence[Mapping[str, Any]], where: str) -> None:
-        self.metrics = PanopticMetrics(_category_table(categories, where))
+    def __init__(self, doc: CocoDocument) -> None:
+        self.metrics = PanopticMetrics({int(c["id"]): c for c in doc.category_records()})
 
     def add(self, image_stats: Mapping[int, CategoryQuality]) -> None:
         for category, quality in image_stats.items():
@@ -391,68 +305,38 @@ class _Accumulator:
 
 
 def pq_compute(
-    gt_annotations: Sequence[Mapping[str, Any]],
-    gt_ids: IdSource,
-    pred_annotations: Sequence[Mapping[str, Any]],
-    pred_ids: IdSource,
-    categories: Sequence[Mapping[str, Any]],
-    gt_name: str = "ground truth",
-    pred_name: str = "predictions",
+    ground_truth: CocoDocument,
+    predictions: CocoDocument,
+    gt_maps: IdMaps | None = None,
+    pred_maps: IdMaps | None = None,
 ) -> PanopticMetrics:
-    """Panoptic quality of predictions against ground truth, image by image.
+    """Panoptic quality of ``predictions`` against ``ground_truth``, image by image.
 
-    gt_annotations / pred_annotations: COCO panoptic annotations ({"image_id", "file_name",
-    "segments_info": [{"id", "category_id", "iscrowd", "area"}, …]}); every ground-truth image needs a
-    prediction, and predictions for other images are ignored (as panopticapi does).
-    gt_ids / pred_ids: a function annotation -> [H, W] int id map, or a folder holding each annotation's
-    PNG under its ``file_name``. categories: [{"id", "name", "isthing"}, …].
-    gt_name / pred_name: what to call the two sides in error messages (e.g. their JSON files).
+    Both are panoptic documents over the same images and categories (`CocoDocument.panoptic_results`
+    makes the predictions' one); every ground-truth entry needs a prediction, and predictions for other
+    images are ignored (as panopticapi does). Id maps are the documents' PNGs (in their ``panoptic_root``),
+    or ``gt_maps`` / ``pred_maps``: image id -> [H, W] int segment ids, checked against the entries.
     """
-    accumulator = _Accumulator(categories, gt_name)
-    gt_by_image = _by_image(gt_annotations, gt_name)
-    pred_by_image = _by_image(pred_annotations, pred_name)
-    read_gt = _id_reader(gt_ids, gt_name)
-    read_pred = _id_reader(pred_ids, pred_name)
-    for image_id, gt_ann in gt_by_image.items():
-        if image_id not in pred_by_image:
-            raise PanopticError(f"{pred_name}: no prediction for image {image_id}")
-        pred_ann = pred_by_image[image_id]
-        gt_map, gt_what = read_gt(gt_ann, image_id)
-        pred_map, pred_what = read_pred(pred_ann, image_id)
+    accumulator = _Accumulator(ground_truth)
+    for image_id in ground_truth.image_ids:
+        if ground_truth.panoptic_record(image_id) is None:
+            continue
+        if predictions.panoptic_record(image_id) is None:
+            raise PanopticError(f"{predictions.index.source}: no prediction for image {image_id}")
+        gt_map, gt_what = _id_map(ground_truth, image_id, gt_maps)
+        pred_map, pred_what = _id_map(predictions, image_id, pred_maps)
         accumulator.add(
             _match_image(
                 image_id,
-                _segments(gt_ann, image_id, gt_name),
-                _check_id_map(gt_map, gt_what),
-                _segments(pred_ann, image_id, pred_name),
-                _check_id_map(pred_map, pred_what),
-                accumulator.metrics.categories,
+                _segments(ground_truth, image_id),
+                gt_map,
+                _segments(predictions, image_id),
+                pred_map,
                 gt_what,
                 pred_what,
             )
         )
     return accumulator.metrics
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise PanopticError(f"{path}: no such {what} file") from None
-    except IsADirectoryError:
-        raise PanopticError(f"{path}: is a folder, not a {what} JSON file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PanopticError(f"{path}: cannot read {what} file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise PanopticError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise PanopticError(
-            f"{path}: a COCO panoptic file must hold a JSON object, not {type(data).__name__}"
-        )
-    if not isinstance(data.get("annotations"), list):
-        raise PanopticError(f"{path}: missing the 'annotations' list")
-    return data
 
 
 def pq_compute_files(
@@ -463,23 +347,15 @@ def pq_compute_files(
 ) -> PanopticMetrics:
     """panopticapi's ``pq_compute`` on files: COCO panoptic JSONs and their folders of id PNGs.
 
-    The categories come from the ground-truth JSON. Errors name the file at fault.
+    The images and categories come from the ground-truth JSON; the prediction JSON needs only its
+    ``annotations``. Errors name the file at fault.
     """
-    gt_path, pred_path = Path(gt_json), Path(pred_json)
-    gt = _read_json(gt_path, "ground-truth")
-    pred = _read_json(pred_path, "prediction")
-    categories = gt.get("categories")
-    if not isinstance(categories, list):
-        raise PanopticError(f"{gt_path}: missing the 'categories' list")
-    return pq_compute(
-        gt["annotations"],
-        gt_folder,
-        pred["annotations"],
-        pred_folder,
-        categories,
-        gt_name=str(gt_path),
-        pred_name=str(pred_path),
-    )
+    for folder in (gt_folder, pred_folder):
+        if not Path(folder).is_dir():
+            raise PanopticError(f"{folder}: no such folder of panoptic PNGs")
+    gt = CocoDocument.load(gt_json, panoptic_root=gt_folder, check_masks=False, lock=False, panoptic=True)
+    pred = CocoDocument.panoptic_results(pred_json, gt, pred_folder)
+    return pq_compute(gt, pred)
 
 
 # ---------------------------------------------------------------- evaluating a model
@@ -543,12 +419,9 @@ def evaluate_panoptic(
         )
     if not isinstance(dataset, CocoPanopticDataset):
         raise TypeError(f"evaluate_panoptic needs a CocoPanopticDataset, not {type(dataset).__name__}")
-    gt_data = dataset.panoptic_dict()
-    gt_name = f"panoptic ground truth in {dataset.panoptic_root}"
-    accumulator = _Accumulator(dataset.categories, gt_name)
+    ground_truth = dataset.document
+    accumulator = _Accumulator(ground_truth)
     categories = accumulator.metrics.categories
-    gt_by_image = _by_image(gt_data["annotations"], gt_name)
-    read_gt = _id_reader(dataset.panoptic_root, gt_name)
 
     is_thing_map = default_is_thing_map(model.num_classes)
     is_thing_map.update(dataset.is_thing)
@@ -572,21 +445,20 @@ def evaluate_panoptic(
         results = post.from_selected(outputs, processed, original)
         for target, result in zip(targets, results):
             image_id = int(target["image_id"])
-            if image_id not in gt_by_image:
+            if ground_truth.panoptic_record(image_id) is None:
                 continue
-            gt_ann = gt_by_image[image_id]
-            gt_map, gt_what = read_gt(gt_ann, image_id)
+            height, width = (int(v) for v in target["orig_size"])
+            gt_map = ground_truth.id_map(image_id, (width, height)).astype(np.int64)  # [H, W]
             pred_map, pred_segments, dropped = _decode_prediction(result, categories)
             accumulator.metrics.unknown_category_segments += dropped
             accumulator.add(
                 _match_image(
                     image_id,
-                    _segments(gt_ann, image_id, gt_name),
-                    _check_id_map(gt_map, gt_what),
+                    _segments(ground_truth, image_id),
+                    gt_map,
                     {s["id"]: s for s in pred_segments},
                     pred_map,
-                    categories,
-                    gt_what,
+                    str(ground_truth.panoptic_png(image_id)),
                     f"prediction for image {image_id}",
                 )
             )

@@ -438,8 +438,8 @@ def ap_change(comparison: dict[str, Any]) -> ApChange | None:
     return ApChange(float(values[0]), float(values[1]))  # type: ignore[arg-type]
 
 
-def held_out_ap(model: Any, run_dir: Path, record: RunRecord) -> dict[str, float]:
-    """Box AP of a loaded model on the run's held-out images (``val.json``), at the run's input size and
+def held_out_ap(loaded: Any, run_dir: Path, record: RunRecord) -> dict[str, float]:
+    """Box AP of a `LoadedModel` on the run's held-out images (``val.json``), at the run's input size and
     on its device, through the same core as ``detr-studio eval``. For a background thread."""
     from ..infer.device import pick_device
     from .measure import evaluation_dataset, measure
@@ -453,4 +453,4 @@ def held_out_ap(model: Any, run_dir: Path, record: RunRecord) -> dict[str, float
         int(options.get("max_size", 1333)),
     )
     target = pick_device(None if device in ("", "auto") else device)
-    return measure(model, dataset, target, batch_size=2).flat()
+    return measure(loaded.model, loaded.family, dataset, target, batch_size=2).flat()

@@ -16,6 +16,8 @@ from PySide6.QtCore import Qt
 from detr_studio.app import image_list
 from detr_studio.data import coco as coco_module
 from detr_studio.data.coco import CocoDocument
+from detr_studio.data.coco import document as coco_document
+from detr_studio.data.coco import queries as coco_queries
 from detr_studio.session import project as projects
 
 from .helpers import open_and_wait
@@ -33,7 +35,8 @@ def header_reads(monkeypatch) -> list[str]:
         reads.append(str(path))
         return real(path)
 
-    monkeypatch.setattr(coco_module, "image_size", counting)
+    for module in (coco_document, coco_queries):  # the two places a CocoDocument reads headers
+        monkeypatch.setattr(module, "image_size", counting)
     return reads
 
 

@@ -19,8 +19,8 @@ from detr_studio.commands import demo as demo_command
 from detr_studio.data import synthetic
 from detr_studio.data.synthetic import DEMO, DemoRecipe, SyntheticLayout, is_complete_demo
 from detr_studio.model.checkpoint import save_checkpoint
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 
 from .helpers import CLASS_NAMES
 
@@ -77,12 +77,7 @@ def started(qtbot, settings):
 
     yield start
     for window in made:
-        runners = (
-            window.projects.lane,
-            window.predictions.lane,
-            window.navigation.pixels,
-            window.presenter.overlays,
-        )
+        runners = (window.projects.lane, window.navigation.pixels, window.presenter.overlays)
         try:
             qtbot.waitUntil(
                 lambda w=window, r=runners: not w.worker.busy and not any(x.pending for x in r),

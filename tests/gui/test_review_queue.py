@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from detr_studio.app.canvas import ANNOTATIONS, PREDICTIONS
-from detr_studio.infer.review import ENTROPY
+from detr_studio.infer.uncertainty import ENTROPY
 
 from ..unit.test_review import dets
 from .helpers import open_and_wait, shot

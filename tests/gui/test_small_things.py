@@ -199,9 +199,10 @@ def test_a_model_that_knows_only_the_demo_shapes_says_so(qtbot, window, dataset,
     qtbot.addWidget(dialog)
     assert dialog.demo_weights is not None and dialog.demo_note.text() == SHAPES_ONLY_NOTE
     dialog.demo_radio.setChecked(True)
-    assert dialog.wants_demo() and dialog.choice() is None and not dialog.size_spin.isEnabled()
+    dialog.device_combo.setCurrentText("cpu")
+    choice = dialog.choice()
+    assert choice.source == str(dialog.demo_weights) and choice.size is None  # the size it was trained at
     with qtbot.waitSignal(window.worker.model_loaded, timeout=60_000):
-        assert window.predictions.choose_demo_model(device="cpu")
-    choice = window.session.model_choice
-    assert choice.source == str(dialog.demo_weights) and choice.size == 128  # the size it was trained at
+        window.session.choose_model(choice)
+    assert window.session.model_info.input_size == (128, 128)
     assert "knows only five synthetic shapes" in window.review_panel.model_label.text()

@@ -104,7 +104,7 @@ def test_a_failed_save_keeps_the_old_file_and_the_dirty_state(qtbot, window, dat
     assert not window.projects.save()
     assert window.session.doc.dirty and window.isWindowModified()
     assert (
-        "instances_train.json" in window.services.errors[-1] and "No space left" in window.services.errors[-1]
+        "instances_train.json" in window.services.errors[-1] and "no space left" in window.services.errors[-1]
     )
     assert path.read_bytes() == original
     monkeypatch.undo()

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from detr_studio.common.panoptic_ids import id2rgb
 from detr_studio.data.coco import CocoDocument, CocoFormatError
 from detr_studio.data.dataset import (
     CocoDetectionDataset,
@@ -21,7 +22,7 @@ from detr_studio.data.dataset import (
 )
 from detr_studio.data.images import ImageReadError
 from detr_studio.data.transforms import Target, make_transforms
-from detr_studio.model.postprocess import id2rgb
+from detr_studio.train.setup import only_classes
 
 W, H = 64, 48
 TRIANGLE = [10.0, 10.0, 40.0, 10.0, 10.0, 40.0]  # right triangle, legs of 30 px: area 450
@@ -179,9 +180,9 @@ def test_bad_annotation_files_are_refused_naming_the_file(tmp_path: Path, change
 def test_unreadable_json_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text("{not json")
-    with pytest.raises(DatasetError, match="broken.json: not valid JSON"):
+    with pytest.raises(DatasetError, match="broken.json: broken JSON at line 1, column 2"):
         CocoDetectionDataset(path, tmp_path)
-    with pytest.raises(DatasetError, match="missing.json: no such annotation file"):
+    with pytest.raises(DatasetError, match="missing.json: no such COCO file"):
         CocoDetectionDataset(tmp_path / "missing.json", tmp_path)
 
 
@@ -305,7 +306,9 @@ def test_panoptic_png_of_the_wrong_size_is_refused_naming_it(tmp_path: Path) -> 
     data = _panoptic(tmp_path)
     Image.new("RGB", (10, 10)).save(tmp_path / "png" / "p.png")
     dataset = CocoPanopticDataset(data, tmp_path / "images", tmp_path / "png")
-    with pytest.raises(DatasetError, match=r"p\.png: panoptic PNG is 10x10 but its image is 64x48"):
+    with pytest.raises(
+        CocoFormatError, match=r"panoptic annotation for image 4: .*p\.png is 10x10 but the image is 64x48"
+    ):
         dataset[0]
 
 
@@ -334,3 +337,82 @@ def test_panoptic_transforms_keep_masks_with_their_segments(tmp_path: Path) -> N
     assert tuple(image.shape) == (3, 96, 128)
     assert target.masks.shape == (4, 96, 128)
     assert int(target.masks[0].sum()) == 800
+
+
+# ---------------------------------------------------------------- one reading path with the window
+
+
+def test_a_panoptic_png_with_ids_missing_from_segments_info_is_refused_when_read(tmp_path: Path) -> None:
+    data = _panoptic(tmp_path)
+    data["annotations"][0]["segments_info"].pop(2)  # segment 303 is in the PNG, no longer listed
+    dataset = CocoPanopticDataset(data, tmp_path / "images", tmp_path / "png")
+    with pytest.raises(CocoFormatError) as info:
+        dataset[0]
+    assert "panoptic annotation for image 4" in str(info.value)
+    assert f"{tmp_path / 'png' / 'p.png'} contains segment ids [303] that segments_info does not list" in str(
+        info.value
+    )
+    with pytest.raises(CocoFormatError, match=r"contains segment ids \[303\]"):
+        dataset.coco_dict()  # the ground truth of box and mask AP
+
+
+def test_a_utf8_byte_order_mark_is_read_as_the_window_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_coco(tmp_path)).encode("utf-8"))
+    assert CocoDetectionDataset(path, tmp_path / "images")[0][1].labels.tolist() == [7, 90, 18]
+    assert only_classes(str(path), ["dog"])["categories"] == [{"id": 18, "name": "dog"}]
+
+
+def test_an_rle_with_garbage_counts_is_refused_when_opened_naming_file_and_annotation(tmp_path: Path) -> None:
+    data = _coco(tmp_path)
+    data["annotations"][4]["segmentation"]["counts"] = "garbage!!"
+    path = _write_json(tmp_path / "garbage.json", data)
+    with pytest.raises(CocoFormatError, match=rf"{path}: annotation id 5: the RLE 'counts' \"garbage!!\""):
+        CocoDetectionDataset(path, tmp_path / "images", masks=True)
+
+
+def test_a_lone_surrogate_is_refused_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "surrogate.json"
+    path.write_text(json.dumps(_coco(tmp_path)).replace('"dog"', '"dog\\udc80"'), encoding="utf-8")
+    with pytest.raises(
+        DatasetError, match=r"surrogate\.json: categories\[2\]\.name holds an unpaired surrogate"
+    ):
+        CocoDetectionDataset(path, tmp_path / "images")
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../outside.png", "sub/../../outside.png"])
+def test_an_image_name_leaving_the_image_folder_is_refused_naming_the_record(
+    tmp_path: Path, name: str
+) -> None:
+    data = _coco(tmp_path)
+    data["images"][1]["file_name"] = name
+    with pytest.raises(CocoFormatError, match=r"image id 9: 'file_name' .* (absolute path|climbs out)"):
+        CocoDetectionDataset(data, tmp_path / "images")
+
+
+def test_a_panoptic_png_name_leaving_its_folder_is_refused(tmp_path: Path) -> None:
+    data = _panoptic(tmp_path)
+    data["annotations"][0]["file_name"] = "../images/p.jpg"
+    with pytest.raises(CocoFormatError, match="climbs out of the folder of panoptic PNGs"):
+        CocoPanopticDataset(data, tmp_path / "images", tmp_path / "png")
+
+
+def test_a_symlink_inside_the_image_folder_is_followed(tmp_path: Path) -> None:
+    data = _coco(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "images" / "b.png").rename(elsewhere / "b.png")
+    (tmp_path / "images" / "b.png").symlink_to(elsewhere / "b.png")
+    dataset = CocoDetectionDataset(data, tmp_path / "images")
+    assert dataset[1][0].size == (32, 32)
+
+
+def test_choosing_classes_reads_the_file_through_the_one_checker(tmp_path: Path) -> None:
+    data = _coco(tmp_path)
+    data["annotations"][1]["image_id"] = 77  # a dangling image id
+    path = _write_json(tmp_path / "dangling.json", data)
+    with pytest.raises(CocoFormatError, match=rf"{path}: annotation id 2: image_id 77 is not in 'images'"):
+        only_classes(str(path), ["cat"])
+    kept = only_classes(str(_write_json(tmp_path / "ok.json", _coco(tmp_path))), ["cat", "dog"])
+    assert [c["id"] for c in kept["categories"]] == [7, 18]
+    assert [a["id"] for a in kept["annotations"]] == [1, 4, 5]

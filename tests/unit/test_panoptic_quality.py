@@ -13,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from detr_studio.common.panoptic_ids import id2rgb
 from detr_studio.data import synthetic
+from detr_studio.data.coco import CocoDocument, CocoFormatError
 from detr_studio.data.dataset import CocoPanopticDataset
 from detr_studio.data.transforms import make_transforms
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
-from detr_studio.model.postprocess import id2rgb, rgb2id
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train.panoptic_quality import (
     METRIC_KEYS,
     PanopticError,
@@ -42,11 +43,25 @@ def seg(seg_id: int, category_id: int, iscrowd: int = 0) -> dict:
     return {"id": seg_id, "category_id": category_id, "iscrowd": iscrowd}
 
 
+def documents(gt: list, pred: list, shape: tuple[int, int]) -> tuple[CocoDocument, CocoDocument]:
+    """Ground truth and predictions as panoptic documents; ``gt`` and ``pred`` are their entries (image ids and
+    segments), every image ``shape`` (h, w)."""
+    ids = sorted({entry["image_id"] for entry in gt})
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": shape[1], "height": shape[0]} for i in ids]
+    entries = [{"file_name": f"{e['image_id']}.png", **e} for e in gt]
+    truth = CocoDocument({"images": images, "annotations": entries, "categories": CATEGORIES}, panoptic=True)
+    results = [{"file_name": f"{e['image_id']}.png", **e} for e in pred]
+    return truth, CocoDocument.panoptic_results({"annotations": results}, truth)
+
+
 def score(gt_map: np.ndarray, gt_segments: list, pred_map: np.ndarray, pred_segments: list):
     """PQ of one image given as id maps."""
-    gt = [{"image_id": 7, "file_name": "7.png", "segments_info": gt_segments}]
-    pred = [{"image_id": 7, "file_name": "7.png", "segments_info": pred_segments}]
-    return pq_compute(gt, lambda ann: gt_map, pred, lambda ann: pred_map, CATEGORIES)
+    gt, pred = documents(
+        [{"image_id": 7, "segments_info": gt_segments}],
+        [{"image_id": 7, "segments_info": pred_segments}],
+        gt_map.shape,
+    )
+    return pq_compute(gt, pred, lambda image_id: gt_map, lambda image_id: pred_map)
 
 
 # ---------------------------------------------------------------- hand-computed cases
@@ -250,7 +265,8 @@ def test_counts_add_up_over_images():
         {"image_id": 3, "segments_info": []},  # an image with no ground truth is ignored
     ]
     maps = {1: gt_map, 2: np.where(gt_map == 2, 0, gt_map), 3: gt_map * 0}
-    m = pq_compute(gts, lambda a: gt_map, preds, lambda a: maps[a["image_id"]], CATEGORIES)
+    gt, pred = documents(gts, preds, gt_map.shape)
+    m = pq_compute(gt, pred, lambda image_id: gt_map, lambda image_id: maps[image_id])
     assert m.images == 2
     assert (m.per_category[1].tp, m.per_category[2].tp, m.per_category[2].fn) == (2, 1, 1)
     assert m.per_category[2].pq == pytest.approx(1 / (1 + 0.5))
@@ -268,18 +284,19 @@ def test_inconsistent_predictions_are_refused_with_the_image_named():
         11
         22""")
     with pytest.raises(
-        PanopticError, match="segment id 2 is in the PNG but not in the segments_info of image 7"
+        PanopticError,
+        match=r"panoptic annotation for image 7: .*id map of image 7 contains segment ids \[2\] that segments_info",
     ):
         score(gt, [seg(1, 1), seg(2, 2)], gt, [seg(1, 1)])
-    with pytest.raises(PanopticError, match=r"segment ids \[9\] of image 7 are in the segments_info but not"):
+    with pytest.raises(PanopticError, match=r"image 7: segments_info ids \[9\] do not appear in"):
         score(gt, [seg(1, 1), seg(2, 2)], gt, [seg(1, 1), seg(2, 2), seg(9, 2)])
-    with pytest.raises(PanopticError, match="unknown category_id 42"):
+    with pytest.raises(CocoFormatError, match="image 7, segment id 2: category_id 42 is not in 'categories'"):
         score(gt, [seg(1, 1), seg(2, 2)], gt, [seg(1, 1), seg(2, 42)])
-    with pytest.raises(PanopticError, match="3x2"):
+    with pytest.raises(PanopticError, match="is 3x2 but the image is 2x2"):
         score(gt, [seg(1, 1), seg(2, 2)], np.ones((2, 3), dtype=np.int64), [seg(1, 1)])
-    gts = [{"image_id": 7, "segments_info": [seg(1, 1)]}]
+    truth, nothing = documents([{"image_id": 7, "segments_info": [seg(1, 1)]}], [], gt.shape)
     with pytest.raises(PanopticError, match="no prediction for image 7"):
-        pq_compute(gts, lambda a: gt, [], lambda a: gt, CATEGORIES)
+        pq_compute(truth, nothing, lambda image_id: gt, lambda image_id: gt)
 
 
 # ---------------------------------------------------------------- files
@@ -334,6 +351,7 @@ def test_file_errors_name_the_file_at_fault(tmp_path):
     _write_json(
         gt_json,
         {
+            "images": [{"id": 1, "file_name": "1.jpg", "width": 4, "height": 2}],
             "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": [seg(1, 1), seg(2, 2)]}],
             "categories": CATEGORIES,
         },
@@ -345,12 +363,16 @@ def test_file_errors_name_the_file_at_fault(tmp_path):
     pred_png = tmp_path / "pred" / "1.png"
     _write_png(pred_png, gt_map)
     with pytest.raises(
-        PanopticError, match=f"{pred_png}: segment id 2 is in the PNG but not in the segments_info"
+        CocoFormatError,
+        match=f"{pred_json}: panoptic annotation for image 1: {pred_png} contains segment ids",
     ):
         pq_compute_files(gt_json, tmp_path / "gt", pred_json, tmp_path / "pred")
 
     pred_png.unlink()
-    with pytest.raises(PanopticError, match=f"{pred_png}: no such file"):
+    with pytest.raises(
+        CocoFormatError,
+        match=f"{pred_json}: panoptic annotation for image 1: panoptic PNG {pred_png} not found",
+    ):
         pq_compute_files(gt_json, tmp_path / "gt", pred_json, tmp_path / "pred")
 
     with pytest.raises(PanopticError, match=f"{tmp_path / 'nowhere'}: no such folder"):
@@ -361,11 +383,11 @@ def test_file_errors_name_the_file_at_fault(tmp_path):
         pq_compute_files(gt_json, tmp_path / "gt", pred_json, tmp_path / "gt")
 
     pred_json.write_text("{not json", encoding="utf-8")
-    with pytest.raises(PanopticError, match=f"{pred_json}: not valid JSON"):
+    with pytest.raises(CocoFormatError, match=f"{pred_json}: broken JSON at line 1"):
         pq_compute_files(gt_json, tmp_path / "gt", pred_json, tmp_path / "gt")
 
-    _write_json(gt_json, {"annotations": []})
-    with pytest.raises(PanopticError, match=f"{gt_json}: missing the 'categories' list"):
+    _write_json(gt_json, {"images": [], "annotations": []})
+    with pytest.raises(CocoFormatError, match=f"{gt_json}: top level: missing required key 'categories'"):
         pq_compute_files(gt_json, tmp_path / "gt", gt_json, tmp_path / "gt")
 
 
@@ -423,19 +445,20 @@ def test_a_model_that_paints_everything_sky_scores_as_a_whole_image_sky_predicti
         model.detr.class_embed.bias[synthetic.SKY] = 10.0  # every query: sky, p > 0.99
     m = evaluate_panoptic(model, val_set, torch.device("cpu"))
 
-    gt = json.loads(synthetic_layout.panoptic_json("val").read_text())
     folder = synthetic_layout.panoptic_dir("val")
+    gt = CocoDocument.load(synthetic_layout.panoptic_json("val"), panoptic_root=folder, lock=False)
 
-    def whole_image(ann: dict) -> np.ndarray:
-        with Image.open(folder / ann["file_name"]) as png:
-            shape = rgb2id(np.asarray(png.convert("RGB"))).shape
-        return np.ones(shape, dtype=np.int64)
+    def whole_image(image_id: int) -> np.ndarray:
+        with Image.open(gt.panoptic_png(image_id)) as png:
+            return np.ones((png.height, png.width), dtype=np.int64)
 
     preds = [
-        {"image_id": a["image_id"], "file_name": a["file_name"], "segments_info": [seg(1, synthetic.SKY)]}
-        for a in gt["annotations"]
+        {"image_id": i, "file_name": f"{i}.png", "segments_info": [seg(1, synthetic.SKY)]}
+        for i in gt.image_ids
     ]
-    expected = pq_compute(gt["annotations"], folder, preds, whole_image, gt["categories"])
+    expected = pq_compute(
+        gt, CocoDocument.panoptic_results({"annotations": preds}, gt), pred_maps=whole_image
+    )
     assert m.flat() == pytest.approx(expected.flat())
     assert m.per_category == expected.per_category
     sky = m.per_category[synthetic.SKY]

@@ -8,16 +8,8 @@ import pytest
 
 from detr_studio.data.coco import CocoDocument
 from detr_studio.infer.detections import Detections
-from detr_studio.infer.review import (
-    ENTROPY,
-    EXTRA,
-    MARGIN,
-    MISS,
-    NO_OBJECT,
-    WRONG_CLASS,
-    image_uncertainty,
-    query_uncertainty,
-)
+from detr_studio.infer.review import EXTRA, MISS, WRONG_CLASS
+from detr_studio.infer.uncertainty import ENTROPY, MARGIN, NO_OBJECT, image_uncertainty, query_uncertainty
 from detr_studio.session.predictions import ACCEPTED, PredictionStore
 from detr_studio.session.review import find_mistakes, uncertain_images
 

@@ -49,7 +49,7 @@ def valid_instances() -> dict:
                 "category_id": 1,
                 "bbox": [0, 0, 20, 20],
                 "iscrowd": 1,
-                "segmentation": {"size": [20, 20], "counts": "0PP0"},
+                "segmentation": {"size": [20, 20], "counts": "0`<"},  # the whole image
             },
         ],
         "categories": [{"id": 1, "name": "cat", "supercategory": "animal"}, {"id": 2, "name": "dog"}],
@@ -240,3 +240,16 @@ def test_corrupted_panoptic_file_raises_only_format_error(data: st.DataObject) -
         doc = load_or_format_error(raw, folder, "panoptic.json")
         if doc is not None:
             exercise(doc, folder)
+
+
+def test_the_files_the_corruptions_start_from_load_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "instances.json").write_text(json.dumps(valid_instances()))
+    doc = CocoDocument.load(tmp_path / "instances.json")
+    assert doc.warnings == []
+    exercise(doc, tmp_path)
+    (tmp_path / "panoptic").mkdir()
+    Image.fromarray(id2rgb(panoptic_png())).save(tmp_path / "panoptic" / "p.png")
+    (tmp_path / "panoptic.json").write_text(json.dumps(valid_panoptic()))
+    doc = CocoDocument.load(tmp_path / "panoptic.json")
+    assert doc.warnings == [] and doc.is_panoptic
+    exercise(doc, tmp_path)
