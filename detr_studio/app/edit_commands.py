@@ -49,7 +49,9 @@ class EditController(Controller):
         if self.session.doc is None or self.session.current_image_id is None:
             return False
         if not self.session.editable:
-            self.services.status("Panoptic datasets are shown read-only in this version", 5_000)
+            doc = self.session.doc
+            reason = doc.read_only_reason if doc is not None and doc.read_only else None
+            self.services.status(reason or "Panoptic datasets are shown read-only in this version", 5_000)
             return False
         return True
 

@@ -152,8 +152,9 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         events = self.session.events
         for event in (events.project, events.selection, events.image, events.edited, events.predictions,
-                      events.threshold, events.model):  # fmt: skip
+                      events.threshold, events.model, events.saved):  # fmt: skip
             event.connect(lambda _value: self._set_editing_enabled())
+        events.saved.connect(lambda _path: self.presenter.refresh_boxes())  # a copy saved is editable
         events.image.connect(lambda iid: self.image_shown.emit(iid) if iid is not None else None)
         events.edited.connect(lambda _change: self._refresh_current_row())
         events.failed.connect(self.services.report_error)

@@ -1,14 +1,19 @@
 """Opening and saving projects: the three ways in (a folder, image files, a COCO file), recent projects,
-recovering a journal, Save / Save As / autosave, and the window title.
+recovering a journal, finding images that are not where a COCO file says, Save / Save As / autosave, and the
+window title.
 
 Opening runs on a background lane (a project of 100,000 images takes a while to read); when it is in,
-`set_project` hands it to the session and ``opened`` fires. Saving calls ``CocoDocument.save`` (atomic, keeps a
-``.bak``) and tells the session where the file now is. Autosave writes a dirty document that has a file, when
-the image changes and every minute, and never when undo has brought it back to what its file holds.
+`set_project` hands it to the session and ``opened`` fires. A file that another DETR Studio window has open
+comes in read-only (its document says so, naming that window's process): editing is off and the title says
+so. Saving calls ``CocoDocument.save`` (atomic, keeps backups) and tells the session where the file now is;
+when the file changed on disk since it was read, the user chooses: reload it, save as another file, or
+overwrite it. Autosave writes a dirty document that has a file, when the image changes and every minute, and
+never when undo has brought it back to what its file holds, nor over a file that changed on disk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +22,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QFileDialog, QMenu
 
 from detr_studio.common.text import plural
-from detr_studio.data.coco import CocoFormatError, CocoSaveError
+from detr_studio.data.coco import CocoConflictError, CocoEditError, CocoFormatError, CocoSaveError
 from detr_studio.data.images import is_image_file
 from detr_studio.session import Session
 from detr_studio.session import project as projects
@@ -28,6 +33,7 @@ from .views import Controller, Views
 
 MAX_RECENT = 10
 MAX_IMAGE_FOLDERS = 200
+RELOAD, SAVE_AS, OVERWRITE, CANCEL = "Reload", "Save As…", "Overwrite", "Cancel"
 IMAGE_FOLDERS_KEY = "image_folders"  # {COCO file: the image folder the user chose for it}, as JSON
 AUTOSAVE_MS = 60_000
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp)"
@@ -241,6 +247,10 @@ class ProjectController(Controller):
         if doc.warnings:
             message += f"; {plural(len(doc.warnings), 'warning')}, the first: {doc.warnings[0]}"
         self.services.status(message, 15_000)
+        if doc.read_only:
+            self.services.report_error(
+                f"{doc.read_only_reason}.\nEditing is off in this window; File > Save As… writes a copy you can edit."
+            )
         self.update_title()
         self.opened.emit()
 
@@ -273,8 +283,8 @@ class ProjectController(Controller):
         if project is None:
             return False
         target = project.doc.path or project.default_save
-        if target is None:
-            return self.save_as_dialog()
+        if target is None or project.doc.read_only:
+            return self.save_as_dialog()  # a read-only document is saved as a copy
         return self.save_as(target)
 
     def save_as_dialog(self) -> bool:
@@ -287,13 +297,17 @@ class ProjectController(Controller):
         )
         return self.save_as(path) if path else False
 
-    def save_as(self, path: str | Path) -> bool:
-        """Write the document atomically to ``path``; on failure the old file and the dirty state stay."""
+    def save_as(self, path: str | Path, overwrite: bool = False) -> bool:
+        """Write the document atomically to ``path``; on failure the old file and the dirty state stay. When
+        the file changed on disk since it was read, the user chooses: reload it, save as another file, or
+        overwrite it (``overwrite`` does so without asking)."""
         project = self.session.project
         if project is None:
             return False
         try:
-            written = project.doc.save(path)
+            written = project.doc.save(path, overwrite=overwrite)
+        except CocoConflictError:
+            return self._resolve_conflict(Path(path))
         except CocoSaveError as exc:
             self.services.report_error(str(exc))
             self.update_title()
@@ -304,14 +318,54 @@ class ProjectController(Controller):
         self.update_title()
         return True
 
+    def _resolve_conflict(self, path: Path) -> bool:
+        """The file changed on disk since it was read: reload it, save as another file, or overwrite it."""
+        answer = self.services.ask(
+            "The file changed on disk",
+            f"{path} changed on disk since DETR Studio read it (another program or window wrote it).\n\n"
+            "Reload it (the edits not saved here are dropped), save your version as another file, or overwrite"
+            " the file with your version?",
+            (RELOAD, SAVE_AS, OVERWRITE, CANCEL),
+            default=SAVE_AS,
+        )
+        if answer == OVERWRITE:
+            return self.save_as(path, overwrite=True)
+        if answer == SAVE_AS:
+            return self.save_as_dialog()
+        if answer == RELOAD:
+            return self.reload()
+        self.services.status(f"Not saved: {path} changed on disk", 10_000)
+        return False
+
+    def reload(self) -> bool:
+        """Read the open COCO file again as it is on disk now (edits not saved are dropped)."""
+        project = self.session.project
+        if project is None or project.doc.path is None:
+            return False
+        try:
+            fresh = project.doc.reload()
+        except (CocoFormatError, CocoEditError) as exc:
+            self.services.report_error(str(exc))
+            return False
+        self.set_project(dataclasses.replace(project, doc=fresh, images=None))
+        return True
+
     def autosave_now(self) -> None:
         """Save a dirty document that already has its file (autosave never creates a file unasked), unless
-        undo has brought it back to what its file holds."""
+        undo has brought it back to what its file holds, it is read-only, or its file changed on disk (then
+        Save asks what to do)."""
         doc = self.session.doc
-        if not self.autosave or doc is None or doc.path is None or not self.session.has_unsaved_changes:
+        if not self.autosave or doc is None or doc.path is None or doc.read_only:
+            return
+        if not self.session.has_unsaved_changes:
             return
         try:
             written = doc.save()
+        except CocoConflictError:
+            self.services.status(
+                f"Autosave paused: {doc.path} changed on disk; Save (Ctrl+S) to choose what to do", 15_000
+            )
+            return
         except CocoSaveError as exc:
             self.services.status(f"Autosave failed: {exc}", 15_000)
             return
@@ -349,7 +403,8 @@ class ProjectController(Controller):
         if doc is None:
             self.window.setWindowTitle(APP_NAME)
             return
-        self.window.setWindowTitle(f"{self.title_name()}[*] — {APP_NAME}")
+        read_only = " (read-only)" if doc.read_only else ""
+        self.window.setWindowTitle(f"{self.title_name()}{read_only}[*] — {APP_NAME}")
         self.window.setWindowModified(self.session.has_unsaved_changes)
 
     def _show_journal_state(self) -> None:

@@ -83,11 +83,17 @@ class Session:
 
     @property
     def editable(self) -> bool:
-        """Whether the open document can be edited here (panoptic datasets are shown read-only)."""
-        return self.doc is not None and not self.doc.is_panoptic
+        """Whether the open document can be edited here: not when another window has its file (it opened
+        read-only), and panoptic datasets are shown read-only."""
+        doc = self.doc
+        return doc is not None and not doc.is_panoptic and not doc.read_only
 
     def set_project(self, project: Project | None) -> None:
-        """Show ``project`` (None: nothing): a fresh history, no predictions, no image, nothing selected."""
+        """Show ``project`` (None: nothing): a fresh history, no predictions, no image, nothing selected. The
+        document it replaces is closed (its file's lock goes, so another window may edit it)."""
+        old = self.project
+        if old is not None and (project is None or old.doc is not project.doc):
+            old.doc.close()
         self.project = project
         self.history = History(saved=project is None or not project.doc.dirty)
         self.history.changed.connect(self.events.edited.emit)
@@ -204,6 +210,9 @@ class Session:
     def apply(self, edit: Edit, text: str, *, merge_key: object = None) -> bool:
         """Make a document edit as one undo step; False (and ``failed``) when the document refuses it."""
         if self.history is None or self.doc is None:
+            return False
+        if self.doc.read_only:
+            self.events.failed.emit(f"{text}: {self.doc.read_only_reason}")
             return False
         return self.history.record(text, [DocumentChange(self.doc, edit)], merge_key=merge_key)
 
