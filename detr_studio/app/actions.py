@@ -166,6 +166,7 @@ def action_states(session: Session) -> dict[str, bool]:
     visible = session.visible_predictions() if session.doc is not None else None
     return {
         **dict.fromkeys(NEEDS_PROJECT, session.doc is not None),
+        "mark_reviewed": session.doc is not None and not session.doc.read_only,
         "draw": editable,
         **dict.fromkeys(("delete", "duplicate", "relabel"), editable and bool(selection.annotation_ids)),
         "accept": editable and bool(selection.query_ids),

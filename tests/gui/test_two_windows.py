@@ -51,7 +51,8 @@ def test_a_file_another_process_has_open_opens_read_only_and_says_which(
     assert any(f"pid {other_process}" in e and "Editing is off" in e for e in window.services.errors)
     assert "(read-only)" in window.windowTitle()
     actions = window.actions_by_name
-    assert not actions["draw"].isEnabled() and not window.session.editable
+    assert not actions["draw"].isEnabled() and not actions["mark_reviewed"].isEnabled()
+    assert not window.session.editable
     before = len(doc.annotations)
     assert window.editing.add_box(window.canvas.image_bounds().adjusted(2, 2, -20, -20)) is None
     window.canvas.select(ANNOTATIONS, [window.canvas.boxes(ANNOTATIONS)[0].key])
