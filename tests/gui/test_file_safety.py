@@ -68,3 +68,15 @@ def test_closing_after_undo_brought_the_document_back_asks_nothing(qtbot, window
     assert window.projects.may_discard_changes() and asked == []
     window.editing.redo()
     assert not window.projects.may_discard_changes() and asked == ["Unsaved changes"]
+
+
+def test_each_save_keeps_the_versions_before_it_as_backups(qtbot, window, dataset):
+    path = dataset.instances_json("train")
+    open_and_wait(qtbot, window, window.projects.open_coco, path)
+    versions = [path.read_bytes()]
+    for k in range(3):
+        window.editing.add_box(window.canvas.image_bounds().adjusted(2 + k, 2, -40, -40))
+        assert window.projects.save()
+        versions.append(path.read_bytes())
+    backups = [path.with_name(path.name + suffix) for suffix in (".bak", ".bak.2", ".bak.3")]
+    assert [b.read_bytes() for b in backups] == versions[2::-1]  # the newest backup first
