@@ -14,6 +14,8 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu
 
+from detr_studio.session import Session
+
 from .canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS, Canvas
 from .edit_commands import EditController
 from .navigation import Navigator
@@ -23,19 +25,20 @@ from .presenter import ScenePresenter
 from .shortcuts import saved_keys
 
 Slot = Callable[..., object]
-EDITING = ("draw", "delete", "duplicate", "relabel", "accept", "accept_all")
 NEEDS_PROJECT = ("save", "save_as", "mark_reviewed", "next", "previous", "next_unreviewed", "predict_all")
 
 
 class ActionRegistry:
     """QActions by name (``by_name``) with their default keys (``defaults``), added to ``window`` so their
-    shortcuts work wherever the focus is in it."""
+    shortcuts work wherever the focus is in it; ``built_in`` are keys the canvas handles itself (Space
+    accepts), shown with the action but not rebindable."""
 
     def __init__(self, window: QMainWindow, settings: QSettings):
         self.window = window
         self.settings = settings
         self.by_name: dict[str, QAction] = {}
         self.defaults: dict[str, list[str]] = {}
+        self.built_in: dict[str, list[str]] = {}
 
     def __getitem__(self, name: str) -> QAction:
         return self.by_name[name]
@@ -50,18 +53,22 @@ class ActionRegistry:
         checkable: bool = False,
         checked: bool = False,
         tip: str = "",
+        built_in: str | None = None,
     ) -> QAction:
         action = QAction(text, self.window)
         keys = [shortcut] if isinstance(shortcut, str) else list(shortcut or [])
         self.defaults[name] = keys
+        if built_in is not None:
+            self.built_in[name] = [built_in]
         keys = saved_keys(self.settings, name, keys)  # rebound in the settings: shortcuts/<name>
         if keys:
             action.setShortcuts([QKeySequence(k) for k in keys])
         action.setCheckable(checkable)
         if checkable:
             action.setChecked(checked)
-        if tip or keys:
-            action.setToolTip(f"{tip or text.replace('&', '')}" + (f" ({keys[0]})" if keys else ""))
+        shown = keys[0] if keys else built_in
+        if tip or shown:
+            action.setToolTip(f"{tip or text.replace('&', '')}" + (f" ({shown})" if shown else ""))
         if slot is not None:
             if checkable:
                 action.toggled.connect(slot)
@@ -112,7 +119,9 @@ def define_actions(a: ActionRegistry, parts: WindowParts, autosave: bool) -> Non
     a.add("delete", "Delete", ed.delete_selected, "Del")
     a.add("duplicate", "Duplicate", ed.duplicate_selected, "Ctrl+D")
     a.add("relabel", "Relabel…", ed.relabel_dialog, "L")
-    a.add("accept", "Accept (Space)", pr.accept_selected, tip="Accept the selected prediction (Space)")
+    a.add(
+        "accept", "Accept (Space)", pr.accept_selected, tip="Accept the selected prediction", built_in="Space"
+    )
     a.add("reject", "Reject", pr.reject_selected, "X")
     a.add("accept_all", "Accept All Above Threshold", pr.accept_all, "Ctrl+Return")
     a.add("mark_reviewed", "Mark Reviewed", ed.toggle_reviewed, "R")
@@ -148,6 +157,22 @@ def define_actions(a: ActionRegistry, parts: WindowParts, autosave: bool) -> Non
     canvas.mode_changed.connect(lambda mode: a["probe"].setChecked(mode == "probe"))
     ed.undo_redo = [a["undo"], a["redo"]]
     pr.predict_all_action = a["predict_all"]
+
+
+def action_states(session: Session) -> dict[str, bool]:
+    """Which actions can do something now: editing ones need an editable document, and those that act on
+    the selection need one (accept and reject a prediction, delete, duplicate and relabel an annotation)."""
+    editable, selection = session.editable, session.selection
+    visible = session.visible_predictions() if session.doc is not None else None
+    return {
+        **dict.fromkeys(NEEDS_PROJECT, session.doc is not None),
+        "mark_reviewed": session.doc is not None and not session.doc.read_only,
+        "draw": editable,
+        **dict.fromkeys(("delete", "duplicate", "relabel"), editable and bool(selection.annotation_ids)),
+        "accept": editable and bool(selection.query_ids),
+        "reject": bool(selection.query_ids),
+        "accept_all": editable and visible is not None and len(visible) > 0,
+    }
 
 
 def build_menus(window: QMainWindow, a: ActionRegistry, projects: ProjectController) -> QMenu:

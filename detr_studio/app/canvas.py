@@ -68,6 +68,7 @@ class Canvas(QGraphicsView):
         self.visible_layers = dict.fromkeys(LAYERS, True)
         self.mask_opacity = 0.45
         self.has_pixmap = False
+        self.notice: str | None = None
         self._pixmap_item = QGraphicsPixmapItem()
         self._pixmap_item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self._mask_item = QGraphicsPixmapItem()
@@ -92,16 +93,37 @@ class Canvas(QGraphicsView):
         self.image_id = image_id
         self.image_size = (width, height)
         self.has_pixmap = False
+        self.set_notice(None)
         self._pixmap_item.setPixmap(QPixmap())
-        blank = QPixmap(max(width, 1), max(height, 1))
-        blank.fill(QColor(30, 30, 34))
-        self._pixmap_item.setPixmap(blank)
+        if width > 0 and height > 0:
+            blank = QPixmap(width, height)
+            blank.fill(QColor(30, 30, 34))
+            self._pixmap_item.setPixmap(blank)
         self.set_mask_overlay(None)
         self.set_attention(None)
         self.set_annotations([])
         self.set_predictions([], [])
-        self.scene().setSceneRect(QRectF(0, 0, width, height))
-        self.fit()
+        self.scene().setSceneRect(QRectF(0, 0, max(width, 1), max(height, 1)))
+        if width > 0 and height > 0:
+            self.fit()
+        else:
+            self.set_zoom(1.0)  # nothing to fit: an image whose size is not known
+
+    def set_notice(self, text: str | None) -> None:
+        """A message drawn over the middle of the view (an image that cannot be shown); None removes it."""
+        self.notice = text
+        self.viewport().update()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        super().drawForeground(painter, rect)
+        if not self.notice:
+            return
+        painter.save()
+        painter.resetTransform()  # viewport pixels
+        area = QRectF(self.viewport().rect()).adjusted(24, 24, -24, -24)
+        painter.setPen(QColor(235, 235, 235))
+        painter.drawText(area, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self.notice)
+        painter.restore()
 
     def set_pixmap(self, image_id: int, image: QImage) -> None:
         if image_id != self.image_id:
@@ -252,6 +274,9 @@ class Canvas(QGraphicsView):
 
     def _zoomed(self) -> None:
         self._update_pixmap_mode()
+        for layer in (ANNOTATIONS, PREDICTIONS):
+            for box in self._boxes[layer]:
+                box.place_label()  # a tab at the image's edge goes inside its box at this zoom
         self.zoom_changed.emit(self.zoom)
 
     def _update_pixmap_mode(self) -> None:

@@ -9,6 +9,7 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QInputDialog
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import Relabel, RemoveAnnotations, SetImageReviewed
 from detr_studio.session import Session
 from detr_studio.session import editing as edits
@@ -48,7 +49,9 @@ class EditController(Controller):
         if self.session.doc is None or self.session.current_image_id is None:
             return False
         if not self.session.editable:
-            self.services.status("Panoptic datasets are shown read-only in this version", 5_000)
+            doc = self.session.doc
+            reason = doc.read_only_reason if doc is not None and doc.read_only else None
+            self.services.status(reason or "Panoptic datasets are shown read-only in this version", 5_000)
             return False
         return True
 
@@ -100,7 +103,7 @@ class EditController(Controller):
     def delete_selected(self) -> None:
         ids = self._selected()
         if ids and self._editable():
-            self.session.apply(RemoveAnnotations(ids), f"delete {len(ids)} boxes")
+            self.session.apply(RemoveAnnotations(ids), f"delete {plural(len(ids), 'box', 'boxes')}")
 
     def duplicate_selected(self) -> None:
         ids = self._selected()

@@ -96,7 +96,8 @@ def annotation_specs(doc: CocoDocument, image_id: int, palette: Palette) -> list
         tip = f"annotation {ann.id}: {name}, {ann.source}"
         if ann.model:
             tip += f" ({ann.model}" + (f", score {ann.score:.3f})" if ann.score is not None else ")")
-        specs.append(BoxSpec(ann.id, ann.xyxy, palette.category_colour(ann.category_id), label, tip))
+        colour = palette.category_colour(ann.category_id)
+        specs.append(BoxSpec(ann.id, ann.xyxy, colour, label, tip, editable=not doc.read_only))
     return specs
 
 

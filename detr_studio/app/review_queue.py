@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.infer.review import EXTRA, MISS, WRONG_CLASS
 from detr_studio.infer.uncertainty import MEASURES
 from detr_studio.session import Session
@@ -133,8 +134,9 @@ class ReviewQueuePanel(QWidget):
         counts = {kind: sum(m.kind == kind for m in mistakes) for kind in (MISS, EXTRA, WRONG_CLASS)}
         self.tabs.setTabText(1, f"Mistakes ({len(mistakes)})")
         self.summary_label.setText(
-            f"{len(ranked)} images with predictions; {counts[MISS]} misses, {counts[EXTRA]} extra boxes, "
-            f"{counts[WRONG_CLASS]} wrong classes at threshold {threshold:.2f}"
+            f"{plural(len(ranked), 'image')} with predictions; {plural(counts[MISS], 'miss', 'misses')}, "
+            f"{plural(counts[EXTRA], 'extra box', 'extra boxes')}, {plural(counts[WRONG_CLASS], 'wrong class', 'wrong classes')}"
+            f" at threshold {threshold:.2f}"
         )
 
     @staticmethod

@@ -18,6 +18,8 @@ from detr_studio.data.coco import AddAnnotations, AddCategory, Batch, CocoDocume
 from detr_studio.data.labels import category_for_label
 from detr_studio.infer.detections import Detections
 
+from .editing import rounded
+
 ACCEPTED = "accepted"
 REJECTED = "rejected"
 GHOST_FLOOR = 0.05  # queries scoring at or below this are not shown even as ghosts
@@ -137,7 +139,8 @@ def accept_edit(
     class_names: Mapping[int, str],
 ) -> Edit:
     """One undoable edit that adds the given rows of ``detections`` as accepted model annotations (boxes
-    clipped to the image), adding categories the document lacks first (`data.labels.category_for_label`)."""
+    clipped to the image and rounded as drawn boxes are), adding categories the document lacks first
+    (`data.labels.category_for_label`)."""
     info = doc.image(image_id)
     new_categories: dict[int, dict] = {}
     records = []
@@ -150,7 +153,7 @@ def accept_edit(
             doc.new_annotation(
                 image_id,
                 cid,
-                (x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)),
+                rounded((x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0))),
                 source="model",
                 score=float(detections.scores[row]),
                 model=model,
