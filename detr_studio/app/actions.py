@@ -14,6 +14,8 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QWidget
 
+from detr_studio.session import Session
+
 from .canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS, Canvas
 from .edit_commands import EditController
 from .mask_commands import MaskController
@@ -25,9 +27,6 @@ from .presenter import ScenePresenter
 from .shortcuts import saved_keys
 
 Slot = Callable[..., object]
-EDITING = ("draw", "duplicate", "fill_holes", "to_polygons", "to_rle")  # instances only
-EDITING_BOTH = ("delete", "relabel", "accept", "accept_all", "polygon", "brush", "eraser", "mask_from_box")
-PANOPTIC_EDITING = ("merge_segments", "split_segment")
 TOOLS = {"select": "select_tool", "draw": "draw", "polygon": "polygon", "brush": "brush", "erase": "eraser",
          "mask_box": "mask_from_box"}  # fmt: skip
 NEEDS_PROJECT = ("save", "save_as", "mark_reviewed", "next", "previous", "next_unreviewed", "predict_all")
@@ -35,13 +34,15 @@ NEEDS_PROJECT = ("save", "save_as", "mark_reviewed", "next", "previous", "next_u
 
 class ActionRegistry:
     """QActions by name (``by_name``) with their default keys (``defaults``), added to ``window`` so their
-    shortcuts work wherever the focus is in it."""
+    shortcuts work wherever the focus is in it; ``built_in`` are keys the canvas handles itself (Space
+    accepts), shown with the action but not rebindable."""
 
     def __init__(self, window: QMainWindow, settings: QSettings):
         self.window = window
         self.settings = settings
         self.by_name: dict[str, QAction] = {}
         self.defaults: dict[str, list[str]] = {}
+        self.built_in: dict[str, list[str]] = {}
 
     def __getitem__(self, name: str) -> QAction:
         return self.by_name[name]
@@ -56,6 +57,7 @@ class ActionRegistry:
         checkable: bool = False,
         checked: bool = False,
         tip: str = "",
+        built_in: str | None = None,
         widget: QWidget | None = None,
     ) -> QAction:
         """One action; ``widget`` given, its keys work only while that widget has the focus (Tab on the
@@ -63,14 +65,17 @@ class ActionRegistry:
         action = QAction(text, self.window)
         keys = [shortcut] if isinstance(shortcut, str) else list(shortcut or [])
         self.defaults[name] = keys
+        if built_in is not None:
+            self.built_in[name] = [built_in]
         keys = saved_keys(self.settings, name, keys)  # rebound in the settings: shortcuts/<name>
         if keys:
             action.setShortcuts([QKeySequence(k) for k in keys])
         action.setCheckable(checkable)
         if checkable:
             action.setChecked(checked)
-        if tip or keys:
-            action.setToolTip(f"{tip or text.replace('&', '')}" + (f" ({keys[0]})" if keys else ""))
+        shown = keys[0] if keys else built_in
+        if tip or shown:
+            action.setToolTip(f"{tip or text.replace('&', '')}" + (f" ({shown})" if shown else ""))
         if slot is not None:
             if checkable:
                 action.toggled.connect(slot)
@@ -129,7 +134,9 @@ def define_actions(a: ActionRegistry, parts: WindowParts, autosave: bool) -> Non
     a.add("delete", "Delete", ed.delete_selected, "Del")
     a.add("duplicate", "Duplicate", ed.duplicate_selected, "Ctrl+D")
     a.add("relabel", "Relabel…", ed.relabel_dialog, "L")
-    a.add("accept", "Accept (Space)", pr.accept_selected, tip="Accept the selected prediction (Space)")
+    a.add(
+        "accept", "Accept (Space)", pr.accept_selected, tip="Accept the selected prediction", built_in="Space"
+    )
     a.add("reject", "Reject", pr.reject_selected, "X")
     a.add("accept_all", "Accept All Above Threshold", pr.accept_all, "Ctrl+Return")
     a.add("mark_reviewed", "Mark Reviewed", ed.toggle_reviewed, "R")
@@ -193,6 +200,31 @@ def define_mask_actions(a: ActionRegistry, parts: WindowParts) -> None:
           tip="The next polygon or brush stroke cuts the selected segment in two")  # fmt: skip
     a.add("next_object", "Next Object Under Cursor", m.next_object, "Tab", widget=canvas)
     a.add("previous_object", "Previous Object Under Cursor", m.previous_object, "Shift+Tab", widget=canvas)
+
+
+def action_states(session: Session) -> dict[str, bool]:
+    """Which actions can do something now: editing ones need an editable document (instances: boxes and
+    masks; panoptic: segments), and those that act on the selection need one (accept and reject a prediction,
+    delete, duplicate and relabel an annotation or segment, the mask commands, merge and split)."""
+    editable, selection = session.editable, session.selection
+    segments = session.panoptic_editable
+    visible = session.visible_predictions() if session.doc is not None else None
+    annotations = editable and bool(selection.annotation_ids)
+    chosen = annotations or (segments and bool(selection.segment_ids))
+    return {
+        **dict.fromkeys(NEEDS_PROJECT, session.doc is not None),
+        "mark_reviewed": session.doc is not None and not session.doc.read_only,
+        "draw": editable,
+        "duplicate": annotations,
+        **dict.fromkeys(("delete", "relabel"), chosen),
+        **dict.fromkeys(("fill_holes", "to_polygons", "to_rle"), annotations),
+        **dict.fromkeys(("polygon", "brush", "eraser", "mask_from_box"), editable or segments),
+        "merge_segments": segments and len(selection.segment_ids) > 1,
+        "split_segment": segments and len(selection.segment_ids) == 1,
+        "accept": (editable or segments) and bool(selection.query_ids),
+        "reject": bool(selection.query_ids),
+        "accept_all": (editable or segments) and visible is not None and len(visible) > 0,
+    }
 
 
 def build_menus(window: QMainWindow, a: ActionRegistry, projects: ProjectController) -> QMenu:

@@ -74,7 +74,9 @@ class BoxSpec:
 
 
 class BoxHost(Protocol):
-    """What a box needs from the view it is shown in."""
+    """What a box needs from the view it is shown in (``zoom``: screen pixels per image pixel)."""
+
+    zoom: float
 
     def image_bounds(self) -> QRectF: ...
 
@@ -114,9 +116,9 @@ def label_tab(text: str, colour: QColor, ratio: float = 1.0) -> QPixmap:
 
 class LabelItem(QGraphicsPixmapItem):
     """Class name and score on a coloured tab; constant size on screen. A plain pixmap item: Qt paints it
-    without calling Python. Labels sit above their box's top-left corner (inside it when the box touches the
-    image's top); predictions sit below the bottom-left corner instead, so that a prediction and the label
-    it matches never cover each other's tabs."""
+    without calling Python. Labels sit above their box's top-left corner; predictions sit below the
+    bottom-left corner instead, so that a prediction and the label it matches never cover each other's tabs.
+    A tab that would leave the image there (a box at its top or bottom edge) goes inside the box instead."""
 
     def __init__(self, text: str, colour: QColor, parent: QGraphicsItem):
         app = QGuiApplication.instance()
@@ -126,11 +128,12 @@ class LabelItem(QGraphicsPixmapItem):
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self.text = text
         self.colour = colour
-        self.set_inside(False)
 
-    def set_inside(self, inside: bool) -> None:
+    @property
+    def height_px(self) -> float:
+        """The tab's height on screen."""
         tab = self.pixmap()
-        self.setOffset(0.0, 0.0 if inside else -tab.height() / tab.devicePixelRatio())
+        return tab.height() / tab.devicePixelRatio()
 
 
 class HandleItem(QGraphicsRectItem):
@@ -187,6 +190,7 @@ class BoxItem(QGraphicsRectItem):
         if kind == "ghost":
             tab.setAlpha(110)
         self.label = LabelItem(spec.label, tab, self) if spec.label else None
+        self._label_inside: bool | None = None
         self._style()
         self._layout_children()
 
@@ -212,14 +216,29 @@ class BoxItem(QGraphicsRectItem):
             fill.setAlpha(0)  # a segment's pixels show its selection (the highlight layer), not its box
         self.setBrush(QBrush(fill))
 
+    def place_label(self) -> None:
+        """Put the tab above the box (annotations) or below it (predictions), or inside the box where it
+        would leave the image at the view's zoom."""
+        if self.label is None:
+            return
+        rect, bounds = self.rect(), self.host.image_bounds()
+        tab = self.label.height_px / max(self.host.zoom, 1e-6)  # in image pixels
+        if self.kind in (ANNOTATIONS, SEGMENTS):
+            inside = rect.top() - tab < bounds.top() - 0.5
+            offset = 0.0 if inside else -self.label.height_px
+        else:
+            inside = rect.bottom() + tab > bounds.bottom() + 0.5
+            offset = -self.label.height_px if inside else 0.0
+        if inside != self._label_inside:
+            self._label_inside = inside
+            self.label.setOffset(0.0, offset)
+
     def _layout_children(self) -> None:
         rect = self.rect()
-        if self.label is not None and self.kind in (ANNOTATIONS, SEGMENTS):
-            self.label.setPos(rect.topLeft())
-            self.label.set_inside(rect.top() < 1.0)
-        elif self.label is not None:
-            self.label.setPos(rect.bottomLeft())
-            self.label.setOffset(0.0, 0.0)
+        if self.label is not None:
+            self.label.setPos(rect.topLeft() if self.kind in (ANNOTATIONS, SEGMENTS) else rect.bottomLeft())
+            self._label_inside = None
+            self.place_label()
         for handle in self._handles:
             left, top, right, bottom = _HANDLES[handle.name]
             x = rect.left() if left else rect.right() if right else rect.center().x()

@@ -110,7 +110,10 @@ class Canvas(ImageView):
         self.set_polygon(None)
         self.set_annotations([])
         self.set_predictions([], [])
-        self.fit()
+        if width > 0 and height > 0:
+            self.fit()
+        else:
+            self.set_zoom(1.0)  # nothing to fit: an image whose size is not known
 
     def box_changed(self, key: int, rect: QRectF) -> None:
         """A box was moved or resized by the user (`BoxHost`)."""
@@ -222,6 +225,9 @@ class Canvas(ImageView):
     def _zoomed(self) -> None:
         if self._polygon is not None:
             self._polygon.zoom_changed()
+        for layer in (ANNOTATIONS, PREDICTIONS):
+            for box in self._boxes[layer]:
+                box.place_label()  # a tab at the image's edge goes inside its box at this zoom
         super()._zoomed()
 
     # ---- finding things ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import (
     AddCategory,
     CocoDocument,
@@ -252,7 +253,7 @@ class ClassManager(QDialog):
         moved = doc.annotation_counts().get(source_id, 0)
         ok = self._apply(MergeCategories([source_id], target_id), f"merge class {source} into {target}")
         if ok:
-            self._say(f"Merged {source!r} into {target!r}: {moved:,} annotations relabelled.")
+            self._say(f"Merged {source!r} into {target!r}: {plural(moved, 'annotation')} relabelled.")
             self.select(target_id)
         return ok
 
@@ -284,7 +285,9 @@ class ClassManager(QDialog):
         name = doc.category(category_id).name
         used = doc.annotation_counts().get(category_id, 0)
         if used:
-            self._say(f"{name!r} is used by {used:,} annotations: merge it into another class instead.")
+            self._say(
+                f"{name!r} is used by {plural(used, 'annotation')}: merge it into another class instead."
+            )
             return False
         ok = self._apply(RemoveCategory(category_id), f"remove class {name}")
         if ok:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,10 @@ NO_MODEL_MESSAGE = (
     "installed. Choose one with Model > Choose Model."
 )
 SMOKE_TIMEOUT_MS = 60_000
+SHAPES_ONLY_NOTE = (
+    "It knows only five synthetic shapes (circle, square, triangle, star, ring) and calls what it sees in"
+    " real photos by those names."
+)
 
 
 def resources_dir() -> Path:
@@ -61,6 +66,14 @@ def demo_model_path() -> Path | None:
     if weights.is_file() and weights.with_suffix(".json").is_file():
         return weights
     return None
+
+
+def shapes_only_note(class_names: Mapping[int, str]) -> str | None:
+    """`SHAPES_ONLY_NOTE` for a model that knows only the demo's shapes (the demo model, or one fine-tuned
+    from it on the demo), else None."""
+    from detr_studio.data.synthetic import knows_only_shapes
+
+    return SHAPES_ONLY_NOTE if knows_only_shapes(class_names) else None
 
 
 def demo_model_choice(weights: Path) -> ModelChoice:

@@ -10,6 +10,7 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QInputDialog
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import Relabel, RemoveAnnotations, SetImageReviewed
 from detr_studio.session import Session
 from detr_studio.session import editing as edits
@@ -52,8 +53,10 @@ class EditController(Controller):
         if self.session.doc is None or self.session.current_image_id is None:
             return False
         if not self.session.editable:
+            doc = self.session.doc
+            reason = doc.read_only_reason if doc is not None and doc.read_only else None
             self.services.status(
-                "A panoptic dataset is edited by its segments: select one by its pixels", 5_000
+                reason or "A panoptic dataset is edited by its segments: select one by its pixels", 5_000
             )
             return False
         return True
@@ -123,7 +126,7 @@ class EditController(Controller):
             return
         ids = self.editable_selection()
         if ids and self._editable():
-            self.session.apply(RemoveAnnotations(ids), f"delete {len(ids)} boxes")
+            self.session.apply(RemoveAnnotations(ids), f"delete {plural(len(ids), 'box', 'boxes')}")
 
     def duplicate_selected(self) -> None:
         ids = self.editable_selection()

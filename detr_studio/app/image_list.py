@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import CocoDocument, ImageInfo
 from detr_studio.data.images import ImageReadError, image_size, load_image
 from detr_studio.session import Session
@@ -50,8 +51,11 @@ from detr_studio.session.filters import ImageFilter, matching_image_ids
 
 from .background import Job, Lane
 from .overlays import to_qimage
+from .wheel_guard import guard_wheel
 
 THUMB_SIZE = 48
+UNREADABLE_TEXT = "⚠ cannot be read"
+UNREADABLE_RGB = (198, 40, 40)
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
 ModelIndex = QModelIndex | QPersistentModelIndex
 SCAN_DELAY_MS = 800  # the size scan starts this long after a document is shown
@@ -81,10 +85,12 @@ def make_thumbnail(path: Path, size: int) -> tuple[QImage, tuple[int, int]]:
 
 class ThumbnailLoader(QObject):
     """Thumbnails by image id: ``get`` answers from the cache or starts a load; ``ready(id)`` says one came,
-    ``sized(id, width, height)`` gives the full size of the image it was made from."""
+    ``sized(id, width, height)`` gives the full size of the image it was made from, ``failed(id, message)``
+    says why an image could not be read."""
 
     ready = Signal(int)
     sized = Signal(int, int, int)
+    failed = Signal(int, str)
 
     def __init__(self, capacity: int = 2000, size: int = THUMB_SIZE, parent: QObject | None = None):
         super().__init__(parent)
@@ -107,7 +113,7 @@ class ThumbnailLoader(QObject):
             self._lane.submit(
                 make_thumbnail, path, self.size,
                 done=lambda result: self._store(generation, image_id, *result),
-                failed=lambda _exc: self._on_failed(generation, image_id),
+                failed=lambda exc: self._on_failed(generation, image_id, exc),
             )  # fmt: skip
         return None
 
@@ -134,38 +140,42 @@ class ThumbnailLoader(QObject):
         self.sized.emit(image_id, *full)
         self.ready.emit(image_id)
 
-    def _on_failed(self, generation: int, image_id: int) -> None:
+    def _on_failed(self, generation: int, image_id: int, exc: BaseException) -> None:
         if generation != self._generation:
             return
         self._waiting.discard(image_id)
         self._failed.add(image_id)
+        self.failed.emit(image_id, str(exc) if isinstance(exc, ImageReadError) else f"{exc!r}")
 
 
 def read_sizes(job: Job, root: Path | None, items: list[tuple[int, str]]) -> None:
     """The size scan (on its lane): reads the headers of ``items`` ((image id, file name under ``root``))
-    in chunks of `SCAN_CHUNK`, reports each chunk's {image id: (width, height)} and pauses so that it works
-    at most `SCAN_DUTY` of the time, leaving the GIL to the Qt thread."""
+    in chunks of `SCAN_CHUNK`, reports each chunk as ({image id: (width, height)}, {image id: why it cannot
+    be read}) and pauses so that it works at most `SCAN_DUTY` of the time, leaving the GIL to the Qt thread."""
     base = root or Path(".")
     for start in range(0, len(items), SCAN_CHUNK):
         began = time.monotonic()
-        sizes = {}
+        sizes: dict[int, tuple[int, int]] = {}
+        problems: dict[int, str] = {}
         for iid, name in items[start : start + SCAN_CHUNK]:
             if job.cancelled:
                 return
             try:
                 sizes[iid] = image_size(base / name)
-            except ImageReadError:
-                continue  # saving names the file
-        if sizes:
-            job.report(sizes)
+            except ImageReadError as exc:
+                problems[iid] = str(exc)  # marked in the list; saving names the file too
+        if sizes or problems:
+            job.report((sizes, problems))
         time.sleep((time.monotonic() - began) * (1.0 - SCAN_DUTY) / SCAN_DUTY)
 
 
 class SizeScanner(QObject):
     """Reads the image headers a document lacks in the background and hands the sizes back in chunks
-    (``found(token, sizes)`` on the Qt thread; ``token`` tells the receiver which scan they belong to)."""
+    (``found(token, sizes)`` on the Qt thread; ``token`` tells the receiver which scan they belong to), and
+    the images whose header cannot be read (``unreadable(token, {image id: message})``)."""
 
     found = Signal(object, object)  # the token given to start, {image id: (width, height)}
+    unreadable = Signal(object, object)  # the token given to start, {image id: message}
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -180,8 +190,14 @@ class SizeScanner(QObject):
         """Read the sizes of ``items`` ((image id, file name under ``root``)), after stopping any scan."""
         self.stop()
         self._job = self._lane.submit(
-            read_sizes, root, items, context=True, progress=lambda sizes: self.found.emit(token, sizes)
+            read_sizes, root, items, context=True, progress=lambda chunk: self._report(token, *chunk)
         )
+
+    def _report(self, token: object, sizes: dict, problems: dict) -> None:
+        if sizes:
+            self.found.emit(token, sizes)
+        if problems:
+            self.unreadable.emit(token, problems)
 
     def stop(self, wait_s: float = 0.0) -> None:
         if self._job is not None:
@@ -208,8 +224,11 @@ class ImageListModel(QAbstractListModel):
         self.thumbnails = ThumbnailLoader(parent=self)
         self.thumbnails.ready.connect(self._thumbnail_ready)
         self.thumbnails.sized.connect(lambda iid, w, h: self._take_sizes(self.doc, {iid: (w, h)}))
+        self.thumbnails.failed.connect(self.mark_unreadable)
         self.sizes = SizeScanner(self)
         self.sizes.found.connect(self._take_sizes)
+        self.sizes.unreadable.connect(self._take_problems)
+        self.problems: dict[int, str] = {}  # images that cannot be read: why
         self._scan_timer = QTimer(self)
         self._scan_timer.setSingleShot(True)
         self._scan_timer.setInterval(SCAN_DELAY_MS)
@@ -225,6 +244,7 @@ class ImageListModel(QAbstractListModel):
         self.beginResetModel()
         self.doc = doc
         self.total = len(images) if images is not None else len(doc.image_ids) if doc is not None else 0
+        self.problems = {}
         self.thumbnails.clear()
         self.sizes.stop()
         self._recompute(images)
@@ -262,6 +282,19 @@ class ImageListModel(QAbstractListModel):
             )
         self._rows = {iid: row for row, iid in enumerate(self._ids)}
 
+    def mark_unreadable(self, image_id: int, message: str) -> None:
+        """Mark the row of an image that cannot be read (its text, colour and tooltip say so)."""
+        if self.doc is None or self.problems.get(image_id) == message:
+            return
+        self.problems[image_id] = message
+        self.refresh([image_id])
+
+    def forget_problems(self) -> None:
+        """The images are looked for again (a new image folder): no row is marked until it fails again."""
+        self.problems = {}
+        self.thumbnails.clear()
+        self.refresh()
+
     def image_id_at(self, row: int) -> int | None:
         return self._ids[row] if 0 <= row < len(self._ids) else None
 
@@ -289,9 +322,14 @@ class ImageListModel(QAbstractListModel):
             image = self.thumbnails.get(iid, self.doc.image_path(iid))
             return image if image is not None else self._placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
+            problem = self.problems.get(iid)
+            if problem is not None:
+                return f"{problem}\nimage id {iid}"
             info = self.doc.image(iid)
             size = f"{info.width} × {info.height} px" if info.width else "size not read yet"
             return f"{self.doc.image_path(iid)}\n{size}, image id {iid}"
+        if role == Qt.ItemDataRole.ForegroundRole and iid in self.problems:
+            return QColor(*UNREADABLE_RGB)
         return None
 
     def _text(self, iid: int) -> str:
@@ -299,13 +337,15 @@ class ImageListModel(QAbstractListModel):
         assert doc is not None
         info = doc.image(iid)
         count = len(doc.segments_for(iid)) if doc.is_panoptic else len(doc.annotations_for(iid))
-        parts = [f"{count} label" + ("" if count == 1 else "s")]
+        parts = [plural(count, "label")]
         store = self.session.store
         if iid in store:
             visible = store.visible(iid, self.session.threshold)
             parts.append(f"{0 if visible is None else len(visible)} predicted")
         if info.reviewed:
             parts.append("✓ reviewed")
+        if iid in self.problems:
+            parts.insert(0, UNREADABLE_TEXT)
         return f"{Path(info.file_name).name}\n{' · '.join(parts)}"
 
     def _start_size_scan(self) -> None:
@@ -318,6 +358,11 @@ class ImageListModel(QAbstractListModel):
     def _take_sizes(self, token: object, sizes: dict[int, tuple[int, int]]) -> None:
         if token is self.doc and self.doc is not None:
             self.doc.set_image_sizes(sizes)
+
+    def _take_problems(self, token: object, problems: dict[int, str]) -> None:
+        if token is self.doc:
+            for iid, message in problems.items():
+                self.mark_unreadable(iid, message)
 
     def stop_background_work(self, wait_s: float = 2.0) -> None:
         """Stop making thumbnails and reading sizes (the window is closing)."""
@@ -366,6 +411,7 @@ class ImageListPanel(QWidget):
             spin.setDecimals(2)
             spin.setValue(value)
         self.count_label = QLabel(self)
+        guard_wheel(self, (self.class_combo, self.min_score, self.max_score))
 
         checks = QHBoxLayout()
         checks.addWidget(self.unreviewed_box)
@@ -460,7 +506,9 @@ class ImageListPanel(QWidget):
     def _update_count(self) -> None:
         total = self.model.total
         shown = self.model.rowCount()
-        self.count_label.setText(f"{shown:,} of {total:,} images" if shown != total else f"{total:,} images")
+        self.count_label.setText(
+            f"{shown:,} of {plural(total, 'image')}" if shown != total else plural(total, "image")
+        )
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         iid = self.model.image_id_at(current.row()) if current.isValid() else None

@@ -41,6 +41,7 @@ class ImageView(QGraphicsView):
         self.visible_layers = dict.fromkeys(LAYERS, True)
         self.mask_opacity = 0.45
         self.has_pixmap = False
+        self.notice: str | None = None
         self._pixmap_item = QGraphicsPixmapItem()
         self._mask_item = QGraphicsPixmapItem()
         self._highlight_item = QGraphicsPixmapItem()
@@ -57,18 +58,37 @@ class ImageView(QGraphicsView):
     # ---- the image and its pictures ----------------------------------------------------------------------
 
     def show_blank(self, image_id: int | None, width: int, height: int) -> None:
-        """Start showing an image of this size (its pixels come later with `set_pixmap`)."""
+        """Start showing an image of this size (its pixels come later with `set_pixmap`; 0 x 0: a size that is
+        not known)."""
         self.image_id = image_id
         self.image_size = (width, height)
         self.has_pixmap = False
+        self.set_notice(None)
         self._pixmap_item.setPixmap(QPixmap())
-        blank = QPixmap(max(width, 1), max(height, 1))
-        blank.fill(QColor(30, 30, 34))
-        self._pixmap_item.setPixmap(blank)
+        if width > 0 and height > 0:
+            blank = QPixmap(width, height)
+            blank.fill(QColor(30, 30, 34))
+            self._pixmap_item.setPixmap(blank)
         self.set_mask_overlay(None)
         self.set_highlight(None)
         self.set_attention(None)
-        self.scene().setSceneRect(QRectF(0, 0, width, height))
+        self.scene().setSceneRect(QRectF(0, 0, max(width, 1), max(height, 1)))
+
+    def set_notice(self, text: str | None) -> None:
+        """A message drawn over the middle of the view (an image that cannot be shown); None removes it."""
+        self.notice = text
+        self.viewport().update()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        super().drawForeground(painter, rect)
+        if not self.notice:
+            return
+        painter.save()
+        painter.resetTransform()  # viewport pixels
+        area = QRectF(self.viewport().rect()).adjusted(24, 24, -24, -24)
+        painter.setPen(QColor(235, 235, 235))
+        painter.drawText(area, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self.notice)
+        painter.restore()
 
     def set_pixmap(self, image_id: int, image: QImage) -> None:
         if image_id != self.image_id:

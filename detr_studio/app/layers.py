@@ -109,7 +109,8 @@ def annotation_specs(
         if ann.id in locked:
             tip += "; locked"
         colour = palette.category_colour(ann.category_id)
-        specs.append(BoxSpec(ann.id, ann.xyxy, colour, label, tip, editable=ann.id not in locked))
+        editable = ann.id not in locked and not doc.read_only
+        specs.append(BoxSpec(ann.id, ann.xyxy, colour, label, tip, editable=editable))
     return specs
 
 

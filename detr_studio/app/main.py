@@ -29,12 +29,9 @@ from detr_studio.session.project import Project
 
 from . import demo_project
 from .actions import (
-    EDITING,
-    EDITING_BOTH,
-    NEEDS_PROJECT,
-    PANOPTIC_EDITING,
     ActionRegistry,
     WindowParts,
+    action_states,
     add_dock_toggles,
     build_menus,
     build_toolbar,
@@ -60,6 +57,7 @@ from .status_bar import StatusWidgets
 from .theme import apply_theme
 from .training_panel import TrainingDock
 from .views import Views
+from .window_state import keep_window_state, last_image_id, restore_layout, restore_model
 
 __all__ = ["APP_NAME", "ORGANISATION", "MainWindow", "run_app", "start_window"]
 
@@ -82,14 +80,14 @@ class MainWindow(QMainWindow):
         self.resize(1280, 820)
         self.session = session = Session()
         self.worker = InferenceWorker(self)
-        self.services = services = Services(self, settings, self.worker)
+        self.status = StatusWidgets(self.statusBar(), self.worker.cancel_batch)
+        self.services = services = Services(self, settings, self.worker, self.status)
         self.theme = str(settings.value("theme", "light"))
 
         self.canvas = Canvas(self)
         self.canvas.setAcceptDrops(False)
         self.canvas.viewport().setAcceptDrops(False)
         self.setCentralWidget(self.canvas)
-        self.status = StatusWidgets(self.statusBar(), self.worker.cancel_batch)
         self.image_panel = ImageListPanel(session, self)
         self.actions = ActionRegistry(self, settings)
         self.review_panel = ReviewPanel(self)
@@ -112,6 +110,7 @@ class MainWindow(QMainWindow):
         self._make_docks(docks_menu)
         self._connect()
         self._set_editing_enabled()
+        self._shut_down = False
         if self.theme == "dark":
             self.actions["dark_theme"].setChecked(True)
 
@@ -144,7 +143,7 @@ class MainWindow(QMainWindow):
         self.objects_dock = ObjectListDock(self.session, self.presenter.palette, self)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.objects_dock)
         self.splitDockWidget(self.images_dock, self.objects_dock, Qt.Orientation.Vertical)
-        self.resizeDocks([self.images_dock, self.review_dock], [250, 290], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.images_dock, self.review_dock], [250, 320], Qt.Orientation.Horizontal)
         self.training_dock = TrainingDock(self.session, self.services, self)
         self.export_dock = ExportDock(self.session, self.services, self)
         self.queue_dock = ReviewQueueDock(self.session, self.services, self.show_object, self)
@@ -165,7 +164,10 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         events = self.session.events
-        events.project.connect(lambda _project: self._set_editing_enabled())
+        for event in (events.project, events.selection, events.image, events.edited, events.predictions,
+                      events.threshold, events.model, events.saved):  # fmt: skip
+            event.connect(lambda _value: self._set_editing_enabled())
+        events.saved.connect(lambda _path: self.presenter.refresh_boxes())  # a copy saved is editable
         events.image.connect(lambda iid: self.image_shown.emit(iid) if iid is not None else None)
         events.edited.connect(lambda _change: self._refresh_current_row())
         events.failed.connect(self.services.report_error)
@@ -180,11 +182,8 @@ class MainWindow(QMainWindow):
         self.image_panel.model.refresh([iid] if iid is not None else None)
 
     def _set_editing_enabled(self) -> None:
-        session = self.session
-        self.actions.set_enabled(EDITING, session.editable)
-        self.actions.set_enabled(EDITING_BOTH, session.editable or session.panoptic_editable)
-        self.actions.set_enabled(PANOPTIC_EDITING, session.panoptic_editable)
-        self.actions.set_enabled(NEEDS_PROJECT, self.session.doc is not None)
+        for name, enabled in action_states(self.session).items():
+            self.actions[name].setEnabled(enabled)
 
     # ---- the window's own commands ------------------------------------------------------------------------
 
@@ -206,6 +205,12 @@ class MainWindow(QMainWindow):
         if box is not None:
             self.canvas.ensureVisible(box)
 
+    def return_to_last_image(self) -> None:
+        """Show the image the last start showed, when this is the project it showed it in."""
+        image_id = last_image_id(self.session, self.services.settings)
+        if image_id is not None:
+            self.navigation.select_image(image_id)
+
     def set_dark(self, on: bool) -> None:
         self.theme = "dark" if on else "light"
         self.services.settings.setValue("theme", self.theme)
@@ -215,7 +220,9 @@ class MainWindow(QMainWindow):
 
     def edit_shortcuts(self) -> bool:
         """Let the user rebind the actions' keys (stored in the settings); True when OK was pressed."""
-        dialog = ShortcutDialog(self.actions.by_name, self.actions.defaults, self.services.settings, self)
+        dialog = ShortcutDialog(
+            self.actions.by_name, self.actions.defaults, self.services.settings, self, self.actions.built_in
+        )
         return dialog.exec() == ShortcutDialog.DialogCode.Accepted
 
     def open_demo(self) -> None:
@@ -237,7 +244,6 @@ class MainWindow(QMainWindow):
             self.services.status(demo_project.NO_MODEL_MESSAGE)
             self.status.model_status.setText("no model (the demo model is not installed)")
             return
-
         self.session.choose_model(demo_project.demo_model_choice(weights))
         self.predictions.predict_current()
         self.actions["predict_on_navigate"].setChecked(True)
@@ -284,7 +290,11 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def shutdown(self) -> None:
-        """Stop the background work (the window is going away); safe to call twice."""
+        """Remember the layout and the model for the next start, and stop the background work (the window is
+        going away); safe to call twice."""
+        if not self._shut_down:
+            self._shut_down = True
+            keep_window_state(self, self.session, self.services.settings)
         self.projects.shutdown()
         self.training_dock.panel.shutdown()  # the training child saves its position and stops
         self.export_dock.panel.shutdown()
@@ -295,20 +305,29 @@ class MainWindow(QMainWindow):
 
 
 def start_window(
-    args: Sequence[str] = (), settings: QSettings | None = None, demo: bool = True
+    args: Sequence[str] = (), settings: QSettings | None = None, restore: bool = True
 ) -> MainWindow:
-    """Build and show the window as ``detr-studio`` does (a QApplication must exist): open ``args[1]`` when
-    given, else, when ``demo`` and there is no recent project, the demo project."""
+    """Build and show the window as ``detr-studio`` does (a QApplication must exist). With ``restore`` it
+    comes back as the last start left it (size, docks, model) and opens ``args[1]`` when given, else the last
+    project, else (a first start) the demo project. Without ``restore`` it opens nothing."""
     window = MainWindow(settings)
     app = QApplication.instance()
     if isinstance(app, QApplication):
         apply_theme(app, window.theme)
     window.setWindowIcon(demo_project.app_icon())
+    if restore:
+        restore_layout(window, window.services.settings)
     window.show()
+    if not restore:
+        return window
     if len(args) > 1:
         window.projects.open_path(args[1])
-    elif demo and not window.projects.recent_projects():
-        window.open_demo()
+    elif window.projects.reopen_last():
+        window.projects.opened.connect(window.return_to_last_image, Qt.ConnectionType.SingleShotConnection)
+    else:
+        window.open_demo()  # the demo chooses its own model
+        return window
+    restore_model(window.session, window.services)
     return window
 
 
@@ -322,7 +341,7 @@ def run_app(argv: Sequence[str] | None = None, smoke_test: bool = False) -> int:
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORGANISATION)
     app.setWindowIcon(demo_project.app_icon())
-    window = start_window(args if not smoke_test else args[:1], demo=not smoke_test)
+    window = start_window(args, restore=not smoke_test)
     if smoke_test:
         demo_project.FirstPaintCheck(app, window)
     return int(app.exec())

@@ -1,7 +1,9 @@
-"""The model chooser: a zoo entry, a local checkpoint or an exported ONNX file; device, precision, input size.
+"""The model chooser: a zoo entry, a local checkpoint, an exported ONNX file or the bundled demo model;
+device, precision, input size.
 
-The dialog only builds a `ModelChoice`; loading happens in the inference worker. A zoo entry that is not
-downloaded yet is fetched by the worker when chosen (with a clear message when offline).
+The dialog only builds a `ModelChoice`; loading happens in the inference worker. A zoo entry that is not downloaded yet is fetched by
+the worker when chosen (with a clear message when offline). The demo model's entry says what it knows: five
+synthetic shapes, nothing of real photos.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QRadioButton,
@@ -24,6 +27,8 @@ from PySide6.QtWidgets import (
 
 from detr_studio.model import zoo
 from detr_studio.session.model_loading import ModelChoice
+
+from .demo_project import SHAPES_ONLY_NOTE, demo_model_path
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -50,9 +55,15 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Choose a model")
         self.zoo_radio = QRadioButton("Model zoo", self)
         self.file_radio = QRadioButton("Checkpoint file", self)
+        self.demo_radio = QRadioButton("Demo model", self)
+        self.demo_note = QLabel(SHAPES_ONLY_NOTE, self)
+        self.demo_note.setWordWrap(True)
+        self.demo_note.setStyleSheet("QLabel { color: palette(mid); }")
+        self.demo_weights = demo_model_path()
         group = QButtonGroup(self)
         group.addButton(self.zoo_radio)
         group.addButton(self.file_radio)
+        group.addButton(self.demo_radio)
         self.zoo_combo = QComboBox(self)
         for entry in zoo.list_entries():
             self.zoo_combo.addItem(zoo_label(entry), entry.name)
@@ -83,6 +94,8 @@ class ModelDialog(QDialog):
         form = QFormLayout()
         form.addRow(self.zoo_radio, self.zoo_combo)
         form.addRow(self.file_radio, file_row)
+        if self.demo_weights is not None:
+            form.addRow(self.demo_radio, self.demo_note)
         form.addRow("Device", self.device_combo)
         form.addRow("Precision", self.precision_combo)
         form.addRow("Input size", self.size_spin)
@@ -103,7 +116,9 @@ class ModelDialog(QDialog):
 
     def _show(self, choice: ModelChoice) -> None:
         index = self.zoo_combo.findData(choice.source)
-        if index >= 0:
+        if self.demo_weights is not None and choice.source == str(self.demo_weights):
+            self.demo_radio.setChecked(True)
+        elif index >= 0:
             self.zoo_combo.setCurrentIndex(index)
             self.zoo_radio.setChecked(True)
         else:
@@ -120,7 +135,12 @@ class ModelDialog(QDialog):
             self.file_radio.setChecked(True)
 
     def choice(self) -> ModelChoice | None:
-        source = self.zoo_combo.currentData() if self.zoo_radio.isChecked() else self.path_edit.text().strip()
+        if self.demo_radio.isChecked() and self.demo_weights is not None:
+            source: object = self.demo_weights
+        elif self.zoo_radio.isChecked():
+            source = self.zoo_combo.currentData()
+        else:
+            source = self.path_edit.text().strip()
         if not source:
             return None
         device = self.device_combo.currentText()

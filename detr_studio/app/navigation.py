@@ -55,11 +55,12 @@ class Navigator(Controller):
         if doc is None:
             return
         self.services.worker.current_image = image_id
+        self.services.clear_problem()  # the last image's problem is not this one's
         with contextlib.suppress(ImageReadError):  # a folder's sizes are read lazily; decoding names the file
             doc.image_size(image_id)
         info = doc.image(image_id)
         self.session.show_image(image_id)
-        self.size_label.setText(f"{info.width} × {info.height} px")
+        self.size_label.setText(f"{info.width} × {info.height} px" if info.width else "size unknown")
         self.pixels.submit(
             decode_for_display,
             doc.image_path(image_id),
@@ -70,8 +71,13 @@ class Navigator(Controller):
         )
 
     def _decode_failed(self, image_id: int, exc: BaseException) -> None:
+        """An image that cannot be shown: the status bar and the canvas say why and its row in the list is
+        marked; no dialog, so D / A page on at once."""
+        message = str(exc) if isinstance(exc, ImageReadError) else f"{exc!r}"
+        self.image_panel.model.mark_unreadable(image_id, message)
         if image_id == self.session.current_image_id:
-            self.services.report_error(str(exc) if isinstance(exc, ImageReadError) else f"{exc!r}")
+            self.canvas.set_notice(f"Cannot show this image:\n{message}")
+            self.services.report_problem(message)
 
     def show_again(self) -> None:
         """Show the current image again (its pixels from a new image folder)."""

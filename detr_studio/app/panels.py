@@ -23,12 +23,23 @@ from PySide6.QtWidgets import (
 
 from detr_studio.data.coco.contours import DEFAULT_TOLERANCE
 
+from .wheel_guard import guard_wheel
+
+# An on/off button (a layer shown or hidden) that is on is filled with the highlight colour: plain to see
+# in the light and the dark theme alike.
+TOGGLE_STYLE = (
+    "QToolButton:checked { background: palette(highlight); color: palette(highlighted-text);"
+    " border: 1px solid palette(dark); border-radius: 3px; padding: 3px; }"
+)
+
 
 def _button(action: QAction, parent: QWidget) -> QToolButton:
     button = QToolButton(parent)
     button.setDefaultAction(action)
     button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
     button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    if action.isCheckable():
+        button.setStyleSheet(TOGGLE_STYLE)
     return button
 
 
@@ -65,6 +76,7 @@ class ReviewPanel(QWidget):
         self.opacity_slider.setValue(45)
         self.head_combo = QComboBox(self)
         self.head_combo.addItem("Mean of heads", None)
+        guard_wheel(self, (self.threshold_slider, self.class_combo, self.opacity_slider, self.head_combo))
 
     def add_buttons(self, actions: dict[str, QAction]) -> None:
         """Lay the panel out, with buttons for ``actions`` (the window's, by name)."""

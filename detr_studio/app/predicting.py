@@ -11,11 +11,13 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 
+from detr_studio.common.text import plural
 from detr_studio.infer.detections import Detections
 from detr_studio.session import Session
 from detr_studio.session.inference import BatchSummary
 from detr_studio.session.model_loading import ModelChoice, ModelInfo
 
+from . import demo_project
 from .model_dialog import ModelDialog
 from .services import Services
 from .views import Controller, Views
@@ -42,7 +44,7 @@ class PredictionController(Controller):
         worker.model_failed.connect(self._on_model_failed)
         worker.predicted.connect(self._on_predicted)
         worker.predict_failed.connect(
-            lambda _iid, message: services.report_error(f"Prediction failed: {message}")
+            lambda _iid, message: services.report_problem(f"Prediction failed: {message}")
         )
         worker.batch_progress.connect(status.batch_progress)
         worker.batch_results.connect(self._on_batch_results)
@@ -77,10 +79,13 @@ class PredictionController(Controller):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.status.model_status.setText(f"model: {info.name}")
         self.status.device_label.setText(info.description)
+        note = demo_project.shapes_only_note(info.class_names)
         self.review_panel.model_label.setText(
-            f"<b>{info.name}</b><br>{info.num_queries} queries, {len(info.class_names)} classes"
+            f"<b>{info.name}</b><br>{plural(info.num_queries, 'query', 'queries')}, "
+            f"{plural(len(info.class_names), 'class', 'classes')}"
             + (", mask head" if info.supports_masks else "")
             + ("" if info.has_attention else "<br>(ONNX: no attention maps)")
+            + (f"<br><i>Demo model: {note}</i>" if note else "")
         )
         self.review_panel.set_heads(info.num_heads)
         self.session.set_model(info)
@@ -137,7 +142,9 @@ class PredictionController(Controller):
         if not self.session.put_predictions({image_id: dets}, model):
             return
         threshold = self.session.threshold
-        self.services.status(f"{len(dets.above(threshold))} detections above {threshold:.2f}", 5_000)
+        self.services.status(
+            f"{plural(len(dets.above(threshold)), 'detection')} above {threshold:.2f}", 5_000
+        )
         self.image_panel.model.refresh([image_id])
         self.predictions_changed.emit(image_id)
 
@@ -154,10 +161,14 @@ class PredictionController(Controller):
         elif summary.errors:
             shown = "\n".join(summary.errors[:5])
             more = f"\n… and {len(summary.errors) - 5} more" if len(summary.errors) > 5 else ""
-            self.services.report_error(f"{len(summary.errors)} images could not be predicted:\n{shown}{more}")
+            self.services.report_error(
+                f"{plural(len(summary.errors), 'image')} could not be predicted:\n{shown}{more}"
+            )
         self.image_panel.refilter()
         state = "cancelled" if summary.cancelled else "done"
-        self.services.status(f"Predict all {state}: {summary.done} of {summary.total} images", 10_000)
+        self.services.status(
+            f"Predict all {state}: {summary.done} of {plural(summary.total, 'image')}", 10_000
+        )
         self.predictions_changed.emit(-1)
 
     # ---- reviewing ---------------------------------------------------------------------------------------

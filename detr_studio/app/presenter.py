@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import Segment
 from detr_studio.data.coco.mask_edits import is_box_mask
 from detr_studio.session import Selection, Session
@@ -109,9 +110,8 @@ class ScenePresenter(Controller):
 
     def _on_project(self, _project: Project | None) -> None:
         self.probe_point = None
+        self.canvas.show_image(None, 0, 0)  # nothing of the previous project stays on screen
         self.refresh_categories(force=True)
-        if self.session.doc is None or not self.session.image_ids():
-            self.canvas.show_image(None, 0, 0)
 
     def _on_image(self, image_id: int | None) -> None:
         doc = self.session.doc
@@ -369,7 +369,9 @@ class ScenePresenter(Controller):
         elif segments:
             text = f"{len(segments)} segments selected (G merges them)"
         elif predicted or annotated:
-            text = f"{len(annotated)} annotations and {len(predicted)} predictions selected"
+            text = (
+                f"{plural(len(annotated), 'annotation')} and {plural(len(predicted), 'prediction')} selected"
+            )
         self.review_panel.inspector.setText(text)
 
     def _query_text(self, image_id: int, query: int) -> str:

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.infer.review import (
     BOX_ONLY,
     EXTRA,
@@ -143,12 +144,16 @@ class ReviewQueuePanel(QWidget):
         counts = {kind: sum(m.kind == kind for m in mistakes) for kind in kinds}
         self.tabs.setTabText(1, f"Mistakes ({len(mistakes)})")
         extra = counts[EXTRA_SEGMENT] if doc.is_panoptic else counts[EXTRA]
+        extra_what = ("extra segment", "extra segments") if doc.is_panoptic else ("extra box", "extra boxes")
         text = (
-            f"{len(ranked)} images with predictions; {counts[MISS]} misses, {extra} extra "
-            f"{'segments' if doc.is_panoptic else 'boxes'}, {counts[WRONG_CLASS]} wrong classes"
+            f"{plural(len(ranked), 'image')} with predictions; {plural(counts[MISS], 'miss', 'misses')}, "
+            f"{plural(extra, *extra_what)}, {plural(counts[WRONG_CLASS], 'wrong class', 'wrong classes')}"
         )
         if not doc.is_panoptic:
-            text += f", {counts[MASK_DISAGREES]} masks that disagree, {counts[BOX_ONLY]} boxes without a mask"
+            text += (
+                f", {plural(counts[MASK_DISAGREES], 'mask that disagrees', 'masks that disagree')},"
+                f" {plural(counts[BOX_ONLY], 'box without a mask', 'boxes without a mask')}"
+            )
         self.summary_label.setText(f"{text} at threshold {threshold:.2f}")
 
     @staticmethod

@@ -98,7 +98,9 @@ def apply_keys(action: QAction, keys: list[str]) -> None:
 
 class ShortcutDialog(QDialog):
     """Lists ``actions`` (name -> QAction) with their keys; pick a row and press the new key. OK applies the
-    changes to the actions and stores them in ``settings``; Cancel forgets them."""
+    changes to the actions and stores them in ``settings``; Cancel forgets them. ``built_in`` are keys the
+    window handles itself (Space accepts): shown first in their action's row, never rebound nor given to
+    another action."""
 
     def __init__(
         self,
@@ -106,6 +108,7 @@ class ShortcutDialog(QDialog):
         defaults: Mapping[str, Iterable[str]],
         settings: QSettings,
         parent: QWidget | None = None,
+        built_in: Mapping[str, Iterable[str]] | None = None,
     ):
         super().__init__(parent)
         self.setWindowTitle("Keyboard Shortcuts")
@@ -113,6 +116,7 @@ class ShortcutDialog(QDialog):
         self.actions = dict(actions)
         self.defaults = {name: normalise(defaults.get(name, ())) for name in self.actions}
         self.settings = settings
+        self.built_in = {name: normalise(keys) for name, keys in (built_in or {}).items()}
         self.bindings: dict[str, list[str]] = {
             name: normalise(k.toString(PORTABLE) for k in action.shortcuts())
             for name, action in self.actions.items()
@@ -180,7 +184,11 @@ class ShortcutDialog(QDialog):
     def _show_keys(self, name: str) -> None:
         keys = self.bindings[name]
         item = self.table.item(self._names.index(name), 1)
-        item.setText(", ".join(QKeySequence(k).toString(NATIVE) for k in keys))
+        item.setText(
+            ", ".join(QKeySequence(k).toString(NATIVE) for k in [*self.built_in.get(name, []), *keys])
+        )
+        if name in self.built_in:
+            item.setToolTip("Space is built in: a tap accepts, holding it and dragging pans the image")
         font = item.font()
         font.setBold(keys != self.defaults[name])  # changed from the default
         item.setFont(font)
@@ -226,8 +234,10 @@ class ShortcutDialog(QDialog):
         """The action (other than ``besides``) that ``key`` is bound to in the pending bindings."""
         wanted = normalise([key])
         for name, keys in self.bindings.items():
-            if name != besides and wanted and wanted[0] in keys:
+            if wanted and wanted[0] in [*keys, *self.built_in.get(name, [])] and name != besides:
                 return name
+            if wanted and name == besides and wanted[0] in self.built_in.get(name, []):
+                return name  # already this action's built-in key
         return None
 
     def set_keys(self, name: str, keys: Iterable[str]) -> bool:

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco.mask_edits import has_masks
 from detr_studio.model import zoo
 from detr_studio.session import Session
@@ -39,14 +40,16 @@ from detr_studio.train.runs import (
 )
 
 from .demo_project import demo_model_path
+from .wheel_guard import guard_wheel
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CURRENT, DEMO, ZOO, FILE = "current", "demo", "zoo", "file"
 SOURCE_ROLE = Qt.ItemDataRole.UserRole + 1  # the base-model item's checkpoint path or zoo name
+BOX_MARGINS = (6, 4, 6, 4)  # inside each group box: the dock fits a 1000-pixel-high window without scrolling
 
 
 class TrainingForm:
-    """The widgets (children of ``parent``) in three boxes, ``boxes``; ``extra_options`` sets the
+    """The widgets (children of ``parent``) in two boxes, ``boxes``; ``extra_options`` sets the
     `TrainingOptions` fields the form has no widget for (loader processes, seed, augmentation)."""
 
     def __init__(self, parent: QWidget, session: Session):
@@ -55,18 +58,20 @@ class TrainingForm:
         self.extra_options: dict[str, object] = {}
         self.base_combo = QComboBox(parent)
         self.base_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.base_combo.setMinimumContentsLength(18)
+        self.base_combo.setMinimumContentsLength(12)
         self.base_combo.currentIndexChanged.connect(self._on_base_changed)
+        self.base_combo.setToolTip("The model the fine-tune starts from")
         self.file_edit = QLineEdit(parent)
         self.file_edit.setPlaceholderText("a .safetensors or .pth checkpoint")
         self.browse_button = QPushButton("Browse…", parent)
         self.browse_button.clicked.connect(self._browse)
         self.class_list = QListWidget(parent)
-        self.class_list.setMaximumHeight(90)
+        self.class_list.setMaximumHeight(72)
         self.class_list.itemChanged.connect(lambda _item: self.update_counts())
         self.images_combo = QComboBox(parent)
-        self.images_combo.addItem("Reviewed images", REVIEWED)
-        self.images_combo.addItem("All annotated images", ANNOTATED)
+        self.images_combo.addItem("Reviewed", REVIEWED)
+        self.images_combo.addItem("All annotated", ANNOTATED)
+        self.images_combo.setToolTip("Train on the images marked reviewed (R), or on every annotated image")
         self.images_combo.currentIndexChanged.connect(lambda _i: self.update_counts())
         self.holdout_spin = QDoubleSpinBox(parent)
         self.holdout_spin.setRange(0.0, 0.9)
@@ -81,17 +86,19 @@ class TrainingForm:
         self.epochs_spin.setValue(defaults.epochs)
         self.lr_edit = self._float_edit(parent, defaults.lr)
         self.lr_backbone_edit = self._float_edit(parent, defaults.lr_backbone)
+        self.lr_edit.setToolTip("Learning rate of the transformer and the heads")
+        self.lr_backbone_edit.setToolTip("Learning rate of the backbone (0: the backbone stays as it is)")
         self.batch_spin = QSpinBox(parent)
         self.batch_spin.setRange(1, 512)
         self.batch_spin.setValue(defaults.batch_size)
         self.size_spin = QSpinBox(parent)
         self.size_spin.setRange(32, 2048)
         self.size_spin.setValue(defaults.size)
-        self.size_spin.setSuffix(" px")
+        self.size_spin.setToolTip("The images' shorter side in training, in pixels")
         self.max_size_spin = QSpinBox(parent)
         self.max_size_spin.setRange(32, 4096)
         self.max_size_spin.setValue(defaults.max_size)
-        self.max_size_spin.setSuffix(" px")
+        self.max_size_spin.setToolTip("The images' longer side at most, in pixels")
         self.device_combo = QComboBox(parent)
         self.device_combo.addItems(DEVICES)
         self.task_combo = QComboBox(parent)
@@ -104,36 +111,55 @@ class TrainingForm:
         self.gpus_spin = QSpinBox(parent)
         self.gpus_spin.setRange(1, 64)
         self.gpus_spin.setValue(2)
-        self.gpus_spin.setToolTip("--nproc_per_node of the copied torchrun command")
+        self.gpus_spin.setToolTip("GPUs of the copied torchrun command (--nproc_per_node)")
 
-        model_box = QGroupBox("Base model", parent)
-        model_form = QFormLayout(model_box)
-        model_form.addRow(self.base_combo)
-        file_row = QHBoxLayout()
+        self.file_row = QWidget(parent)  # shown when the base is "Checkpoint file…"
+        file_row = QHBoxLayout(self.file_row)
+        file_row.setContentsMargins(0, 0, 0, 0)
         file_row.addWidget(self.file_edit, 1)
         file_row.addWidget(self.browse_button)
-        model_form.addRow(file_row)
-        model_form.addRow("Train", self.task_combo)
 
         data_box = QGroupBox("Data", parent)
-        data_form = QFormLayout(data_box)
-        data_form.addRow("Classes", self.class_list)
-        data_form.addRow("Images", self.images_combo)
-        data_form.addRow("Held out", self.holdout_spin)
-        data_form.addRow(self.count_label)
+        data_grid = QGridLayout(data_box)
+        data_grid.setContentsMargins(*BOX_MARGINS)
+        data_grid.addWidget(QLabel("Classes", parent), 0, 0, Qt.AlignmentFlag.AlignTop)
+        data_grid.addWidget(self.class_list, 0, 1, 1, 3)
+        data_grid.addWidget(QLabel("Images", parent), 1, 0)
+        data_grid.addWidget(self.images_combo, 1, 1)
+        data_grid.addWidget(QLabel("Held out", parent), 1, 2)
+        data_grid.addWidget(self.holdout_spin, 1, 3)
+        data_grid.addWidget(self.count_label, 2, 0, 1, 4)
+        data_grid.setColumnStretch(1, 1)
 
         options_box = QGroupBox("Options", parent)
-        options_form = QFormLayout(options_box)
-        options_form.addRow("Epochs", self.epochs_spin)
-        options_form.addRow("Learning rate", self.lr_edit)
-        options_form.addRow("Backbone lr", self.lr_backbone_edit)
-        options_form.addRow("Batch size", self.batch_spin)
-        options_form.addRow("Image size", self.size_spin)
-        options_form.addRow("Max size", self.max_size_spin)
-        options_form.addRow("Device", self.device_combo)
-        options_form.addRow("GPUs (torchrun)", self.gpus_spin)
+        options_grid = QGridLayout(options_box)
+        options_grid.setContentsMargins(*BOX_MARGINS)
+        options_grid.addWidget(QLabel("Base", parent), 0, 0)
+        options_grid.addWidget(self.base_combo, 0, 1)
+        options_grid.addWidget(QLabel("Train", parent), 0, 2)
+        options_grid.addWidget(self.task_combo, 0, 3)
+        options_grid.addWidget(self.file_row, 1, 0, 1, 4)
+        pairs = (
+            ("Epochs", self.epochs_spin, "Batch", self.batch_spin),
+            ("LR", self.lr_edit, "Backbone", self.lr_backbone_edit),
+            ("Size", self.size_spin, "Max size", self.max_size_spin),
+            ("Device", self.device_combo, "GPUs", self.gpus_spin),
+        )
+        for row, (left, left_widget, right, right_widget) in enumerate(pairs, start=2):
+            options_grid.addWidget(QLabel(left, parent), row, 0)
+            options_grid.addWidget(left_widget, row, 1)
+            options_grid.addWidget(QLabel(right, parent), row, 2)
+            options_grid.addWidget(right_widget, row, 3)
+        options_grid.setColumnStretch(1, 1)
+        options_grid.setColumnStretch(3, 1)
+        for combo in (self.base_combo, self.images_combo, self.device_combo, self.task_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(4)
+        guard_wheel(parent, (self.base_combo, self.images_combo, self.holdout_spin, self.epochs_spin,
+                             self.batch_spin, self.size_spin, self.max_size_spin, self.device_combo,
+                             self.gpus_spin, self.task_combo))  # fmt: skip
 
-        self.boxes = (model_box, data_box, options_box)
+        self.boxes = (data_box, options_box)
 
     @staticmethod
     def _float_edit(parent: QWidget, value: float) -> QLineEdit:
@@ -176,6 +202,7 @@ class TrainingForm:
         is_file = self.base_combo.currentData() == FILE
         self.file_edit.setEnabled(is_file)
         self.browse_button.setEnabled(is_file)
+        self.file_row.setVisible(is_file)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -247,7 +274,9 @@ class TrainingForm:
             self.count_label.setText(f"No {which} images yet{': ' + hint if hint else ''}.")
             return
         train, held = split_images(ids, self.holdout_spin.value(), TrainingOptions.seed)
-        self.count_label.setText(f"{len(ids)} images: {len(train)} to train on, {len(held)} held out")
+        self.count_label.setText(
+            f"{plural(len(ids), 'image')}: {len(train)} to train on, {len(held)} held out"
+        )
 
     def options(self) -> TrainingOptions:
         """The panel's choices as `TrainingOptions`; ``extra_options`` sets the rest (workers, seed, augment)."""

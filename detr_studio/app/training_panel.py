@@ -19,8 +19,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
-    QGridLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_studio.common.text import plural
 from detr_studio.session import Session
 from detr_studio.session.model_loading import ModelChoice, load_network
 from detr_studio.train.events import (
@@ -49,6 +50,7 @@ from detr_studio.train.runs import (
     MASK_STAGE,
     RunRecord,
     TrainingSetupError,
+    ap_change,
     cluster_command,
     final_weights,
     held_out_metrics,
@@ -66,8 +68,12 @@ from .background import Lane
 from .panels import duration_text
 from .services import Services
 from .training_charts import AP_COLOURS, LOSS_COLOURS, Series, draw, make_plot
-from .training_form import TrainingForm
+from .training_form import BOX_MARGINS, TrainingForm
 from .training_job import JobEnd, TrainingJob
+
+WORSE_COLOUR = "#c62828"
+KEEP_MODEL = "Keep the current model"
+USE_WORSE = "Use the trained model"
 
 
 def evaluate_run_model(weights: str, run_dir: Path, record: RunRecord) -> dict[str, float]:
@@ -141,9 +147,9 @@ class TrainingPanel(QWidget):
         self.progress = QProgressBar(self)
         self.progress.setFormat("%p%")
         self.speed_label = QLabel("", self)
-        # legends in the corner the curves move away from: losses fall (top right), AP rises (bottom right)
-        self.loss_plot = make_plot(self, "loss", "epoch", legend_offset=(-4, 4))
-        self.ap_plot = make_plot(self, "AP", "epoch", legend_offset=(-4, -4))
+        self.speed_label.setWordWrap(True)  # a long line must not widen the dock during a run
+        self.loss_plot = make_plot(self, "loss")
+        self.ap_plot = make_plot(self, "AP", "epoch")
         self.ap_plot.setYRange(0.0, 1.0)
         self.ap_plot.enableAutoRange(axis="y", enable=False)
         self.compare_label = QLabel("", self)
@@ -153,17 +159,17 @@ class TrainingPanel(QWidget):
         self.use_button.setToolTip("Predict with the trained model (best.safetensors of the run)")
         self.use_button.clicked.connect(self.use_model)
         self.runs_list = QListWidget(self)
-        self.runs_list.setMaximumHeight(110)
+        self.runs_list.setMaximumHeight(58)
         self.runs_list.itemClicked.connect(self._on_run_clicked)
 
-        buttons = QGridLayout()
-        buttons.addWidget(self.start_button, 0, 0)
-        buttons.addWidget(self.cancel_button, 0, 1)
-        buttons.addWidget(self.resume_button, 1, 0)
-        buttons.addWidget(self.copy_button, 1, 1)
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.cancel_button, self.resume_button):
+            buttons.addWidget(button)
 
         run_box = QGroupBox("Run", self)
         run_layout = QVBoxLayout(run_box)
+        run_layout.setContentsMargins(*BOX_MARGINS)
+        run_layout.setSpacing(4)
         run_layout.addLayout(buttons)
         run_layout.addWidget(self.status_label)
         run_layout.addWidget(self.progress)
@@ -175,10 +181,13 @@ class TrainingPanel(QWidget):
 
         history_box = QGroupBox("Runs of this project", self)
         history_layout = QVBoxLayout(history_box)
+        history_layout.setContentsMargins(*BOX_MARGINS)
         history_layout.addWidget(self.runs_list)
+        history_layout.addWidget(self.copy_button)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
         for box in (*self.form.boxes, run_box, history_box):
             layout.addWidget(box)
         layout.addStretch(1)
@@ -291,14 +300,28 @@ class TrainingPanel(QWidget):
         self.services.status("Copied the torchrun command to the clipboard", 5_000)
         return line
 
-    def use_model(self) -> None:
-        """Make the shown run's best model the window's prediction model."""
+    def use_model(self) -> bool:
+        """Make the shown run's best model the window's prediction model. When it scores lower on the
+        held-out images than the model it started from, the user is asked first, keeping the model they have
+        unless they choose otherwise. True when the trained model is chosen."""
         if self.run_dir is None:
-            return
+            return False
         weights = final_weights(self.run_dir)
         if not weights.is_file():
             self.services.report_error(f"{self.run_dir}: the run has not saved a model yet")
-            return
+            return False
+        change = ap_change(self.comparison())
+        if change is not None and change.worse:
+            answer = self.services.ask(
+                "The trained model is worse",
+                f"On the held-out images the trained model scores AP {change.after:.3f}, lower than the"
+                f" {change.before:.3f} of the model it started from. Use it anyway?",
+                (USE_WORSE, KEEP_MODEL),
+                default=KEEP_MODEL,
+            )
+            if answer != USE_WORSE:
+                self.services.status("Kept the model in use", 5_000)
+                return False
         record = RunRecord.load(self.run_dir)
         options = record.options if record is not None else {}
         device = options.get("device", "auto")
@@ -310,6 +333,7 @@ class TrainingPanel(QWidget):
                 max_size=int(options.get("max_size", 1333)),
             )
         )
+        return True
 
     def shutdown(self) -> None:
         """The window is closing: stop the run (it saves) and the evaluation thread."""
@@ -324,6 +348,7 @@ class TrainingPanel(QWidget):
         self.loss_plot.clear()
         self.ap_plot.clear()
         self.progress.setValue(0)
+        self.progress.setFormat("%p%")
         self.speed_label.setText("")
         self.last_end = None
         self._show_comparison()
@@ -350,7 +375,7 @@ class TrainingPanel(QWidget):
             self.progress.setRange(0, self._epochs * self._steps_per_epoch)
             stage = "Stage 2 of 2, the mask head: " if Path(event.out_dir).name == MASK_STAGE else ""
             self.status_label.setText(
-                f"{stage}Training on {event.train_images} images ({event.val_images} held out) on "
+                f"{stage}Training on {plural(event.train_images, 'image')} ({event.val_images} held out) on "
                 f"{event.device}, epochs {event.start_epoch + 1}–{event.epochs}"
             )
         elif isinstance(event, Step):
@@ -362,9 +387,9 @@ class TrainingPanel(QWidget):
             self.progress.setValue((event.epoch - 1) * event.steps + event.step)
             if live:
                 self.speed_label.setText(
-                    f"{event.images_per_s:.1f} images/s, ETA {duration_text(event.eta_s)} "
-                    f"(epoch {event.epoch}, step {event.step}/{event.steps})"
+                    f"{event.images_per_s:.1f} images/s, ETA {duration_text(event.eta_s)}"
                 )
+                self.progress.setFormat(f"%p% — epoch {event.epoch}, step {event.step}/{event.steps}")
         elif isinstance(event, Evaluated):
             for name in AP_COLOURS:
                 if name in event.metrics:
@@ -380,12 +405,11 @@ class TrainingPanel(QWidget):
         elif isinstance(event, Finished):
             if event.cancelled:
                 self.status_label.setText(
-                    f"Cancelled after {event.epochs_done} full epochs; its position is saved: Resume goes on."
+                    f"Cancelled after {plural(event.epochs_done, 'full epoch')}; its position is saved: Resume goes on."
                 )
             else:
                 best = f", best AP {event.best_metric:.3f}" if event.best_metric > -1e30 else ""
-                epochs = "1 epoch" if event.epochs_done == 1 else f"{event.epochs_done} epochs"
-                self.status_label.setText(f"Finished: {epochs}{best}.")
+                self.status_label.setText(f"Finished: {plural(event.epochs_done, 'epoch')}{best}.")
                 self.progress.setValue(self.progress.maximum())
         elif isinstance(event, Failed):
             self.status_label.setText(f"Failed: {event.message.splitlines()[0]}")
@@ -440,6 +464,9 @@ class TrainingPanel(QWidget):
 
     def _show_comparison(self) -> None:
         data = self.comparison()
+        change = ap_change(data)
+        worse = change is not None and change.worse
+        self.use_button.setText("Use it anyway…" if worse else "Use this model")
         record = RunRecord.load(self.run_dir) if self.run_dir is not None else None
         if record is None or not record.val_images:
             self.compare_label.setText("")
@@ -460,9 +487,14 @@ class TrainingPanel(QWidget):
             return "measuring…" if pending else "—"
 
         before = shown("before") if record.base_weights else "— (no base model)"
-        self.compare_label.setText(
-            f"On {record.val_images} held-out images:<br>before <b>{before}</b><br>after <b>{shown('after')}</b>"
-        )
+        held_out = plural(record.val_images, "held-out image")
+        text = f"{held_out}: before <b>{before}</b>, after <b>{shown('after')}</b>"
+        if change is not None and change.worse:
+            text += (
+                f"<br><span style='color:{WORSE_COLOUR}'><b>The trained model is worse</b>"
+                f" (AP {change.before:.3f} → {change.after:.3f}): keep the model you have.</span>"
+            )
+        self.compare_label.setText(text)
 
     def _update_buttons(self) -> None:
         running = self.job.running
@@ -473,6 +505,7 @@ class TrainingPanel(QWidget):
         resumable = run is not None and resumable_stage(run) is not None
         self.resume_button.setEnabled(not running and resumable)
         self.use_button.setEnabled(not running and run is not None and (run / "best.safetensors").is_file())
+
         self.copy_button.setEnabled(has_doc or run is not None)
 
 

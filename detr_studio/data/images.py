@@ -86,9 +86,15 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) after EXIF orientation, read from the header only."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `load_image` refuses those
+            with Image.open(path) as img:
+                w, h = img.size
+                orientation = img.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot read image header ({exc})") from None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

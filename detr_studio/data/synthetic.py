@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,13 @@ class SyntheticLayout:
 
 
 # ---------------------------------------------------------------- drawing
+
+
+def knows_only_shapes(class_names: Mapping[int, str]) -> bool:
+    """Whether a model's classes are just the synthetic shapes (the demo model, or one fine-tuned from it):
+    such a model calls whatever it sees in a real photo a circle, square, triangle, star or ring."""
+    names = {str(name) for name in class_names.values() if name and name != "N/A"}
+    return bool(names) and names <= {c["name"] for c in THING_CATEGORIES}
 
 
 def _image_shape(rng: np.random.Generator, size: int) -> tuple[int, int]:

@@ -29,6 +29,8 @@ from detr_studio.data.coco.mask_geometry import to_form
 from detr_studio.data.labels import category_for_label
 from detr_studio.infer.detections import Detections
 
+from .editing import rounded
+
 ACCEPTED = "accepted"
 REJECTED = "rejected"
 GHOST_FLOOR = 0.05  # queries scoring at or below this are not shown even as ghosts
@@ -148,8 +150,8 @@ def accept_edit(
     class_names: Mapping[int, str],
 ) -> Edit:
     """One undoable edit that adds the given rows of ``detections`` as accepted model annotations (boxes
-    clipped to the image, masks kept: see the module docstring), adding categories the document lacks first
-    (`data.labels.category_for_label`)."""
+    clipped to the image and rounded as drawn boxes are, masks kept: see the module docstring), adding
+    categories the document lacks first (`data.labels.category_for_label`)."""
     info = doc.image(image_id)
     width, height = doc.image_size(image_id)
     rows = list(rows)
@@ -164,7 +166,7 @@ def accept_edit(
         x0, x1 = min(max(x0, 0.0), info.width), min(max(x1, 0.0), info.width)
         y0, y1 = min(max(y0, 0.0), info.height), min(max(y1, 0.0), info.height)
         cid = category_for_label(doc.categories, int(detections.labels[row]), class_names, new_categories)
-        box = (x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0))
+        box = tuple(rounded((x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0))))
         record = doc.new_annotation(
             image_id,
             cid,

@@ -98,6 +98,17 @@ def open_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] |
     return Project(doc, COCO, Path(path), None)
 
 
+def images_found(doc: CocoDocument, root: str | os.PathLike[str] | None = None, sample: int = 8) -> bool:
+    """Whether the images of ``doc`` are under ``root`` (default: its image folder): True when one of its
+    first ``sample`` images is a file there, or when it has no images. A few file checks, no image read."""
+    ids = doc.image_ids[:sample]
+    if not ids:
+        return True
+    if root is None:
+        return any(doc.image_path(iid).is_file() for iid in ids)
+    return any((Path(root) / doc.image(iid).file_name).is_file() for iid in ids)
+
+
 def open_recent(entry: str) -> Project:
     data = json.loads(entry)
     kind, path = data.get("kind"), data.get("path")
@@ -106,6 +117,15 @@ def open_recent(entry: str) -> Project:
     if kind in (FOLDER, IMAGES):
         return open_folder(path)
     raise ValueError(f"unknown recent project entry: {entry}")
+
+
+def recent_path(entry: str) -> Path | None:
+    """The file or folder a recent-projects entry opens (None when the entry cannot be read)."""
+    try:
+        path = json.loads(entry).get("path")
+    except (ValueError, AttributeError):
+        return None
+    return Path(path) if isinstance(path, str) and path else None
 
 
 def recent_label(entry: str) -> str:

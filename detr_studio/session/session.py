@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from detr_studio.common.text import plural
 from detr_studio.data.coco import CocoDocument, CocoEditError, Edit
 from detr_studio.infer.detections import Detections
 
@@ -98,19 +99,26 @@ class Session:
 
     @property
     def editable(self) -> bool:
-        """Whether the open document's boxes and masks can be edited (an instances dataset); panoptic
-        datasets are edited by segment (`panoptic_editable`)."""
-        return self.doc is not None and not self.doc.is_panoptic
+        """Whether the open document's boxes and masks can be edited here (an instances dataset, not opened
+        read-only because another window has its file); panoptic datasets are edited by segment
+        (`panoptic_editable`)."""
+        doc = self.doc
+        return doc is not None and not doc.is_panoptic and not doc.read_only
 
     @property
     def panoptic_editable(self) -> bool:
         """Whether the open document is a panoptic dataset whose segments can be edited (its folder of PNGs
-        is known): relabel, merge, split, paint, delete, accept predicted segments."""
+        is known, and it did not open read-only): relabel, merge, split, paint, delete, accept predicted
+        segments."""
         doc = self.doc
-        return doc is not None and doc.is_panoptic and doc.panoptic_root is not None
+        return doc is not None and doc.is_panoptic and doc.panoptic_root is not None and not doc.read_only
 
     def set_project(self, project: Project | None) -> None:
-        """Show ``project`` (None: nothing): a fresh history, no predictions, no image, nothing selected."""
+        """Show ``project`` (None: nothing): a fresh history, no predictions, no image, nothing selected. The
+        document it replaces is closed (its file's lock goes, so another window may edit it)."""
+        old = self.project
+        if old is not None and (project is None or old.doc is not project.doc):
+            old.doc.close()
         self.project = project
         self.history = History(saved=project is None or not project.doc.dirty)
         self.history.changed.connect(self.events.edited.emit)
@@ -131,6 +139,13 @@ class Session:
     def at_saved_state(self) -> bool:
         """Whether the document is as its file holds it (undo can bring it back there)."""
         return self.history is not None and self.history.at_saved_state
+
+    @property
+    def has_unsaved_changes(self) -> bool:
+        """Whether the document differs from what its file holds: edited, and not brought back to the saved
+        state by undo. The title's ``*``, autosave and the question before closing all follow this."""
+        doc = self.doc
+        return doc is not None and doc.dirty and not self.at_saved_state
 
     def show_image(self, image_id: int | None) -> None:
         """Make ``image_id`` the current image (clears the selection)."""
@@ -269,6 +284,9 @@ class Session:
         """Make a document edit as one undo step; False (and ``failed``) when the document refuses it."""
         if self.history is None or self.doc is None:
             return False
+        if self.doc.read_only:
+            self.events.failed.emit(f"{text}: {self.doc.read_only_reason}")
+            return False
         return self.history.record(text, [DocumentChange(self.doc, edit)], merge_key=merge_key)
 
     def apply_steps(self, builds: Iterable[Callable[[], Edit]], text: str) -> bool:
@@ -303,7 +321,7 @@ class Session:
             rows = [self.store.row_of(iid, q) for q in query_ids]
             edit = accept_edit(doc, iid, entry.detections, rows, entry.model, self.class_names)
         label = text or (
-            "accept prediction" if len(query_ids) == 1 else f"accept {len(query_ids)} predictions"
+            "accept prediction" if len(query_ids) == 1 else f"accept {plural(len(query_ids), 'prediction')}"
         )
         with self.history.transaction(label) as tx:
             tx.apply(DocumentChange(doc, edit))
@@ -315,7 +333,7 @@ class Session:
         dets = self.visible_predictions()
         if dets is None or not len(dets):
             return False
-        return self.accept([int(q) for q in dets.query_ids], f"accept {len(dets)} predictions")
+        return self.accept([int(q) for q in dets.query_ids], f"accept {plural(len(dets), 'prediction')}")
 
     def reject(self, query_ids: Sequence[int]) -> bool:
         """Hide predictions of the current image; undoable like every edit."""
@@ -324,7 +342,9 @@ class Session:
         if not query_ids or entry is None or self.history is None:
             return False
         assert iid is not None
-        text = "reject prediction" if len(query_ids) == 1 else f"reject {len(query_ids)} predictions"
+        text = (
+            "reject prediction" if len(query_ids) == 1 else f"reject {plural(len(query_ids), 'prediction')}"
+        )
         return self.history.record(text, [MarkChange.of(self.store, iid, entry.model, query_ids, REJECTED)])
 
     def undo(self) -> bool:

@@ -511,6 +511,28 @@ def store_comparison(run_dir: Path, which: str, result: dict[str, Any]) -> None:
     _write_json(run_dir / "comparison.json", data)
 
 
+@dataclass(frozen=True)
+class ApChange:
+    """Held-out AP of the base model (``before``) and of the trained one (``after``)."""
+
+    before: float
+    after: float
+
+    @property
+    def worse(self) -> bool:
+        """The trained model scores lower than the one it started from (at the three decimals shown)."""
+        return round(self.after, 3) < round(self.before, 3)
+
+
+def ap_change(comparison: dict[str, Any]) -> ApChange | None:
+    """The AP before and after of a ``comparison.json`` (`read_comparison`); None until both are measured."""
+    before, after = comparison.get(BEFORE), comparison.get(AFTER)
+    values = [side.get("AP") if isinstance(side, dict) else None for side in (before, after)]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return ApChange(float(values[0]), float(values[1]))  # type: ignore[arg-type]
+
+
 def held_out_metrics(loaded: Any, run_dir: Path, record: RunRecord) -> dict[str, float]:
     """Box AP, and mask AP (a run that trains masks) or PQ (a panoptic run), of a `LoadedModel` on the run's
     held-out images (``val.json``), at the run's input size and on its device, through the same core as

@@ -13,7 +13,6 @@ at or below 1).
 - Canvas repaint with 1,000 boxes (each with its label tab): median of ``canvas.viewport().repaint()`` with
   the image fitted in a 1280x820 window. Target 30 ms. The note gives the process CPU time of a repaint too,
   which a busy machine disturbs less than the wall time; a ``grab()`` of the canvas is reported beside it.
-
 - A brush stroke event on a 4,000x3,000 image: the selected annotation has a large RLE mask, the canvas is in
   brush mode (radius 40 px) and fitted; each figure is one mouse move of a stroke delivered to the canvas
   plus the repaint it asks for (the event loop run until it is painted), median over the stroke. Target
@@ -24,11 +23,18 @@ at or below 1).
   16 ms a frame.
 - Opening a panoptic dataset of 5,000 images (640x480 PNGs of segment ids, hard links to a few, 8 segments
   each): from ``window.projects.open_coco`` until the list shows the project. Target 3 s.
+- Memory of predicting in the window (issue 18, item 9): in a fresh process (``python -m tests.benchmarks.bench_gui
+  --window-memory N``, so that its peak resident memory is this work's alone), the window opens a folder of
+  640x480 images, loads the demo model as Model › Choose Model does (at its own input size) and, with "Predict
+  Each Image Shown" on, pages through N images as a user would: each prediction keeps its attention maps and
+  panoptic segments in the window's prediction store. The figures are the peak above the memory before the
+  first prediction (Linux ``VmHWM``, target 2 GB) and the growth of resident memory from the first to the last
+  prediction, per 100 predictions (target 200 MB).
 
 Every note ends with the load average: on a shared machine, a wall-clock figure is only as good as it.
 
-``--quick`` uses 12 images, 10,000 files, 1,000 images / 7,200 annotations and 1,000 panoptic images: a
-smoke run.
+``--quick`` uses 12 images, 10,000 files, 1,000 images / 7,200 annotations, 1,000 panoptic images and 20
+predictions: a smoke run.
 
 PySide6 6.12.0 on Python 3.11 hands back ``None`` from every Qt method that returns nothing without taking a
 reference, so each such call (``setText``, ``QPainter.drawRect``, ...) costs ``None`` one reference; painting
@@ -39,11 +45,13 @@ window needs that guard too (or a PySide6 without the bug), which the issue note
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +65,7 @@ from PIL import Image
 from PySide6.QtCore import QEvent, QEventLoop, QObject, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
+from .bench_memory import GROWTH_TARGET_MB, MB, PEAK_TARGET_MB, ROOT, _reset_peak, _status
 from .common import Report
 
 STALL_TARGET_S = 0.050
@@ -95,6 +104,7 @@ def run(report: Report) -> None:
         _bench_brush(report, app, work)
         _bench_vertex_drag(report, app, work)
         _bench_panoptic_open(report, app, work, images=1_000 if quick else 5_000)
+    _bench_window_memory(report, predictions=20 if quick else 100)
 
 
 # ---------------------------------------------------------------------------------------------- the window
@@ -630,3 +640,94 @@ def _bench_panoptic_open(report: Report, app: QApplication, work: Path, images: 
         note=note + f"; load average {_load()}",
     )
     _close(window)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def _bench_window_memory(report: Report, predictions: int) -> None:
+    if not Path("/proc/self/clear_refs").exists():
+        report.note("window memory skipped: it reads Linux's /proc/self/status")
+        return
+    argv = [sys.executable, "-m", "tests.benchmarks.bench_gui", "--window-memory", str(predictions)]
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        report.add("window: peak of one demo-model prediction", None, "MB", note=f"child failed: {tail[0]}")
+        return
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    note = (
+        f"{result['predicted']} images predicted in the window at input {result['input_size']}, attention and"
+        f" panoptic results kept; load average {_load()}"
+    )
+    report.add("window: peak of one demo-model prediction", result["peak"] / MB, "MB", peer="target",
+               peer_value=PEAK_TARGET_MB, target=1.0, note=note)  # fmt: skip
+    scaled = "" if predictions == 100 else f"measured over {predictions}, scaled to 100"
+    report.add("window: growth over 100 demo-model predictions", result["growth_per_100"] / MB, "MB",
+               peer="target", peer_value=GROWTH_TARGET_MB, target=1.0, note=scaled)  # fmt: skip
+
+
+def window_memory(predictions: int) -> dict:
+    """In this (fresh) process: the window pages through ``predictions`` images with the demo model predicting
+    each one shown; -> peak of the first prediction and growth per 100 predictions, in bytes."""
+    import torch
+
+    from detr_studio.app import demo_project
+
+    _guard_none()
+    torch.set_num_threads(2)
+    app = QApplication.instance() or QApplication(["detr-studio-bench"])
+    assert isinstance(app, QApplication)
+    weights = demo_project.demo_model_path()
+    if weights is None:
+        raise RuntimeError("the demo model is not installed")
+    with tempfile.TemporaryDirectory(prefix="detr-studio-bench-memory-") as tmp:
+        work = Path(tmp)
+        folder = work / "photos"
+        folder.mkdir()
+        for i in range(predictions):
+            _tiny_png(folder / f"{i:04d}.png", (640, 480), seed=i)
+        window = _make_window(app, work, "memory")
+        window.projects.open_folder(folder)
+        if not _run_until(lambda: window.session.doc is not None and window.canvas.has_pixmap, 60):
+            raise RuntimeError("the folder did not open")
+        loaded: list[object] = []
+        window.worker.model_loaded.connect(loaded.append)
+        window.session.choose_model(demo_project.demo_model_choice(weights))
+        if not _run_until(lambda: bool(loaded), 300):
+            raise RuntimeError(f"the demo model did not load: {window.services.errors}")
+        store = window.session.store
+        window.actions["predict_on_navigate"].setChecked(True)
+        before = _status("VmRSS")
+        _reset_peak()
+        window.predictions.predict_current()
+        _run_until(lambda: len(store) == 1, 300)
+        peak = _status("VmHWM") - before
+        after_first = _status("VmRSS")
+        for _ in range(predictions - 1):
+            count = len(store)
+            window.navigation.next_image()
+            _run_until(lambda count=count: len(store) > count, 300)
+        growth = (_status("VmRSS") - after_first) * 100 / max(predictions - 1, 1)
+        info = window.session.model_info
+        result = {
+            "peak": peak,
+            "growth_per_100": growth,
+            "predicted": len(store),
+            "input_size": list(info.input_size) if info is not None else None,
+        }
+        _close(window)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the window-memory figure of bench_gui, in its own process")
+    parser.add_argument("--window-memory", type=int, metavar="N", required=True, help="predictions to make")
+    args = parser.parse_args(argv)
+    print(json.dumps(window_memory(args.window_memory)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

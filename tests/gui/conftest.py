@@ -65,7 +65,7 @@ def make_window(qtbot, settings):
         window.services.error_dialogs = False
         window.projects.autosave = False
         window.answer = "Discard"
-        window.services.ask = lambda title, text, choices=("Yes", "No"): window.answer
+        window.services.ask = lambda title, text, choices=("Yes", "No"), **_: window.answer
         qtbot.addWidget(window)
         window.resize(1100, 700)
         window.show()

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from PySide6.QtWidgets import QApplication, QStatusBar
+from PySide6.QtWidgets import QApplication
 
 from detr_studio.app import demo_project
 from detr_studio.app.main import MainWindow, start_window
+from detr_studio.app.status_bar import StatusWidgets
 from detr_studio.commands import demo as demo_command
 from detr_studio.data import synthetic
 from detr_studio.data.synthetic import DEMO, DemoRecipe, SyntheticLayout, is_complete_demo
@@ -139,11 +140,11 @@ def test_without_the_demo_model_the_project_opens_alone_and_the_status_bar_says_
     messages: list[
         str
     ] = []  # recorded from the start: the message may come before a signal could be connected
-    show = QStatusBar.showMessage
+    show = StatusWidgets.show_message
     monkeypatch.setattr(
-        QStatusBar,
-        "showMessage",
-        lambda bar, text, timeout=0: (messages.append(text), show(bar, text, timeout)),
+        StatusWidgets,
+        "show_message",
+        lambda widgets, text, timeout=0: (messages.append(text), show(widgets, text, timeout)),
     )
     window = started()
     _wait_for_demo(qtbot, window, home)

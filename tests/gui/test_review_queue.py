@@ -83,7 +83,7 @@ def test_a_box_drawn_in_a_dataset_with_masks_is_listed_until_it_gets_a_mask(qtbo
     panel.refresh()
     texts = [panel.mistakes_list.item(i).text() for i in range(panel.mistakes_list.count())]
     row = next(i for i, t in enumerate(texts) if "box as mask" in t)
-    assert "boxes without a mask" in panel.summary_label.text()
+    assert "1 box without a mask" in panel.summary_label.text()
     item = panel.mistakes_list.item(row)
     assert item.data(Qt.ItemDataRole.UserRole)[1:] == (ANNOTATIONS, new_id)
     panel.mistakes_list.itemClicked.emit(item)

@@ -221,8 +221,8 @@ def test_an_unreadable_image_is_reported_by_name(qtbot, window, dataset):
     broken.write_bytes(b"\xff\xd8 truncated")
     open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     window.navigation.select_image(2)
-    qtbot.waitUntil(lambda: bool(window.services.errors), timeout=10_000)
-    assert "000002.jpg" in window.services.errors[-1]
+    qtbot.waitUntil(lambda: bool(window.services.problems), timeout=10_000)
+    assert "000002.jpg" in window.services.problems[-1] and window.services.errors == []
     window.navigation.select_image(3)
     qtbot.waitUntil(lambda: window.canvas.has_pixmap, timeout=10_000)
 

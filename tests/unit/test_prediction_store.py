@@ -7,6 +7,7 @@ import pytest
 
 from detr_studio.data.coco import CocoDocument
 from detr_studio.infer.detections import Detections
+from detr_studio.session.editing import rounded
 from detr_studio.session.filters import ImageFilter, matching_image_ids
 from detr_studio.session.predictions import ACCEPTED, REJECTED, PredictionStore, accept_edit
 
@@ -72,6 +73,14 @@ def test_accepting_maps_labels_to_categories_by_name_and_adds_missing_ones(doc):
     assert (cat.source, cat.model, cat.review) == ("model", "tiny.onnx", "accepted")
     assert cat.score == pytest.approx(0.9)
     assert by_name["dog"].category_id == 2  # the document's "dog", not the model's id 1
+
+
+def test_accepted_boxes_are_rounded_like_drawn_ones(doc):
+    dets = detections([0.9], [2], [[3.333333, 7.0049, 40.00050354003906, 45.123456]])
+    doc.apply(accept_edit(doc, 1, dets, [0], "m", {2: "cat"}))
+    box = doc.annotations[0].bbox
+    assert box == (3.33, 7.0, 36.67, 38.12)  # float32 boxes saved as 96.00050354003906 before
+    assert box == tuple(rounded(box))
 
 
 def test_filters_by_name_review_predictions_class_and_score(doc):

@@ -16,9 +16,11 @@ from detr_studio.train.runs import (
     BEFORE,
     REVIEWED,
     RUNS_FOLDER,
+    ApChange,
     RunRecord,
     TrainingOptions,
     TrainingSetupError,
+    ap_change,
     append_event,
     choose_images,
     crash_event,
@@ -170,3 +172,12 @@ def test_the_comparison_keeps_both_sides(tmp_path):
     assert read_comparison(tmp_path) == {BEFORE: {"AP": 0.25}, AFTER: {"error": "no memory"}}
     (tmp_path / "comparison.json").write_text("{broken")
     assert read_comparison(tmp_path) == {}
+
+
+def test_a_trained_model_that_scores_lower_than_its_base_is_called_worse(tmp_path):
+    assert ap_change({}) is None and ap_change({BEFORE: {"AP": 0.4}, AFTER: {"error": "no memory"}}) is None
+    store_comparison(tmp_path, BEFORE, {"AP": 0.462, "AP50": 0.8})
+    store_comparison(tmp_path, AFTER, {"AP": 0.277, "AP50": 0.5})
+    change = ap_change(read_comparison(tmp_path))
+    assert change == ApChange(0.462, 0.277) and change.worse
+    assert not ApChange(0.277, 0.462).worse and not ApChange(0.4621, 0.4619).worse  # equal as shown
