@@ -67,13 +67,7 @@ class EditController(Controller):
 
     def editable_selection(self) -> list[int]:
         """The selected annotations that may change: locked ones are left out (and the status bar says so)."""
-        ids = list(self.session.selection.annotation_ids)
-        locked = self.session.locked_keys(ANNOTATION)
-        if locked & set(ids):
-            self.services.status(
-                "Locked annotations are left as they are (unlock them in the Objects dock)", 5_000
-            )
-        return [i for i in ids if i not in locked]
+        return self.unlocked(ANNOTATION, self.session.selection.annotation_ids, "annotations")
 
     def start_drawing(self) -> None:
         if self._editable():

@@ -17,17 +17,15 @@ split one).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QRectF
 
-from detr_studio.data.coco import CocoEditError, Edit
+from detr_studio.data.coco import Edit
 from detr_studio.data.coco.mask_edits import polygons_edit
 from detr_studio.data.coco.mask_geometry import POLYGONS, RLE
 from detr_studio.session import Session, mask_tools
 from detr_studio.session.mask_from_box import box_mask_edit
-from detr_studio.session.mask_tools import MaskToolError
 
 from .canvas import ANNOTATIONS, Stroke
 from .edit_commands import EditController
@@ -77,19 +75,6 @@ class MaskController(Controller):
             lambda _iid, message: services.report_error(f"Mask from box failed: {message}")
         )
 
-    def _try(self, build: Callable[[], tuple[Edit, int] | Edit], text: str) -> int | bool:
-        """Build an edit (reporting why not in the status bar) and make it as one undo step; returns the
-        annotation id the builder names, or whether the edit was made."""
-        try:
-            built = build()
-        except MaskToolError as exc:
-            self.services.status(str(exc).capitalize(), 6_000)
-            return False
-        edit, key = built if isinstance(built, tuple) else (built, None)
-        if not self.session.apply(edit, text):
-            return False
-        return key if key is not None else True
-
     def _selected(self) -> list[int]:
         return self.editing.editable_selection()
 
@@ -137,8 +122,10 @@ class MaskController(Controller):
         doc, iid = self.session.doc, self.session.current_image_id
         assert doc is not None and iid is not None
         cid = self.editing.new_box_category()
-        new = self._try(lambda: mask_tools.polygon_annotation(doc, iid, points, cid), "draw polygon")
-        if isinstance(new, bool):
+        made, new = self.make_built(
+            lambda: mask_tools.polygon_annotation(doc, iid, points, cid), "draw polygon"
+        )
+        if not made or new is None:
             return None
         self.canvas.select(ANNOTATIONS, [new])
         return new
@@ -149,7 +136,7 @@ class MaskController(Controller):
         made = (
             doc is not None
             and self._can_edit()
-            and bool(self._try(lambda: polygons_edit(doc, annotation_id, polygons), "edit polygon"))
+            and self.make_built(lambda: polygons_edit(doc, annotation_id, polygons), "edit polygon")[0]
         )
         if not made:
             self.presenter.refresh_boxes()  # the polygon goes back to what the document holds
@@ -175,11 +162,11 @@ class MaskController(Controller):
         target = selected[0] if selected else None
         cid = self.editing.new_box_category()
         text = "erase" if stroke.erase else "brush"
-        done = self._try(
+        made, done = self.make_built(
             lambda: mask_tools.stroke_edit(doc, iid, target, stroke.points, stroke.radius, stroke.erase, cid),
             text,
         )
-        if isinstance(done, bool):
+        if not made or done is None:
             self.canvas.drop_stroke_preview()
             return None
         self.canvas.select(ANNOTATIONS, [done])
@@ -191,7 +178,7 @@ class MaskController(Controller):
         doc, ids = self.session.doc, self._selected()
         if doc is None or not ids or not self._can_edit():
             return False
-        return bool(self._try(lambda: mask_tools.fill_holes(doc, ids), "fill holes"))
+        return self.make_built(lambda: mask_tools.fill_holes(doc, ids), "fill holes")[0]
 
     def to_polygons(self) -> bool:
         """The selected masks traced into polygons, to the tolerance set in the panel."""
@@ -205,7 +192,7 @@ class MaskController(Controller):
         if doc is None or not ids or not self._can_edit():
             return False
         tolerance = self.review_panel.tolerance_spin.value()
-        return bool(self._try(lambda: mask_tools.convert(doc, ids, form, tolerance), text))
+        return self.make_built(lambda: mask_tools.convert(doc, ids, form, tolerance), text)[0]
 
     # ---- mask from box -----------------------------------------------------------------------------------
 
@@ -240,13 +227,10 @@ class MaskController(Controller):
         cid = self.editing.new_box_category()
 
         def build() -> tuple[Edit, int]:
-            try:
-                return box_mask_edit(doc, image_id, result, category_id=cid, class_names=self.session.class_names,
-                                     model=model)  # fmt: skip
-            except CocoEditError as exc:
-                raise MaskToolError(str(exc)) from None
+            return box_mask_edit(doc, image_id, result, category_id=cid, class_names=self.session.class_names,
+                                 model=model)  # fmt: skip
 
-        new = self._try(build, "mask from box")
-        if not isinstance(new, bool):
+        made, new = self.make_built(build, "mask from box")
+        if made and new is not None:
             self.canvas.select(ANNOTATIONS, [new])
             self.services.status(f"Mask from box: {said}", 10_000)

@@ -21,17 +21,15 @@ from collections.abc import Callable
 import numpy as np
 from PySide6.QtCore import QObject
 
-from detr_studio.data.coco import Edit
 from detr_studio.data.coco.segment_edits import relabel_segment_edit
 from detr_studio.session import Session
 from detr_studio.session import panoptic_tools as tools
-from detr_studio.session.mask_tools import MaskToolError
 from detr_studio.session.objects import SEGMENT
 
 from .box_items import ANNOTATIONS
 from .services import Services
 from .tool_brush import Stroke
-from .views import Controller, Views
+from .views import Built, Controller, Views
 
 NOT_EDITABLE = (
     "The folder of this dataset's panoptic PNGs is not known: open the dataset with it to edit segments"
@@ -66,27 +64,14 @@ class PanopticController(Controller):
 
     def selected(self) -> list[int]:
         """The selected segments that may change (locked ones left out, and the status bar says so)."""
-        ids = list(self.session.selection.segment_ids)
-        locked = self.session.locked_keys(SEGMENT)
-        if locked & set(ids):
-            self.services.status(
-                "Locked segments are left as they are (unlock them in the Objects dock)", 5_000
-            )
-        return [i for i in ids if i not in locked]
+        return self.unlocked(SEGMENT, self.session.selection.segment_ids, "segments")
 
-    def _make(self, build: Callable[[], tuple[Edit, int | None] | Edit], text: str) -> bool:
+    def _make(self, build: Callable[[], Built], text: str) -> bool:
         """Build the edit (reporting why not) and make it as one undo step; select the segment it names."""
-        try:
-            built = build()
-        except MaskToolError as exc:
-            self.services.status(str(exc).capitalize(), 8_000)
-            return False
-        edit, select = built if isinstance(built, tuple) else (built, None)
-        if not self.session.apply(edit, text):
-            return False
-        if select is not None:
+        made, select = self.make_built(build, text)
+        if made and select is not None:
             self.canvas.select(ANNOTATIONS, [select])
-        return True
+        return made
 
     def _stop_splitting(self) -> None:
         self.splitting = False

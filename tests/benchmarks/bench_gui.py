@@ -331,24 +331,30 @@ def _coco_file(folder: Path, images: int, per_image: float) -> Path:
     return path
 
 
-def _bench_coco_open(report: Report, app: QApplication, work: Path, images: int, per_image: float) -> None:
-    path = _coco_file(work / "coco", images, per_image)
-    window = _make_window(app, work, "coco")
+def _open_to_list_paint(window, open_file: Callable[[], None]) -> tuple[float | None, str]:
+    """Seconds from ``open_file()`` until the image list has painted the project's rows (None: not within two
+    minutes), and a note: when ``project_opened`` fired and the first error reported, if any."""
     model = window.image_panel.model
     opened: list[float] = []
     window.project_opened.connect(lambda: opened.append(time.perf_counter()))
     spy = _PaintSpy(window.image_panel.view.viewport(), lambda: bool(opened) and model.rowCount() > 0)
     started = time.perf_counter()
-    window.projects.open_coco(path)
+    open_file()
     _run_until(lambda: spy.painted_at is not None, 120)
     value = None if spy.painted_at is None else spy.painted_at - started
-    annotations = len(window.session.doc.annotations) if window.session.doc is not None else 0
-    note = f"{model.rowCount():,} images, {annotations:,} annotations"
+    note = f"{model.rowCount():,} images"
     if window.services.errors:
         note += f"; error: {window.services.errors[0]}"
-    note += f"; load average {_load()}"
     if opened:
         note += f"; project_opened after {opened[0] - started:.3f} s"
+    return value, note
+
+
+def _bench_coco_open(report: Report, app: QApplication, work: Path, images: int, per_image: float) -> None:
+    path = _coco_file(work / "coco", images, per_image)
+    window = _make_window(app, work, "coco")
+    value, note = _open_to_list_paint(window, lambda: window.projects.open_coco(path))
+    annotations = len(window.session.doc.annotations) if window.session.doc is not None else 0
     report.add(
         f"open COCO ({images:,} images, {round(images * per_image):,} boxes)",
         value,
@@ -356,7 +362,7 @@ def _bench_coco_open(report: Report, app: QApplication, work: Path, images: int,
         peer="target",
         peer_value=COCO_OPEN_TARGET_S,
         target=1.0,
-        note=note,
+        note=f"{note}, {annotations:,} annotations; load average {_load()}",
     )
     _close(window)
 
@@ -513,21 +519,30 @@ def _bench_brush(report: Report, app: QApplication, work: Path) -> None:
     app.processEvents()
     commit = time.perf_counter() - start
     ok = committed and drawn and not window.services.errors
+    note = f"ending the stroke (paint into the mask, encode, record, redraw the mask layer) {commit * 1e3:.0f} ms"
+    if not ok:
+        note += f"; the stroke was not recorded: {window.services.errors[:1]}"
+    _report_frames(
+        report, f"brush stroke event, {w:,}x{h:,} image", times if ok else [], frames, viewport, note
+    )
+    _close(window)
+
+
+def _report_frames(report: Report, name: str, times: list[float], frames: int, viewport, note: str) -> None:
+    """One row of per-frame seconds (none: the interaction did not do what it should, said in ``note``)."""
     report.add(
-        f"brush stroke event, {w:,}x{h:,} image",
-        statistics.median(times) if ok else None,
+        name,
+        statistics.median(times) if times else None,
         "s",
         peer="target",
         peer_value=FRAME_TARGET_S,
         target=1.0,
         note=(
-            f"median of {len(times)} moves ({frames} painted), slowest {max(times) * 1e3:.1f} ms; ending the"
-            f" stroke (paint into the mask, encode, record, redraw the mask layer) {commit * 1e3:.0f} ms;"
-            f" {viewport.width()}x{viewport.height()} px viewport; load average {_load()}"
-            + ("" if ok else f"; the stroke was not recorded: {window.services.errors[:1]}")
+            f"median of {len(times)} moves ({frames} painted), slowest {max(times, default=0.0) * 1e3:.1f} ms;"
+            f" {note}; {BIG_IMAGE[0]:,}x{BIG_IMAGE[1]:,} image fitted in a {viewport.width()}x{viewport.height()}"
+            f" px viewport; load average {_load()}"
         ),
     )
-    _close(window)
 
 
 def _bench_vertex_drag(report: Report, app: QApplication, work: Path) -> None:
@@ -549,7 +564,8 @@ def _bench_vertex_drag(report: Report, app: QApplication, work: Path) -> None:
         report.add(f"drag a vertex of a {VERTICES:,}-vertex polygon", None, "s", note="no polygon shown")
         _close(window)
         return
-    x, y = doc.annotation(aid).segmentation[0][:2]
+    before = doc.annotation(aid).segmentation
+    x, y = before[0][:2]
     viewport = canvas.viewport()
     start = canvas.mapFromScene(x, y)
     QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
@@ -557,20 +573,10 @@ def _bench_vertex_drag(report: Report, app: QApplication, work: Path) -> None:
     times, frames = _frames(app, viewport, points)
     QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, points[-1])
     app.processEvents()
-    moved = doc.annotation(aid).segmentation[0][:2] != [x, y]
-    report.add(
-        f"drag a vertex of a {VERTICES:,}-vertex polygon, per frame",
-        statistics.median(times) if moved else None,
-        "s",
-        peer="target",
-        peer_value=FRAME_TARGET_S,
-        target=1.0,
-        note=(
-            f"median of {len(times)} moves ({frames} painted), slowest {max(times) * 1e3:.1f} ms;"
-            f" {BIG_IMAGE[0]:,}x{BIG_IMAGE[1]:,} image fitted in a {viewport.width()}x{viewport.height()} px"
-            f" viewport; load average {_load()}" + ("" if moved else "; the vertex did not move")
-        ),
-    )
+    moved = doc.annotation(aid).segmentation != before  # the vertex nearest to the press (a few px apart)
+    note = "the vertex moved and the polygon was recorded" if moved else "the vertex did not move"
+    name = f"drag a vertex of a {VERTICES:,}-vertex polygon, per frame"
+    _report_frames(report, name, times if moved else [], frames, viewport, note)
     _close(window)
 
 
@@ -616,20 +622,8 @@ def _bench_panoptic_open(report: Report, app: QApplication, work: Path, images: 
     folder = work / "panoptic-open"
     path = _panoptic_file(folder, images)
     window = _make_window(app, work, "panoptic")
-    model = window.image_panel.model
-    opened: list[float] = []
-    window.project_opened.connect(lambda: opened.append(time.perf_counter()))
-    spy = _PaintSpy(window.image_panel.view.viewport(), lambda: bool(opened) and model.rowCount() > 0)
-    started = time.perf_counter()
-    window.projects.open_coco(path, folder / "images")
-    _run_until(lambda: spy.painted_at is not None, 120)
-    value = None if spy.painted_at is None else spy.painted_at - started
+    value, note = _open_to_list_paint(window, lambda: window.projects.open_coco(path, folder / "images"))
     doc = window.session.doc
-    note = f"{model.rowCount():,} images, panoptic: {doc is not None and doc.is_panoptic}"
-    if window.services.errors:
-        note += f"; error: {window.services.errors[0]}"
-    if opened:
-        note += f"; project_opened after {opened[0] - started:.3f} s"
     report.add(
         f"open a panoptic dataset ({images:,} images)",
         value,
@@ -637,7 +631,7 @@ def _bench_panoptic_open(report: Report, app: QApplication, work: Path, images: 
         peer="target",
         peer_value=PANOPTIC_OPEN_TARGET_S,
         target=1.0,
-        note=note + f"; load average {_load()}",
+        note=f"{note}, panoptic: {doc is not None and doc.is_panoptic}; load average {_load()}",
     )
     _close(window)
 

@@ -10,13 +10,12 @@ import torch
 from pycocotools.coco import COCO
 from PySide6.QtCore import QRectF, Qt
 
-from detr_studio.data.coco.mask_geometry import decode, mask_stats
 from detr_studio.infer.detections import Detections
 from detr_studio.model.checkpoint import save_checkpoint
 from detr_studio.model.detr.build import build_detr
 from detr_studio.model.detr.config import tiny_config
 
-from .helpers import CLASS_NAMES, drag, load_tiny_model, open_and_wait
+from .helpers import CLASS_NAMES, checked_mask, drag, load_tiny_model, open_and_wait
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +31,6 @@ def opened(qtbot, window, dataset):
     open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     window.canvas.setFocus()
     return window
-
-
-def mask_of(window, aid) -> np.ndarray:
-    doc = window.session.doc
-    ann = doc.annotation(aid)
-    width, height = doc.image_size(ann.image_id)
-    bbox, area = mask_stats(ann.segmentation, height, width)
-    assert list(ann.bbox) == pytest.approx(bbox) and ann.area == area
-    return decode(ann.segmentation, height, width)
 
 
 def test_mask_from_box_runs_the_models_mask_head_and_adds_the_mask(
@@ -60,7 +50,7 @@ def test_mask_from_box_runs_the_models_mask_head_and_adds_the_mask(
     assert image_id == window.session.current_image_id and result.mask.any()
     qtbot.waitUntil(lambda: len(doc.annotations) == len(before) + 1, timeout=5_000)
     (new,) = {a.id for a in doc.annotations} - before
-    np.testing.assert_array_equal(mask_of(window, new), result.mask)
+    np.testing.assert_array_equal(checked_mask(window, new), result.mask)
     assert doc.annotation(new).category_id == window.editing.new_box_category()
     assert window.session.selection.annotation_ids == (new,)
     window.editing.undo()
@@ -108,7 +98,7 @@ def test_accepting_a_prediction_keeps_its_mask(qtbot, opened, tmp_path):
     before = {a.id for a in doc.annotations}
     qtbot.keyClick(window.canvas, Qt.Key.Key_Space)
     (new,) = {a.id for a in doc.annotations} - before
-    np.testing.assert_array_equal(mask_of(window, new), disc)
+    np.testing.assert_array_equal(checked_mask(window, new), disc)
     assert doc.annotation(new).source == "model" and doc.annotation(new).review == "accepted"
     window.editing.undo()
     assert new not in {a.id for a in doc.annotations}

@@ -13,9 +13,7 @@ from pycocotools.coco import COCO
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from detr_studio.data.coco.mask_geometry import decode, mask_stats
-
-from .helpers import drag, open_and_wait, view_point
+from .helpers import checked_mask, drag, open_and_wait, view_point
 
 
 @pytest.fixture
@@ -37,16 +35,6 @@ def hover(qtbot, window, x, y):
     viewport = window.canvas.viewport()
     qtbot.mouseMove(viewport, view_point(window, x + 2, y + 2))
     qtbot.mouseMove(viewport, view_point(window, x, y))
-
-
-def pixels(window, aid) -> np.ndarray:
-    """The annotation's mask, after checking its bbox and area are COCO's for it."""
-    doc = window.session.doc
-    ann = doc.annotation(aid)
-    width, height = doc.image_size(ann.image_id)
-    bbox, area = mask_stats(ann.segmentation, height, width)
-    assert list(ann.bbox) == pytest.approx(bbox) and ann.area == area
-    return decode(ann.segmentation, height, width)
 
 
 def draw_polygon(qtbot, window, points) -> int:
@@ -76,7 +64,7 @@ def test_draw_a_polygon_then_drag_insert_and_delete_its_vertices_each_undone(qtb
     aid = draw_polygon(qtbot, window, [(20, 20), (60, 20), (60, 50), (20, 50)])
     assert canvas.mode == "select" and window.session.selection.annotation_ids == (aid,)
     assert doc.annotation(aid).segmentation[0] == pytest.approx([20, 20, 60, 20, 60, 50, 20, 50], abs=0.5)
-    assert pixels(window, aid).sum() == doc.annotation(aid).area
+    assert checked_mask(window, aid).sum() == doc.annotation(aid).area
     polygon = canvas.polygon()
     assert polygon is not None and polygon.key == aid and polygon.vertex_count() == 4
     states = [doc.annotation(aid).segmentation]
@@ -115,7 +103,7 @@ def test_brush_and_eraser_paint_the_selected_mask_and_the_brush_size_keys(qtbot,
     window = opened
     doc, canvas = window.session.doc, window.canvas
     aid = draw_polygon(qtbot, window, [(20, 20), (40, 20), (40, 40), (20, 40)])
-    start = pixels(window, aid)
+    start = checked_mask(window, aid)
     qtbot.keyClick(canvas, Qt.Key.Key_B)
     assert canvas.mode == "brush"
     radius = canvas.brush_radius
@@ -129,23 +117,23 @@ def test_brush_and_eraser_paint_the_selected_mask_and_the_brush_size_keys(qtbot,
     assert brush.circle.isVisible() and brush.circle.rect().width() == pytest.approx(2 * canvas.brush_radius)
 
     drag(qtbot, window, (40, 30), (65, 30), steps=8)
-    painted = pixels(window, aid)
+    painted = checked_mask(window, aid)
     assert painted[30, 60] and not start[30, 60] and (painted | start).sum() == painted.sum()
     assert canvas.mode == "brush" and window.session.selection.annotation_ids == (aid,)
 
     qtbot.keyClick(canvas, Qt.Key.Key_B, Qt.KeyboardModifier.ShiftModifier)
     assert canvas.mode == "erase"
     drag(qtbot, window, (30, 22), (30, 38), steps=6)
-    erased = pixels(window, aid)
+    erased = checked_mask(window, aid)
     assert not erased[30, 30] and erased[30, 60]
 
     window.editing.undo()
-    np.testing.assert_array_equal(pixels(window, aid), painted)
+    np.testing.assert_array_equal(checked_mask(window, aid), painted)
     window.editing.undo()
-    np.testing.assert_array_equal(pixels(window, aid), start)
+    np.testing.assert_array_equal(checked_mask(window, aid), start)
     window.editing.redo()
     window.editing.redo()
-    np.testing.assert_array_equal(pixels(window, aid), erased)
+    np.testing.assert_array_equal(checked_mask(window, aid), erased)
 
     qtbot.keyClick(canvas, Qt.Key.Key_Escape)
     window.session.select()
@@ -153,7 +141,7 @@ def test_brush_and_eraser_paint_the_selected_mask_and_the_brush_size_keys(qtbot,
     before = {a.id for a in doc.annotations}
     drag(qtbot, window, (70, 70), (80, 75), steps=3)  # nothing selected: a new annotation
     (new,) = {a.id for a in doc.annotations} - before
-    assert pixels(window, new)[72, 75]
+    assert checked_mask(window, new)[72, 75]
     saved_file_reads_in_pycocotools(window, tmp_path)
 
 
@@ -163,7 +151,7 @@ def test_fill_holes_and_the_conversions_from_the_keyboard(qtbot, opened, tmp_pat
     aid = draw_polygon(qtbot, window, [(20, 20), (70, 20), (70, 70), (20, 70)])
     qtbot.keyClick(canvas, Qt.Key.Key_B, Qt.KeyboardModifier.ShiftModifier)
     drag(qtbot, window, (45, 45), (46, 45), steps=1)  # a hole in the middle
-    holed = pixels(window, aid)
+    holed = checked_mask(window, aid)
     assert not holed[45, 45] and isinstance(doc.annotation(aid).segmentation, dict)  # painted: RLE
     qtbot.keyClick(canvas, Qt.Key.Key_Escape)
     steps = len(window.session.history)
@@ -172,15 +160,15 @@ def test_fill_holes_and_the_conversions_from_the_keyboard(qtbot, opened, tmp_pat
     window.review_panel.tolerance_spin.setValue(0.0)
     qtbot.keyClick(canvas, Qt.Key.Key_P, Qt.KeyboardModifier.ShiftModifier)
     assert isinstance(doc.annotation(aid).segmentation, list)
-    np.testing.assert_array_equal(pixels(window, aid), holed)  # tolerance 0: exact, hole and all
+    np.testing.assert_array_equal(checked_mask(window, aid), holed)  # tolerance 0: exact, hole and all
     qtbot.keyClick(canvas, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
     assert isinstance(doc.annotation(aid).segmentation, dict)
-    np.testing.assert_array_equal(pixels(window, aid), holed)
+    np.testing.assert_array_equal(checked_mask(window, aid), holed)
     qtbot.keyClick(canvas, Qt.Key.Key_H)
-    assert pixels(window, aid)[45, 45]
+    assert checked_mask(window, aid)[45, 45]
     for _ in range(3):
         window.editing.undo()
-    np.testing.assert_array_equal(pixels(window, aid), holed)
+    np.testing.assert_array_equal(checked_mask(window, aid), holed)
     coco = saved_file_reads_in_pycocotools(window, tmp_path)
     assert json.loads((tmp_path / "saved.json").read_text())["annotations"]
     assert coco.annToMask(coco.anns[aid]).sum() == holed.sum()
