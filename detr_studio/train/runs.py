@@ -152,15 +152,7 @@ def write_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -
         categories = [c for c in categories if c["name"] in wanted]
     if not categories:
         raise TrainingSetupError("no classes chosen: the project has no categories, or none is ticked")
-    ids = choose_images(doc, options.images)
-    if not ids:
-        hint = (
-            "mark images as reviewed (R) or train on all annotated images"
-            if options.images == REVIEWED
-            else "label some images first"
-        )
-        raise TrainingSetupError(f"no {options.images} images to train on: {hint}")
-    train_ids, val_ids = split_images(ids, options.holdout, options.seed)
+    train_ids, val_ids = split_images(_chosen_ids(doc, options), options.holdout, options.seed)
     category_ids = {int(c["id"]) for c in categories}
     trusted = {a.id for a in doc.annotations if is_trusted(a) and a.category_id in category_ids}
     labels = [a for a in data["annotations"] if int(a["id"]) in trusted]
@@ -190,6 +182,7 @@ def write_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -
 
 
 def _chosen_ids(doc: CocoDocument, options: TrainingOptions) -> list[int]:
+    """The images ``options`` chooses; `TrainingSetupError` with a hint when there are none."""
     ids = choose_images(doc, options.images)
     if not ids:
         hint = (
