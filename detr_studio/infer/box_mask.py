@@ -6,18 +6,19 @@ masks for the selected (image, query) rows, the same path panoptic prediction ta
 post-processed as the reference's instance masks are (``family.instance_masks``: bilinear upsampling to the
 input, threshold 0.5, nearest resize to the image), so it is exactly that query's instance mask.
 `Predictor.mask_from_box` runs it (on the inference worker's thread); a family without a mask head refuses
-with a message naming it. `session.mask_from_box` turns the result into an annotation edit.
+with a message naming it. `session.mask_from_box` turns the result into an annotation edit. torch is
+imported where the model runs, so that the window can use `BoxMask` without it at start-up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ def best_query(
 ) -> tuple[int, float, Tensor]:
     """(query, IoU, its xyxy box in pixels) of the predicted box [Q, 4] (normalised cxcywh) that best
     overlaps ``drawn_xyxy`` (pixels of an image of ``image_hw`` (H, W)); ties go to the lower query."""
+    import torch
+
+    from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
+
     height, width = image_hw
     scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=pred_boxes.device)
     boxes = box_cxcywh_to_xyxy(pred_boxes.float()) * scale  # [Q, 4]
@@ -62,6 +67,8 @@ class QueryChooser:
 
     def __call__(self, outputs: dict[str, Tensor]) -> Tensor:
         """outputs "pred_boxes" [1, Q, 4] -> bool [1, Q] with only the chosen query set."""
+        import torch
+
         boxes = outputs["pred_boxes"]
         self.query, self.iou, self.box = best_query(boxes[0], self.drawn, self.image_hw)
         chosen = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)

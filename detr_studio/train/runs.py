@@ -182,6 +182,7 @@ def write_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -
 
 
 def _chosen_ids(doc: CocoDocument, options: TrainingOptions) -> list[int]:
+    """The images ``options`` chooses; `TrainingSetupError` with a hint when there are none."""
     ids = choose_images(doc, options.images)
     if not ids:
         hint = (

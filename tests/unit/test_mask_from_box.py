@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from detr_studio.data.coco import CocoDocument
 from detr_studio.data.coco.mask_geometry import decode, mask_stats
@@ -19,10 +18,7 @@ from detr_studio.model.detr.config import tiny_config
 from detr_studio.model.nested import nested_tensor_from_tensor_list
 from detr_studio.session.mask_from_box import box_mask_edit
 
-
-def random_image(w: int, h: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+from .test_predictor import random_image
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,14 @@ from .edits import (
 )
 from .journal import set_aside
 from .panoptic import check_pngs, checked_id_map, instances_data
-from .panoptic_save import discard, name_entries, referenced, remove_unreferenced, write_changed
+from .panoptic_save import (
+    discard,
+    name_entries,
+    referenced,
+    remove_unreferenced,
+    save_marker,
+    write_changed,
+)
 from .paths import name_problem, resolve_inside
 from .persistence import Persistence, read_coco_json, sha256
 from .problems import CocoEditError, CocoFormatError, CocoSaveError, Problem, format_error
@@ -139,8 +146,10 @@ class CocoDocument(CocoQueries):
         if image_root is None:
             doc.image_root = doc._guess_image_root(path)
         doc.warnings.extend(doc._file.opened(path, raw, lock))
-        if doc.is_panoptic and doc.panoptic_root is not None and not doc.read_only:
+        marker = save_marker(path)
+        if doc.is_panoptic and doc.panoptic_root is not None and not doc.read_only and marker.exists():
             remove_unreferenced(doc.panoptic_root, referenced(doc._index, path))  # after a killed save
+            marker.unlink(missing_ok=True)
         doc._find_journal()
         return doc
 
@@ -416,12 +425,17 @@ class CocoDocument(CocoQueries):
             raise CocoSaveError("this document has never been saved: give save() a file name")
         index = self._index
         writes = []
-        if index.is_panoptic and index.id_maps.changed:
-            if self.panoptic_root is None:
-                raise CocoSaveError(
-                    f"{target}: cannot save edited segments: the folder of panoptic PNGs is not known"
-                )
+        pngs = index.is_panoptic and self.panoptic_root is not None
+        if index.is_panoptic and index.id_maps.changed and self.panoptic_root is None:
+            raise CocoSaveError(
+                f"{target}: cannot save edited segments: the folder of panoptic PNGs is not known"
+            )
+        if pngs:
             self._file.check_writable(target, overwrite)
+            try:
+                save_marker(target).touch()  # until the PNGs no file names are removed (backups rotate too)
+            except OSError as exc:
+                raise CocoSaveError(f"{target}: cannot save beside it ({exc})") from exc
             writes = write_changed(index, self.panoptic_root)  # under new names: see panoptic_save
             name_entries(index, writes, new=True)
         try:
@@ -437,9 +451,11 @@ class CocoDocument(CocoQueries):
                 name_entries(index, writes, new=False)
                 discard(writes, self.panoptic_root)
             raise
-        if index.is_panoptic and self.panoptic_root is not None:
+        if pngs:
+            assert self.panoptic_root is not None
             index.id_maps.saved()
             remove_unreferenced(self.panoptic_root, referenced(index, target))
+            save_marker(target).unlink(missing_ok=True)
         index.source = str(target)
         self.pending_journal = []
         self.dirty = False

@@ -16,7 +16,9 @@ names them, is the one file that switches.
 A crash (``kill -9``, power loss) at any instant leaves a consistent pair: before step 2 the old JSON with
 the old PNGs (the new ones are not named by anything), after it the new JSON with new PNGs that were
 durable before it was written. What a crash leaves behind (new PNGs never named, temporary files, PNGs
-step 3 did not reach) is removed by `remove_unreferenced` when the document is next opened for editing.
+step 3 did not reach) is removed by `remove_unreferenced` when the document is next opened for editing:
+a save marks itself with ``<file>.saving`` (`save_marker`) from before step 1 to after step 3, so an open
+looks through the PNG folder only after a save that did not finish.
 Backups stay usable: a PNG a backup names is kept until that backup is rotated out. PNGs of images that
 were not edited, and their entries in the JSON, stay byte-identical.
 """
@@ -43,6 +45,11 @@ from .validate import PNG_FOLDER
 
 _REVISION = re.compile(r"(?P<base>.+?)\.ds(?P<n>[0-9]+)\.png")
 _TEMPORARY = re.compile(r"\..+\.ds[0-9]+\.png\.[0-9a-f]{12}\.tmp")
+
+
+def save_marker(json_path: Path) -> Path:
+    """The file that says a save of ``json_path``'s PNGs is under way (or was interrupted)."""
+    return json_path.with_name(json_path.name + ".saving")
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,12 @@ def test_what_a_killed_save_left_is_removed_on_the_next_open(tmp_path):
     shutil.copy(folder / "one.png", folder / "one.ds3.png")  # written, never named by a JSON
     (folder / ".one.ds4.png.0123456789ab.tmp").write_bytes(b"half")
     (folder / "notes.png").write_bytes(b"not ours")
+    with CocoDocument.load(path):  # no save was under way: nothing is looked for
+        assert len(png_names(path)) == 5
+    path.with_name(path.name + ".saving").touch()  # a save that did not finish
     with CocoDocument.load(path):
         assert png_names(path) == ["notes.png", "one.png", "two.png"]
+        assert not path.with_name(path.name + ".saving").exists()
 
 
 _SAVER = r"""
@@ -183,6 +187,7 @@ def test_a_save_killed_at_random_instants_always_leaves_a_consistent_pair(tmp_pa
         maps = read_pair(path)  # never a mix: every PNG the JSON names matches its segments
         assert len(maps) == 24
         with CocoDocument.load(path) as doc:  # reopened: what the killed save left behind is gone
+            assert not path.with_name(path.name + ".saving").exists()
             named = {doc.panoptic_record(i)["file_name"] for i in doc.image_ids}
             backups = set()
             for n in (".bak", ".bak.2", ".bak.3"):
