@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import init
 
-from .sampling import deformable_sample
+from .sampling import at_least_fp32, deformable_sample
 
 
 class MSDeformAttn(nn.Module):
@@ -54,11 +54,11 @@ class MSDeformAttn(nn.Module):
         init.constant_(self.output_proj.bias, 0.0)
 
     def offsets_and_weights(self, query: Tensor) -> tuple[Tensor, Tensor]:
-        """query [N, Lq, C] -> (offsets [N, Lq, H, L, P, 2], attention weights [N, Lq, H, L, P] float32)."""
+        """query [N, Lq, C] -> (offsets [N, Lq, H, L, P, 2], attention weights [N, Lq, H, L, P] at least float32)."""
         n, lq, _ = query.shape
         h, lv, p = self.n_heads, self.n_levels, self.n_points
         offsets = self.sampling_offsets(query).view(n, lq, h, lv, p, 2)
-        logits = self.attention_weights(query).view(n, lq, h, lv * p).float()
+        logits = at_least_fp32(self.attention_weights(query).view(n, lq, h, lv * p))
         return offsets, logits.softmax(-1).view(n, lq, h, lv, p)
 
     def forward(

@@ -26,6 +26,11 @@ from torch import Tensor
 QUERY_CHUNK = 4096
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in float32, or float64 when it already is (reduced precision never reaches the sampling)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def level_locations(reference_points: Tensor, offsets: Tensor, level: int, h: int, w: int) -> Tensor:
     """Sampling locations on one level, normalised to [0, 1] of the (padded) feature map.
 
@@ -33,8 +38,8 @@ def level_locations(reference_points: Tensor, offsets: Tensor, level: int, h: in
     -> [N, Lq, H, P, 2]. Offsets are in pixels of the level for point references (divided by (w, h)),
     and in eighths of the box for box references (``/ P · wh · 0.5``).
     """
-    offsets = offsets[:, :, :, level].float()  # [N, Lq, H, P, 2]
-    ref = reference_points[:, :, None, level, None].float()  # [N, Lq, 1, 1, 2|4]
+    offsets = at_least_fp32(offsets[:, :, :, level])  # [N, Lq, H, P, 2]
+    ref = at_least_fp32(reference_points[:, :, None, level, None])  # [N, Lq, 1, 1, 2|4]
     if reference_points.shape[-1] == 2:
         x = ref[..., 0] + offsets[..., 0] / w
         y = ref[..., 1] + offsets[..., 1] / h
@@ -80,16 +85,16 @@ def deformable_sample(
     for h, w in shapes:
         level = value[:, start : start + h * w]  # [N, h·w, H, D]
         start = start + h * w
-        maps.append(level.permute(0, 2, 3, 1).reshape(n * heads, dim, h, w).float())  # [N·H, D, h, w]
+        maps.append(at_least_fp32(level).permute(0, 2, 3, 1).reshape(n * heads, dim, h, w))  # [N·H, D, h, w]
     parts = []
     for q0 in range(0, lq, chunk):
         ref, off, att = (t[:, q0 : q0 + chunk] for t in (reference_points, offsets, weights))
         q = off.shape[1]
-        att = att.float().transpose(1, 2)  # [N, H, q, L, P]
+        att = at_least_fp32(att).transpose(1, 2)  # [N, H, q, L, P]
         total = None
         for level, (value_l, (h, w)) in enumerate(zip(maps, shapes)):
-            loc = level_locations(ref, off, level, h, w).transpose(1, 2).flatten(0, 1)  # [N·H, q, P, 2]
-            wl = att[:, :, :, level].reshape(n * heads, 1, q, points)  # [N·H, 1, q, P]
+            loc = level_locations(ref, off, level, h, w).transpose(1, 2).flatten(0, 1).to(value_l.dtype)
+            wl = att[:, :, :, level].reshape(n * heads, 1, q, points).to(value_l.dtype)  # [N·H, 1, q, P]
             read = _sample_level(value_l, loc, wl, lean)  # [N·H, D, q]
             total = read if total is None else (total.add_(read) if lean else total + read)
         parts.append(total)
