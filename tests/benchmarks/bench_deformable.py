@@ -1,0 +1,242 @@
+"""Deformable DETR R50 (multi-scale, the official defaults) on the CPU, side by side in one run:
+
+- our fp32 forward against Hugging Face ``transformers``' ``DeformableDetrForObjectDetection`` with the
+  same configuration and weights (its pure-PyTorch attention, a timm ResNet-50 as in the hub files);
+- the growth of peak memory during one forward, ours against Hugging Face's: each measured in a fresh
+  child process (the model built and warmed up, the kernel's peak-RSS mark reset through
+  ``/proc/self/clear_refs``, one forward, ``VmHWM`` minus the RSS before it), with glibc told to return
+  every freed block over 128 KiB to the system so that RSS follows live memory;
+- ONNX Runtime fp32 (the graph exported at a small size with the frozen batch norms folded into their
+  convolutions, as our exports do, and run at the full size: dynamic shapes) against our fp32 forward.
+
+Batch 1, input 800x1066 (the COCO "cats" picture after the reference resize), random weights, eval,
+inference mode. ``--quick`` halves the input and times one repeat: a smoke run, not a measurement.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detr_studio.infer.onnx_export import ExportWrapper
+from detr_studio.model.deformable_detr.detector import build_deformable_detr
+from detr_studio.model.deformable_detr.hf import convert_hf_state_dict
+from detr_studio.model.fuse import fold_frozen_batchnorm
+from detr_studio.model.nested import NestedTensor
+
+from .common import THREADS, Report, set_threads
+
+FULL = (800, 1066)
+QUICK = (400, 533)
+FORWARD_TARGET = 0.8  # ours / HF, fp32 time
+MEMORY_TARGET = 0.7  # ours / HF, peak-memory growth of one forward
+ORT_TARGET = 0.6  # ORT fp32 / ours fp32 time
+EXPORT_SIZE = (320, 427)
+CHILD_FLAG = "--memory-child"
+
+
+def cpu_description() -> tuple[str, str]:
+    """(lscpu's model name, which bf16 instructions its flags list)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (lscpu failed)", "unknown"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return fields.get("Model name", "unknown").strip(), ", ".join(bf16) or "none (no native bf16)"
+
+
+def hf_model() -> nn.Module:
+    import transformers
+
+    config = transformers.DeformableDetrConfig(
+        use_timm_backbone=True,
+        backbone="resnet50",
+        use_pretrained_backbone=False,
+        disable_custom_kernels=True,
+        num_labels=91,
+    )
+    torch.manual_seed(0)
+    return transformers.DeformableDetrForObjectDetection(config).eval()
+
+
+def ours_from(hf: nn.Module) -> nn.Module:
+    sd, config = convert_hf_state_dict(hf.state_dict(), hf.config.to_dict())
+    model = build_deformable_detr(config).eval()
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def _inputs(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))  # [B, 3, H, W]
+    return x, torch.zeros(1, h, w, dtype=torch.bool)
+
+
+def _forward(which: str, model: nn.Module, x: torch.Tensor, mask: torch.Tensor):
+    if which == "hf":
+        return model(pixel_values=x, pixel_mask=(~mask).long())
+    return model(NestedTensor(x, mask))
+
+
+# ------------------------------------------------------------------------------------ memory, per process
+
+
+def _status(field: str) -> int:
+    """A ``/proc/self/status`` figure in bytes (VmRSS, VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def memory_child(which: str, weights: str, h: int, w: int) -> int:
+    """Peak-RSS growth in bytes of one forward of ``which`` ("ours" | "hf"), measured in this process."""
+    torch.set_num_threads(THREADS)
+    from safetensors.torch import load_file
+
+    hf = hf_model()
+    hf.load_state_dict(load_file(weights), strict=True)
+    model = hf if which == "hf" else ours_from(hf)
+    if which != "hf":
+        del hf
+    x, mask = _inputs(h, w)
+    with torch.inference_mode():
+        _forward(which, model, x, mask)  # warm-up: one-time allocations do not count
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark to the current RSS
+        before = _status("VmRSS")
+        _forward(which, model, x, mask)
+        return _status("VmHWM") - before
+
+
+def _measure_memory(which: str, weights: Path, h: int, w: int) -> int | None:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_TRIM_THRESHOLD_": str(128 * 1024)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.benchmarks.bench_deformable",
+        CHILD_FLAG,
+        which,
+        str(weights),
+        str(h),
+        str(w),
+    ]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+    if done.returncode != 0:
+        print(done.stderr[-2000:])
+        return None
+    return int(json.loads(done.stdout.strip().splitlines()[-1])["growth"])
+
+
+# ------------------------------------------------------------------------------------ the benchmark
+
+
+def run(report: Report) -> None:
+    set_threads()
+    h, w = QUICK if report.quick else FULL
+    model_name, bf16 = cpu_description()
+    report.note(f"CPU (lscpu): {model_name}; bf16 instructions: {bf16}; {torch.get_num_threads()} threads")
+    try:
+        import transformers
+    except ImportError:
+        report.add("deformable forward fp32", None, "s", note="transformers is not installed: no peer")
+        return
+    hf = hf_model()
+    ours = ours_from(hf)
+    x, mask = _inputs(h, w)
+    report.note(
+        f"Deformable DETR R50 multi-scale (official defaults, 300 queries, 91 classes), random weights, batch 1, "
+        f"input {h}x{w}; peer: transformers {transformers.__version__} DeformableDetrForObjectDetection, "
+        "pure-PyTorch attention, timm ResNet-50, carrying our weights"
+    )
+    candidates = {
+        "ours fp32": lambda: _forward("ours", ours, x, mask),
+        "HF fp32": lambda: _forward("hf", hf, x, mask),
+    }
+    with torch.inference_mode():
+        times = report.time(candidates)
+        a, b = _forward("ours", ours, x, mask), _forward("hf", hf, x, mask)
+    report.add_timing(
+        "deformable forward fp32",
+        times["ours fp32"],
+        peer="HF fp32",
+        peer_timing=times["HF fp32"],
+        target=FORWARD_TARGET,
+    )
+    diff = (a["pred_logits"] - b.logits).abs().max().item()
+    box = (a["pred_boxes"] - b.pred_boxes).abs().max().item()
+    report.note(f"same weights, ours vs HF: max |logit diff| {diff:.2e}, max |box diff| {box:.2e}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from safetensors.torch import save_file
+
+        weights = Path(tmp) / "hf.safetensors"
+        save_file({k: v.clone() for k, v in hf.state_dict().items()}, str(weights))
+        grown = {which: _measure_memory(which, weights, h, w) for which in ("ours", "hf")}
+        if None in grown.values():
+            report.add("deformable forward peak-memory growth", None, "MB", note="a child process failed")
+        else:
+            report.add(
+                "deformable forward peak-memory growth",
+                grown["ours"] / 2**20,
+                "MB",
+                peer="HF",
+                peer_value=grown["hf"] / 2**20,
+                target=MEMORY_TARGET,
+                note="VmHWM - VmRSS over one forward, fresh process each",
+            )
+        _onnx(report, ours, x, mask, Path(tmp))
+
+
+def _onnx(report: Report, ours: nn.Module, x: torch.Tensor, mask: torch.Tensor, folder: Path) -> None:
+    """ORT fp32 on the full-size input, from a graph exported at ``EXPORT_SIZE``."""
+    import onnxruntime as ort
+
+    from detr_studio.infer.onnx_backend import session_options
+
+    path = folder / "deformable.onnx"
+    sample = _inputs(*EXPORT_SIZE)
+    folded = copy.deepcopy(ours)
+    fold_frozen_batchnorm(folded)  # as our DETR export does: one convolution instead of conv + scale + shift
+    axes = {"images": {0: "b", 2: "h", 3: "w"}, "mask": {0: "b", 1: "h", 2: "w"}}
+    torch.onnx.export(
+        ExportWrapper(folded, panoptic=False).eval(),
+        sample,
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["images", "mask"],
+        output_names=["pred_logits", "pred_boxes"],
+        dynamic_axes=axes,
+    )
+    session = ort.InferenceSession(str(path), session_options(THREADS), providers=["CPUExecutionProvider"])
+    feed = {"images": x.numpy(), "mask": mask.numpy()}
+    candidates = {
+        "ours fp32": lambda: _forward("ours", ours, x, mask),
+        "ORT fp32": lambda: session.run(None, feed),
+    }
+    with torch.inference_mode():
+        times = report.time(candidates)
+        ref = _forward("ours", ours, x, mask)
+    logits = torch.from_numpy(session.run(None, feed)[0])
+    report.add_timing(
+        "deformable ORT fp32", times["ORT fp32"], peer="ours fp32", peer_timing=times["ours fp32"], target=ORT_TARGET,
+        note=f"exported at {EXPORT_SIZE[0]}x{EXPORT_SIZE[1]}",
+    )  # fmt: skip
+    report.note(
+        f"ORT vs ours at {x.shape[2]}x{x.shape[3]}: max |logit diff| {(logits - ref['pred_logits']).abs().max():.2e}"
+    )
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == CHILD_FLAG:
+    growth = memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    print(json.dumps({"growth": growth}))
