@@ -166,3 +166,20 @@ def test_shared_heads_are_one_module_and_refined_heads_are_the_decoders():
     two = build_deformable_detr(tiny_deformable_config(with_box_refine=True, two_stage=True))
     assert two.transformer.decoder.class_embed is two.class_embed and len(two.class_embed) == 3
     assert all(torch.all(box.layers[-1].bias == 0.0) for box in two.bbox_embed)
+
+
+def test_parameter_names_match_the_official_learning_rate_groups():
+    """The official recipe trains names containing ``sampling_offsets`` or ``reference_points`` at 0.1× the
+    learning rate and ``backbone.0`` at the backbone rate; named_parameters lists shared heads once."""
+    with torch.device("meta"):
+        model = build_deformable_detr(PRESETS["box-refine"])
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert sum("sampling_offsets" in n for n in names) == 24  # 12 attentions × (weight, bias)
+    assert [n for n in names if "reference_points" in n] == [
+        "transformer.reference_points.weight",
+        "transformer.reference_points.bias",
+    ]
+    assert all(n.startswith("backbone.0.body.layer") for n in names if n.startswith("backbone."))
+    assert any(
+        n.startswith("transformer.decoder.bbox_embed.") for n in names
+    )  # refined heads, registered first
