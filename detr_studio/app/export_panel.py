@@ -99,19 +99,17 @@ def export_and_time(
     from detr_studio.data.images import load_image
     from detr_studio.infer.onnx_backend import CUDA
     from detr_studio.infer.onnx_export import export_onnx
-    from detr_studio.model.checkpoint import build_from_checkpoint, load_checkpoint
-    from detr_studio.model.sources import default_class_names, resolve
+    from detr_studio.model.loading import load_model
 
-    ckpt = load_checkpoint(resolve(source))
-    model = build_from_checkpoint(ckpt, aux_loss=False, dropout=0.0)
+    loaded = load_model(source)
     report = export_onnx(
-        model,
-        ckpt.config,
+        loaded.model,
+        loaded.config,
         output,
         panoptic=panoptic,
         fp16=fp16,
-        class_names=ckpt.class_names or default_class_names(ckpt.config),
-        source=str(ckpt.path or source),
+        class_names=loaded.class_names,
+        source=str(loaded.path or source),
         check_inputs=check_images or None,
         size=size,
         max_size=max_size,

@@ -17,8 +17,9 @@ from PySide6.QtGui import QImage
 
 from detr_studio.data.coco import CocoDocument, rgb2id
 from detr_studio.data.images import load_image
-from detr_studio.infer.detections import AttentionMaps, Detections
+from detr_studio.infer.detections import Detections
 from detr_studio.model.classes import UNUSED_NAME, coco_panoptic_classes, generated_color
+from detr_studio.model.detr.attention import AttentionMaps
 
 from .canvas import BoxSpec
 from .overlays import heatmap_rgba, masks_rgba, segments_rgba, to_qimage, vary

@@ -1,11 +1,8 @@
 """The Review queue dock: where to look next. Two lists built from the predictions the window has cached:
 
 - *Uncertain*: images ordered by how unsure the model is about its most doubtful query, by one of three
-  measures of a query's class distribution ``p`` ([C+1], no-object last): normalised entropy
-  ``-sum p log p / log(C+1)``; top-2 margin, ``1 - (p1 - p2)`` over the two largest entries; and no-object
-  mass, ``1 - |2 p_no_object - 1|`` (1 when the model cannot tell object from background). Entropy and
-  margin look at queries that put at least ``CANDIDATE_MASS`` on real classes (the rest are confident
-  background); queries the user already accepted or rejected are left out.
+  measures (entropy, top-2 margin, no-object mass; defined in ``infer/uncertainty.py`` for softmax and sigmoid
+  heads alike); queries the user already accepted or rejected are left out.
 - *Mistakes*: where the open predictions above the threshold disagree with the trusted labels, by greedy
   IoU matching at 0.5 (best-scoring prediction first, same-class labels preferred): a label no prediction
   matches is a miss, a prediction that matches no label an extra box, a match of another class a wrong class.
@@ -38,6 +35,10 @@ from PySide6.QtWidgets import (
 
 from detr_studio.data.coco import Annotation, CocoDocument
 from detr_studio.infer.detections import Detections
+from detr_studio.infer.uncertainty import (
+    MEASURES,
+    image_uncertainty,
+)
 from detr_studio.model.classes import UNUSED_NAME
 
 from .canvas import ANNOTATIONS, PREDICTIONS
@@ -47,9 +48,6 @@ from .training_job import is_trusted
 if TYPE_CHECKING:
     from .main import MainWindow
 
-ENTROPY, MARGIN, NO_OBJECT = "entropy", "margin", "no_object"
-MEASURES = {ENTROPY: "Entropy", MARGIN: "Top-2 margin", NO_OBJECT: "No-object mass"}
-CANDIDATE_MASS = 0.1  # a query with less probability on real classes is confident background
 MATCH_IOU = 0.5
 MISS, EXTRA, WRONG_CLASS = "miss", "extra box", "wrong class"
 MAX_ROWS = 1000
@@ -58,42 +56,11 @@ MAX_ROWS = 1000
 # ------------------------------------------------------------------------------------------- uncertainty
 
 
-def query_uncertainty(probs: np.ndarray, measure: str) -> np.ndarray:
-    """[Q] uncertainty in [0, 1] of each row of ``probs`` [Q, C+1] (no-object last)."""
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"probs must be [Q, C+1] with C >= 1, got shape {p.shape}")
-    if measure == ENTROPY:
-        logs = np.log(np.clip(p, 1e-12, 1.0))
-        return -(p * logs).sum(1) / np.log(p.shape[1])
-    if measure == MARGIN:
-        top2 = np.sort(p, axis=1)[:, -2:]  # [Q, 2] ascending
-        return 1.0 - (top2[:, 1] - top2[:, 0])
-    if measure == NO_OBJECT:
-        return 1.0 - np.abs(2.0 * p[:, -1] - 1.0)
-    raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
-
-
 @dataclass(frozen=True)
 class UncertainImage:
     image_id: int
     score: float  # the uncertainty of its most doubtful query
     query_id: int | None  # that query (None when no query counts)
-
-
-def image_uncertainty(dets: Detections, measure: str, skip: Iterable[int] = ()) -> tuple[float, int | None]:
-    """(uncertainty, query id) of the most doubtful query of one image; queries in ``skip`` are left out."""
-    if len(dets) == 0:
-        return 0.0, None
-    values = query_uncertainty(dets.probs, measure)  # [Q]
-    keep = ~np.isin(dets.query_ids, np.fromiter(skip, dtype=np.int64))
-    if measure != NO_OBJECT:
-        keep &= (1.0 - dets.no_object) >= CANDIDATE_MASS
-    if not keep.any():
-        return 0.0, None
-    rows = np.flatnonzero(keep)
-    best = rows[int(np.argmax(values[rows]))]
-    return float(values[best]), int(dets.query_ids[best])
 
 
 def rank_uncertain(

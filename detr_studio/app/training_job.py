@@ -379,19 +379,18 @@ def evaluate_weights(
     from detr_studio.data.dataset import CocoDetectionDataset
     from detr_studio.data.transforms import make_transforms
     from detr_studio.infer.device import pick_device
-    from detr_studio.model.checkpoint import build_from_checkpoint, load_checkpoint
-    from detr_studio.model.sources import resolve
+    from detr_studio.model.loading import load_model
     from detr_studio.train.evaluate import evaluate_coco, flatten_metrics
 
-    ckpt = load_checkpoint(resolve(weights))
-    model = build_from_checkpoint(ckpt, aux_loss=False)
+    loaded = load_model(weights)
+    model = loaded.model
     target = pick_device(None if device in ("", "auto") else device)
     dataset = CocoDetectionDataset(
         str(data), str(images), make_transforms("val", scales=[size], max_size=max_size)
     )
     model.to(target).eval()
     with torch.inference_mode():
-        return flatten_metrics(evaluate_coco(model, dataset, target, batch_size=2))
+        return flatten_metrics(evaluate_coco(model, loaded.family, dataset, target, batch_size=2))
 
 
 # ------------------------------------------------------------------------------------------- the job

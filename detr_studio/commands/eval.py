@@ -1,4 +1,9 @@
-"""``detr-studio eval``: COCO box/mask AP (or panoptic quality) of a model on an annotated dataset."""
+"""``detr-studio eval``: COCO box/mask AP (or panoptic quality) of a model on an annotated dataset.
+
+``--weights`` names PyTorch weights (a file, a folder, a zoo name or "demo"), read by the load pipeline, or an
+exported ``.onnx`` file, run by ONNX Runtime: the AP of what is deployed. Every problem with the weights or the
+dataset (a COCO file the checker refuses, a missing image, a broken PNG) ends in one line naming the file.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,21 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..model.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, provenance_input_size
-from ..model.sources import resolve
+from ..model.checkpoint import InputSize
+from ..model.state_dicts import CheckpointError
 from . import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="measure a model's AP (or PQ) on a COCO dataset")
-    p.add_argument("--weights", required=True, help="checkpoint file/folder or zoo name")
+    p.add_argument(
+        "--weights", required=True, help="checkpoint file/folder, zoo name, 'demo' or an .onnx file"
+    )
     p.add_argument("--data", required=True, help="COCO instances (or panoptic) JSON")
     p.add_argument("--images", required=True, help="folder of the images")
     p.add_argument("--panoptic", action="store_true", help="the JSON is COCO panoptic: report PQ")
@@ -36,58 +44,69 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 @contextlib.contextmanager
-def _as_command_error():
-    """Bad data found while evaluating (a missing PNG, an unreadable image) becomes one clear line."""
-    from ..data.dataset import DatasetError
+def one_line_errors() -> Iterator[None]:
+    """Bad weights or data (a COCO file the checker refuses, a missing PNG, an unreadable image, a broken
+    checkpoint, no such device) become one clear line: every rejection is a ValueError (``DatasetError``,
+    ``CocoFormatError``, ``FileProblem``), an OSError, an ``ImageReadError`` or a ``CheckpointError``."""
     from ..data.images import ImageReadError
 
     try:
         yield
-    except (DatasetError, ImageReadError, ValueError, OSError) as exc:
-        raise CommandError(str(exc)) from None
+    except (ImageReadError, CheckpointError, ValueError, OSError, KeyError, RuntimeError) as exc:
+        text = str(exc).strip().strip("'\"") or type(exc).__name__
+        raise CommandError(text.splitlines()[0]) from None
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, DatasetError
+    from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset
     from ..data.transforms import make_transforms
     from ..infer.device import pick_device
     from ..train.evaluate import evaluate_coco
 
-    try:
-        ckpt = load_checkpoint(resolve(args.weights))
-        model = build_from_checkpoint(ckpt, aux_loss=False)
-        device = pick_device(args.device)
-    except (CheckpointError, ValueError, RuntimeError) as exc:
-        raise CommandError(str(exc)) from None
-    if (args.masks or args.panoptic) and not ckpt.config.masks:
-        raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head")
-    trained = provenance_input_size(ckpt.provenance)  # the sizes it was trained and evaluated at
-    size, max_size = args.size or trained[0], args.max_size or trained[1]
-    transforms = make_transforms("val", scales=[size], max_size=max_size)
-    try:
+    if args.batch < 1:
+        raise CommandError("--batch must be at least 1")
+    onnx = str(args.weights).lower().endswith(".onnx")
+    with one_line_errors():
+        if onnx:
+            family, forward, device, trained = _onnx_runner(args)
+            has_masks = False
+        else:
+            from ..model.loading import load_model
+
+            loaded = load_model(args.weights)
+            family, forward, trained = loaded.family, loaded.model, loaded.input_size
+            device = pick_device(args.device)
+            has_masks = family.has_masks(loaded.config)
+    if (args.masks or args.panoptic) and not has_masks:
+        hint = " (an ONNX file gives box AP; evaluate the checkpoint for masks)" if onnx else ""
+        raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head{hint}")
+    size = InputSize(args.size or trained.size, args.max_size or trained.max_size)
+    transforms = make_transforms("val", scales=[size.size], max_size=size.max_size)
+    with one_line_errors():
         if args.panoptic:
             pan_root = args.panoptic_masks or str(Path(args.data).with_suffix(""))
             dataset = CocoPanopticDataset(args.data, args.images, pan_root, transforms)
         else:
             dataset = CocoDetectionDataset(args.data, args.images, transforms, masks=args.masks)
-    except DatasetError as exc:
-        raise CommandError(str(exc)) from None
-    model.to(device).eval()
+    if not onnx:
+        forward.to(device).eval()
     with tqdm(total=len(dataset), unit="img", desc="evaluating") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        with torch.inference_mode(), _as_command_error():
+        with torch.inference_mode(), one_line_errors():
             if args.panoptic:
                 from ..train.panoptic_quality import evaluate_panoptic
 
-                result = evaluate_panoptic(model, dataset, device, progress=progress)
+                result = evaluate_panoptic(forward, dataset, device, progress=progress)
                 report = {"panoptic": result.flat(), "per_class_pq": result.per_class_pq()}
             else:
-                metrics = evaluate_coco(model, dataset, device, args.batch, args.masks, progress=progress)
+                metrics = evaluate_coco(
+                    forward, family, dataset, device, args.batch, args.masks, progress=progress
+                )
                 report = {kind: m.stats for kind, m in metrics.items()}
                 report["per_class_ap"] = metrics["bbox"].per_class
     for kind, values in report.items():
@@ -101,3 +120,22 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.output}: cannot write the metrics ({exc.strerror or exc})") from None
         print(f"metrics written to {args.output}", file=sys.stderr)
     return 0
+
+
+def _onnx_runner(args: argparse.Namespace):
+    """(family, forward over a padded batch, device, input size) for an exported ONNX file."""
+    import torch
+
+    from ..infer.onnx_backend import OnnxPredictor
+
+    providers = "cpu" if args.device == "cpu" else "cuda" if str(args.device).startswith("cuda") else "auto"
+    predictor = OnnxPredictor(args.weights, providers=providers)
+    if predictor.provider_note:
+        print(f"note: {predictor.provider_note}", file=sys.stderr)
+
+    def forward(samples) -> dict[str, torch.Tensor]:
+        logits, boxes = predictor.forward_batch(samples.tensors.cpu().numpy(), samples.mask.cpu().numpy())
+        return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}
+
+    size = InputSize(predictor.size, predictor.max_size)
+    return predictor.family, forward, torch.device("cpu"), size

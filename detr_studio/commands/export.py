@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from ..data.images import is_image_file
-from ..model.checkpoint import CheckpointError
-from ..model.zoo import ZooDownloadError
+from ..model.state_dicts import CheckpointError
 from . import CommandError
 
 
@@ -68,6 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="int8: fraction of PyTorch's detections the int8 model must keep (default 0.9)",
     )
     p.add_argument(
+        "--check-data",
+        metavar="COCO_JSON",
+        help="with --int8: a COCO instances file; prints the box AP of fp32 (PyTorch) and int8 (ONNX Runtime) on it",
+    )
+    p.add_argument(
+        "--check-images", metavar="FOLDER", help="the images of --check-data (default: its folder)"
+    )
+    p.add_argument(
         "--size",
         type=int,
         help="shorter image side recorded for runtimes (default: the checkpoint's, else 800)",
@@ -99,8 +106,7 @@ def _check_images(items: list[str] | None, option: str = "--check") -> list[Path
 
 def run(args: argparse.Namespace) -> int:
     from ..infer.onnx_export import OnnxExportError, export_onnx
-    from ..model.checkpoint import build_from_checkpoint, load_checkpoint, provenance_input_size
-    from ..model.sources import default_class_names, resolve
+    from ..model.loading import load_model
 
     output = Path(args.output)
     if output.suffix.lower() != ".onnx":
@@ -111,21 +117,27 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             "--int8 is for detection models on CPUs; it cannot be combined with --fp16 or --panoptic"
         )
+    if (args.check_data or args.check_images) and not args.int8:
+        raise CommandError("--check-data compares fp32 with int8: it needs --int8")
+    if args.check_images and not args.check_data:
+        raise CommandError("--check-images needs --check-data (the COCO file of those images)")
     check = _check_images(args.check)
     calibration = _check_images(args.calibration, "--calibration")
     try:
-        ckpt = load_checkpoint(resolve(args.weights))
-        model = build_from_checkpoint(ckpt, aux_loss=False, dropout=0.0)
-    except (CheckpointError, ZooDownloadError, ValueError) as exc:
+        loaded = load_model(args.weights)
+    except CheckpointError as exc:
         raise CommandError(str(exc)) from None
-    if args.panoptic and not ckpt.config.masks:
+    if args.panoptic and not loaded.family.has_masks(loaded.config):
         raise CommandError(f"{args.weights}: --panoptic needs a panoptic checkpoint (one with a mask head)")
-    names = ckpt.class_names or default_class_names(ckpt.config)
-    trained = provenance_input_size(ckpt.provenance)  # the sizes it was trained and evaluated at
-    size, max_size = args.size or trained[0], args.max_size or trained[1]
+    size = args.size or loaded.input_size.size
+    max_size = args.max_size or loaded.input_size.max_size
+    dataset = _check_dataset(args, size, max_size) if args.check_data else None
     task = "panoptic" if args.panoptic else "detection"
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    print(f"exporting {args.weights} ({task}, {precision}) to {output} ...", file=sys.stderr)
+    print(
+        f"exporting {args.weights} ({loaded.family.title} {task}, {precision}) to {output} ...",
+        file=sys.stderr,
+    )
     if args.int8:
         print(
             f"int8: calibrating on {len(calibration) if calibration else 'synthetic'} images, then checking "
@@ -135,16 +147,16 @@ def run(args: argparse.Namespace) -> int:
     agreement = {} if args.min_agreement is None else {"min_agreement": args.min_agreement}
     try:
         report = export_onnx(
-            model,
-            ckpt.config,
+            loaded.model,
+            loaded.config,
             output,
             panoptic=args.panoptic,
             fp16=args.fp16,
             int8=args.int8,
             calibration=calibration,
             opset=args.opset,
-            class_names=names,
-            source=str(ckpt.path or args.weights),
+            class_names=loaded.class_names,
+            source=str(loaded.path or args.weights),
             check_inputs=check,
             exporter=args.exporter,
             size=size,
@@ -156,4 +168,47 @@ def run(args: argparse.Namespace) -> int:
     except (OnnxExportError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     print(report)
+    if dataset is not None:
+        print(_ap_side_by_side(loaded, report.path, dataset))
     return 0
+
+
+def _check_dataset(args: argparse.Namespace, size: int, max_size: int | None):
+    """The --check-data COCO file as a dataset at the export's input size; one line for any problem."""
+    from ..data.dataset import CocoDetectionDataset
+    from ..data.transforms import make_transforms
+    from .eval import one_line_errors
+
+    images = args.check_images or str(Path(args.check_data).parent)
+    with one_line_errors():
+        return CocoDetectionDataset(
+            args.check_data, images, make_transforms("val", scales=[size], max_size=max_size)
+        )
+
+
+def _ap_side_by_side(loaded, onnx_path: Path, dataset) -> str:
+    """The box AP of the fp32 PyTorch model and of the exported file on ``dataset``, as a small table."""
+    import torch
+
+    from ..infer.onnx_backend import OnnxPredictor
+    from ..train.evaluate import evaluate_coco
+    from .eval import one_line_errors
+
+    predictor = OnnxPredictor(onnx_path, providers="cpu")
+
+    def exported(samples) -> dict[str, torch.Tensor]:
+        logits, boxes = predictor.forward_batch(samples.tensors.numpy(), samples.mask.numpy())
+        return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}
+
+    cpu = torch.device("cpu")
+    print(
+        f"measuring AP on {len(dataset)} images (fp32 PyTorch, then {predictor.precision} ONNX) ...",
+        file=sys.stderr,
+    )
+    with torch.inference_mode(), one_line_errors():
+        fp32 = evaluate_coco(loaded.model, loaded.family, dataset, cpu, batch_size=1)["bbox"].stats
+        ours = evaluate_coco(exported, loaded.family, dataset, cpu, batch_size=1)["bbox"].stats
+    lines = [f"box AP on {len(dataset)} images     fp32 (PyTorch)   {predictor.precision} (ONNX Runtime)"]
+    for name in ("AP", "AP50", "AP75"):
+        lines.append(f"  {name:<6}{'':>20}{fp32[name]:>8.4f}   {ours[name]:>12.4f}")
+    return "\n".join(lines)

@@ -10,8 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.images import ImageReadError, is_image_file
-from ..model.checkpoint import CheckpointError
-from ..model.zoo import ZooDownloadError
+from ..infer.detections import DEFAULT_THRESHOLD
+from ..model.state_dicts import CheckpointError
 from . import CommandError
 
 
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="detect (and optionally segment) objects in images",
-        description="Run DETR over images and folders of images; write COCO results JSON.",
+        description="Run a model (DETR or another family) over images and folders of images; write COCO results JSON.",
     )
     p.add_argument("images", nargs="+", help="image files and/or folders of images")
     p.add_argument(
@@ -27,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", default="predictions.json", help="COCO results JSON to write")
     p.add_argument(
-        "--threshold", type=float, default=0.7, help="keep detections scoring above this (0 keeps all)"
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"keep detections scoring above this (default {DEFAULT_THRESHOLD}, the window's; 0 keeps all)",
     )
     p.add_argument(
         "--panoptic", action="store_true", help="also write panoptic PNGs + JSON (panoptic models)"
@@ -56,9 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="inference engine (default: onnx for .onnx files, else torch)",
     )
     p.add_argument(
-        "--size", type=int, default=None, help="shorter image side fed to the network (default 800)"
+        "--size", type=int, default=None, help="shorter image side fed to the network (default: the model's)"
     )
-    p.add_argument("--max-size", type=int, default=None, help="cap on the longer side (default 1333)")
+    p.add_argument("--max-size", type=int, default=None, help="cap on the longer side (default: the model's)")
     p.set_defaults(run=run)
 
 
@@ -108,7 +111,7 @@ def load_predictor(args: argparse.Namespace):
         if predictor.note:
             print(f"note: {predictor.note}", file=sys.stderr)
         return predictor
-    except (CheckpointError, ZooDownloadError, ValueError, RuntimeError) as exc:
+    except (CheckpointError, ValueError, RuntimeError) as exc:
         raise CommandError(str(exc)) from None
 
 
@@ -130,7 +133,12 @@ def run(args: argparse.Namespace) -> int:
     images: list[dict] = []
     failures = 0
     stream = predictor.predict_files(paths, batch_size=args.batch, panoptic=args.panoptic)
+    said = ""
     for image_id, (path, outcome) in enumerate(tqdm(stream, total=len(paths), unit="img"), start=1):
+        plan = predictor.last_plan
+        if plan is not None and plan.note and plan.note != said:
+            said = plan.note
+            tqdm.write(f"note: {plan.note}", file=sys.stderr)
         if isinstance(outcome, ImageReadError):
             failures += 1
             tqdm.write(f"skipped: {outcome}", file=sys.stderr)

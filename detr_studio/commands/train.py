@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -12,7 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..model.config import DetrConfig, tiny_config
+from ..common.files import FileProblem, read_json
+from ..model.detr.config import DetrConfig, tiny_config
 from ..train.config import TrainConfig
 from ..train.events import EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
 from . import CommandError
@@ -137,15 +137,35 @@ def _csv_ints(text: str) -> list[int]:
         raise CommandError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _recorded_config(resume: str) -> dict[str, Any]:
+    """The options a run being resumed was started with (its folder's ``config.json``), or {}."""
+    folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    recorded = folder / "config.json"
+    if not recorded.is_file():
+        return {}
+    try:
+        values = read_json(recorded, "training config")
+    except FileProblem as exc:
+        raise CommandError(str(exc)) from None
+    values.pop("resume", None)
+    values.pop("out_dir", None)  # a resumed run goes on in the folder it resumes from, wherever that is now
+    return values
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's options: a --config file, else (for --resume) the resumed run's own, then the flags given.
+
+    A resumed run therefore keeps its data, model and schedule unless a flag changes them; a changed
+    learning rate, lr drop or weight decay is applied from the resumed point on and said so at the start.
+    """
     values: dict[str, Any] = {}
     if args.config:
         try:
-            values = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CommandError(f"{args.config}: cannot read the training config ({exc})") from None
-        if not isinstance(values, dict):
-            raise CommandError(f"{args.config}: a training config must be a JSON object of its options")
+            values = read_json(args.config, "training config")
+        except FileProblem as exc:
+            raise CommandError(str(exc)) from None
+    elif args.resume:
+        values = _recorded_config(args.resume)
     direct = {
         "train_annotations": args.data,
         "train_images": args.images,
@@ -232,6 +252,8 @@ class _ProgressPrinter:
                 f"{event.device}, {event.world_size} process(es), epochs {event.start_epoch + 1}..{event.epochs}",
                 file=sys.stderr,
             )
+            for note in event.notes:
+                tqdm.write(f"note: {note}", file=sys.stderr)
         elif isinstance(event, Step):
             if self.bar is None or self.bar.desc != f"epoch {event.epoch}":
                 self._close()

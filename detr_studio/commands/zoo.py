@@ -28,16 +28,22 @@ def run(args: argparse.Namespace) -> int:
         entry = zoo.get_entry(args.name)
     except (KeyError, ValueError) as exc:
         raise CommandError(str(exc).strip("'\"")) from None
-    with tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name) as bar:
+    bar: tqdm | None = None  # made when the first bytes arrive, so a failed start prints no empty bar
 
-        def progress(done: int, total: int) -> None:
-            if total and bar.total != total:
-                bar.total = total
-            bar.update(done - bar.n)
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name)
+        elif total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
 
-        try:
-            path = zoo.download(entry, dest_dir=args.dest, progress=progress)
-        except zoo.ZooDownloadError as exc:
-            raise CommandError(str(exc)) from None
+    try:
+        path = zoo.download(entry, dest_dir=args.dest, progress=progress)
+    except zoo.ZooDownloadError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
     print(path)
     return 0

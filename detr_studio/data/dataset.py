@@ -27,9 +27,9 @@ from pycocotools import mask as coco_mask
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..common.panoptic_ids import rgb2id
 from ..model.box_ops import masks_to_boxes
 from ..model.nested import NestedTensor, nested_tensor_from_tensor_list
-from ..model.postprocess import rgb2id
 from .coco import OUR_KEY, CocoDocument
 from .images import load_image
 from .transforms import Target, Transform

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from ..model.postprocess import id2rgb
+from ..common.panoptic_ids import id2rgb
 
 THING_CATEGORIES = (
     {"id": 1, "name": "circle", "supercategory": "shape"},

@@ -14,6 +14,7 @@ from torch import Tensor
 from ..data.images import ImageReadError, load_image
 from ..data.preprocess import prepare, resize_image, resized_size
 from .detections import Detections
+from .memory import ForwardPlan
 
 ImageLike = Image.Image | str | os.PathLike
 
@@ -30,6 +31,7 @@ class BasePredictor:
 
     size: int = 800
     max_size: int | None = 1333
+    last_plan: ForwardPlan | None = None  # how the last prediction ran (backends that plan their memory)
 
     def _run(self, prepared: list[Prepared], *, attention: bool, panoptic: bool) -> list[Detections]:
         raise NotImplementedError

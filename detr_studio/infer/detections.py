@@ -1,62 +1,36 @@
-"""``Detections``: every query's prediction for one image, the one result type of inference.
+"""``Detections``: every reported row of one image's prediction, the one result type of inference.
 
-All queries are kept; a score threshold is a cheap view (``dets.above(0.7)``), so a threshold slider
-never re-runs the model. Arrays are numpy on the CPU, ready for drawing and saving.
+All rows are kept; a score threshold is a cheap view (``dets.above(0.5)``), so a threshold slider never re-runs
+the model. Arrays are numpy on the CPU, ready for drawing and saving.
+
+Rows and scores for both kinds of class head (``scoring``):
+- "softmax" (DETR): one row per decoder query. ``probs`` [Q, C+1] is the query's softmax, "no object" last;
+  ``labels`` its best real class (no-object is ignored in the argmax, as the reference does) and ``scores``
+  that class's probability.
+- "sigmoid" (Deformable DETR): the top (query, class) pairs of the independent per-class sigmoids, best first
+  (the reference keeps 100), so a query may appear in several rows with different classes; ``query_ids``
+  names it. ``probs`` [N, C] holds the query's sigmoids; ``scores`` the row's class's sigmoid. There is no
+  "no object" column.
+
+One meaning serves the inspector, the threshold, ghosts and the review queue whatever the head:
+- ``score``: how sure the model is of this box *with this label*; the threshold and ghosts compare it.
+- ``no_object``: softmax: the no-object probability; sigmoid: ``1 - the query's best class sigmoid`` (a query
+  none of whose classes fires is background).
+- ``distribution`` [N, C+1]: a class distribution with no-object last for either head. Softmax: ``probs``.
+  Sigmoid: the object mass ``m`` = the best class sigmoid, shared among the classes in proportion to their
+  sigmoids, and ``1 - m`` for no object. The review queue's entropy, top-2 margin and no-object mass
+  (``uncertainty.py``) are computed on it, so they mean the same for both heads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..model.family import SIGMOID, SOFTMAX, ImageAttention
 
-@dataclass(frozen=True)
-class AttentionMaps:
-    """Attention of the last encoder and decoder layers, cropped to the image's own feature cells.
-
-    ``decoder``: [heads, Q, h, w] cross-attention of each query over the feature map.
-    ``encoder``: [heads, h, w, h, w] self-attention; ``encoder[:, y, x]`` is where cell (y, x) looks.
-    ``stride``: input pixels per feature cell; ``scale``: original pixels per input pixel (y, x).
-    """
-
-    decoder: np.ndarray
-    encoder: np.ndarray | None
-    stride: int
-    scale: tuple[float, float]
-
-    @property
-    def feature_size(self) -> tuple[int, int]:
-        return int(self.decoder.shape[-2]), int(self.decoder.shape[-1])
-
-    def decoder_map(self, query: int, head: int | None = None) -> np.ndarray:
-        """[h, w] where decoder query ``query`` looks; mean over heads unless ``head`` is given."""
-        maps = self.decoder[:, query].astype(np.float32)
-        return maps.mean(0) if head is None else maps[head]
-
-    def cell_at(self, x: float, y: float) -> tuple[int, int]:
-        """Feature cell (row, col) under the original-image pixel (x, y)."""
-        h, w = self.feature_size
-        row = int(y / self.scale[0] // self.stride)
-        col = int(x / self.scale[1] // self.stride)
-        return min(max(row, 0), h - 1), min(max(col, 0), w - 1)
-
-    def encoder_map(self, x: float, y: float, head: int | None = None, direction: str = "from") -> np.ndarray:
-        """[h, w] encoder self-attention at original-image pixel (x, y).
-
-        ``direction="from"``: where that location looks; ``"to"``: how much every location looks at it.
-        """
-        if self.encoder is None:
-            raise ValueError("encoder attention was not recorded")
-        row, col = self.cell_at(x, y)
-        if direction == "from":
-            maps = self.encoder[:, row, col]
-        elif direction == "to":
-            maps = self.encoder[:, :, :, row, col]
-        else:
-            raise ValueError("direction must be 'from' or 'to'")
-        maps = maps.astype(np.float32)
-        return maps.mean(0) if head is None else maps[head]
+DEFAULT_THRESHOLD = 0.5  # the score a detection must pass to be shown or written, in the window and commands
 
 
 @dataclass(frozen=True)
@@ -74,12 +48,12 @@ class PanopticResult:
 
 @dataclass(frozen=True)
 class Detections:
-    """Predictions of one image. Shapes: Q queries (all of them, or a thresholded subset), C classes.
+    """Predictions of one image: N rows (all reported rows, or a thresholded subset), C classes.
 
-    ``boxes`` [Q, 4] absolute xyxy pixels of the original image; ``scores`` [Q]; ``labels`` [Q] category
-    ids (the best real class: no-object is ignored in the argmax, as the reference does); ``probs``
-    [Q, C+1] full softmax, no-object last; ``query_ids`` [Q] the decoder query each row came from;
-    ``masks`` optional [Q, H, W] bool instance masks.
+    ``boxes`` [N, 4] absolute xyxy pixels of the original image; ``scores`` [N]; ``labels`` [N] category ids;
+    ``probs`` [N, K] the class probabilities of each row's query (K = C+1 softmax with no-object last, or C
+    sigmoids; see the module docstring); ``query_ids`` [N] the decoder query each row came from; ``masks``
+    optional [N, H, W] bool instance masks; ``attention`` the family's recorded attention, when asked for.
     """
 
     image_size: tuple[int, int]  # (height, width) of the original image
@@ -89,18 +63,44 @@ class Detections:
     probs: np.ndarray
     query_ids: np.ndarray
     masks: np.ndarray | None = None
-    attention: AttentionMaps | None = None
+    attention: ImageAttention | None = None
     panoptic: PanopticResult | None = None
     source: str = ""  # the image this came from, for messages and output files
-    extras: dict = field(default_factory=dict)
+    scoring: str = SOFTMAX
+
+    def __post_init__(self) -> None:
+        if self.scoring not in (SOFTMAX, SIGMOID):
+            raise ValueError(f"scoring must be {SOFTMAX!r} or {SIGMOID!r}, got {self.scoring!r}")
 
     def __len__(self) -> int:
         return len(self.scores)
 
     @property
+    def num_classes(self) -> int:
+        """C: the class count of the head (the largest category id + 1)."""
+        return self.probs.shape[1] - 1 if self.scoring == SOFTMAX else self.probs.shape[1]
+
+    @property
+    def class_probs(self) -> np.ndarray:
+        """[N, C]: each row's probability of every real class (softmax without no-object, or the sigmoids)."""
+        return self.probs[:, :-1] if self.scoring == SOFTMAX else self.probs
+
+    @property
     def no_object(self) -> np.ndarray:
-        """[Q] probability of "no object" for each query."""
-        return self.probs[:, -1]
+        """[N] how likely each row's query is background (see the module docstring)."""
+        if self.scoring == SOFTMAX:
+            return self.probs[:, -1]
+        return 1.0 - self.probs.max(1) if len(self.probs) else np.zeros(0, dtype=self.probs.dtype)
+
+    @property
+    def distribution(self) -> np.ndarray:
+        """[N, C+1] a class distribution with no-object last, for either head (see the module docstring)."""
+        if self.scoring == SOFTMAX:
+            return self.probs
+        p = self.probs.astype(np.float64)
+        mass = p.max(1, keepdims=True) if len(p) else np.zeros((0, 1))
+        share = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
+        return np.concatenate([share * mass, 1.0 - mass], axis=1)
 
     def select(self, index: np.ndarray) -> Detections:
         """A subset of rows (bool mask or integer index), keeping query ids."""
@@ -125,7 +125,7 @@ class Detections:
 
     def top_classes(self, row: int, k: int = 3) -> list[tuple[int, float]]:
         """The ``k`` most probable real classes of one row, as (category id, probability)."""
-        real = self.probs[row, :-1]
+        real = self.class_probs[row]
         order = np.argsort(-real, kind="stable")[:k]
         return [(int(c), float(real[c])) for c in order]
 

@@ -32,17 +32,11 @@ import torch
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..data.preprocess import batch as make_batch
-from ..model.postprocess import PostProcessPanoptic, default_is_thing_map
+from ..model.classes import default_is_thing_map
 from .base import BasePredictor, Prepared
 from .detections import Detections
-from .onnx_export import (
-    DETECTION_OUTPUTS,
-    FEATURE_OUTPUTS,
-    INPUT_NAMES,
-    MASK_OUTPUT,
-    OnnxMetadata,
-    split_panoptic,
-)
+from .onnx_metadata import DETECTION_OUTPUTS, INPUT_NAMES, MASK_OUTPUT, OnnxMetadata
+from .onnx_panoptic import FEATURE_OUTPUTS, split_panoptic
 from .results import outputs_to_detections
 
 if TYPE_CHECKING:
@@ -144,7 +138,7 @@ def session_options(threads: int | None = None, spinning: bool = True):
 
 
 class OnnxPredictor(BasePredictor):
-    """Runs an exported DETR ONNX file; the same calls and results as ``Predictor``.
+    """Runs an exported ONNX file of any family; the same calls and results as ``Predictor``.
 
     providers: "auto" (CUDA, else CPU), "tensorrt", "cuda", "cpu", or a list of ONNX Runtime provider
     names. ``provider`` is the one that actually runs; ``provider_note`` says why a GPU provider that
@@ -196,6 +190,7 @@ class OnnxPredictor(BasePredictor):
             del proto
             self.session = self._open(str(self.path), options, wanted)
         self.config = self.meta.config
+        self.family = self.meta.family
         self.class_names = class_names or self.meta.class_names
         self.precision = self.meta.precision
         self.size = size if size is not None else self.meta.size
@@ -204,9 +199,11 @@ class OnnxPredictor(BasePredictor):
         self.providers = list(self.session.get_providers())
         self.provider = self.providers[0]
         self.provider_note = self._fallback_note(wanted)
-        self.panoptic = PostProcessPanoptic.for_model(
-            is_thing_map or default_is_thing_map(self.config.num_classes), panoptic_threshold
-        )
+        self.panoptic = None
+        if self._has_masks:
+            self.panoptic = self.family.panoptic_postprocessor(
+                is_thing_map or default_is_thing_map(self.config.num_classes), panoptic_threshold
+            )
 
     def _load(self) -> onnx.ModelProto:
         import onnx
@@ -316,7 +313,15 @@ class OnnxPredictor(BasePredictor):
         else:
             values = self.session.run(list(DETECTION_OUTPUTS), feed)
             logits, boxes = torch.from_numpy(values[0]), torch.from_numpy(values[1])
-        return outputs_to_detections(logits, boxes, originals, [p.source for p in prepared], raw_panoptic)
+        return outputs_to_detections(
+            self.family, logits, boxes, originals, [p.source for p in prepared], raw_panoptic
+        )
+
+    def forward_batch(self, images: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw detection outputs of a padded batch: images [B, 3, H, W] float32, mask [B, H, W] bool ->
+        (pred_logits [B, Q, K], pred_boxes [B, Q, 4]); for evaluating the file on a dataset."""
+        logits, boxes = self.session.run(list(DETECTION_OUTPUTS), {"images": images, "mask": mask})[:2]
+        return logits, boxes
 
     def _run_kept_queries(self, feed: dict[str, np.ndarray], processed: list, originals: list):
         """Both parts of a two-part panoptic file, the mask head only for the queries kept.

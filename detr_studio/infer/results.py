@@ -1,4 +1,8 @@
-"""Raw network outputs -> ``Detections``: the one conversion both inference backends share."""
+"""Raw network outputs -> ``Detections``: the one conversion both inference backends share.
+
+The family scores the class logits (``ModelFamily.score_queries``: DETR's softmax, or a sigmoid family's top
+(query, class) pairs) and the shared post-processing gathers each row's box in pixels of the original image.
+"""
 
 from __future__ import annotations
 
@@ -10,48 +14,46 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..model.box_ops import box_cxcywh_to_xyxy
-from ..model.postprocess import rgb2id
-from .detections import AttentionMaps, Detections, PanopticResult
+from ..common.panoptic_ids import rgb2id
+from ..model.family import ImageAttention, ModelFamily
+from ..model.postprocess import box_results
+from .detections import Detections, PanopticResult
 
 
 def outputs_to_detections(
+    family: ModelFamily,
     logits: Tensor,
     boxes: Tensor,
     original_sizes: Sequence[tuple[int, int]],
     sources: Sequence[str],
     panoptic: Sequence[dict] | None = None,
-    attention: Sequence[AttentionMaps | None] | None = None,
+    attention: Sequence[ImageAttention | None] | None = None,
 ) -> list[Detections]:
-    """Raw DETR outputs of a batch -> one ``Detections`` per image, as the PyTorch backend builds them.
+    """Raw outputs of a batch -> one ``Detections`` per image.
 
-    logits [B, Q, C+1], boxes [B, Q, 4] normalised cxcywh; original_sizes (H, W) per image; panoptic:
-    per image {"png_string", "segments_info"} from ``PostProcessPanoptic``, or None; attention: per image
-    maps, or None.
+    logits [B, Q, K] (K = C+1 for softmax families, C for sigmoid ones), boxes [B, Q, 4] normalised cxcywh;
+    original_sizes (H, W) per image; panoptic: per image {"png_string", "segments_info"} from the family's
+    panoptic post-processor, or None; attention: per image, or None.
     """
     logits, boxes = logits.detach().float().cpu(), boxes.detach().float().cpu()
-    probs = logits.softmax(-1)  # [B, Q, C+1]
-    scores, labels = probs[..., :-1].max(-1)  # [B, Q]
-    sizes = torch.tensor(list(original_sizes), dtype=torch.float32)  # [B, 2]
-    scale = torch.stack((sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]), dim=1)[:, None]  # [B, 1, 4]
-    xyxy = box_cxcywh_to_xyxy(boxes) * scale  # [B, Q, 4]
-    q = logits.shape[1]
-    results = []
-    for i, (size, source) in enumerate(zip(original_sizes, sources)):
-        results.append(
-            Detections(
-                image_size=(int(size[0]), int(size[1])),
-                boxes=xyxy[i].numpy(),
-                scores=scores[i].numpy(),
-                labels=labels[i].numpy().astype(np.int64),
-                probs=probs[i].numpy(),
-                query_ids=np.arange(q),
-                panoptic=None if panoptic is None else panoptic_result(panoptic[i]),
-                attention=None if attention is None else attention[i],
-                source=source,
-            )
+    scores = family.score_queries(logits)
+    sizes = torch.tensor([list(s) for s in original_sizes], dtype=torch.float32)  # [B, 2] (h, w)
+    rows = box_results(scores, boxes, sizes)
+    return [
+        Detections(
+            image_size=(int(size[0]), int(size[1])),
+            boxes=row.boxes.numpy(),
+            scores=row.scores.numpy(),
+            labels=row.labels.numpy().astype(np.int64),
+            probs=scores.probs[i].numpy(),
+            query_ids=row.query_index.numpy().astype(np.int64),
+            panoptic=None if panoptic is None else panoptic_result(panoptic[i]),
+            attention=None if attention is None else attention[i],
+            source=source,
+            scoring=scores.scoring,
         )
-    return results
+        for i, (row, size, source) in enumerate(zip(rows, original_sizes, sources))
+    ]
 
 
 def panoptic_result(raw: dict) -> PanopticResult:

@@ -257,3 +257,48 @@ def _as_color(value: Any, where: str) -> Color:
     if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value):
         raise ValueError(f"{where}: colour must be three integers 0..255, got {value!r}")
     return (value[0], value[1], value[2])
+
+
+MAX_CATEGORY_ID = 1_000_000
+
+
+def parse_class_names(raw: Any, where: str) -> dict[int, str] | None:
+    """The ``{"<id>": "<name>"}`` object of a sidecar, training checkpoint, ONNX file or Hugging Face
+    ``id2label`` -> {id: name}; None when absent or empty. Raises ValueError naming ``where`` and the key."""
+    if raw is None or raw == {}:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be an object of category id -> name, got a {type(raw).__name__}")
+    names: dict[int, str] = {}
+    for key, name in raw.items():
+        text = str(key).strip()
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_CATEGORY_ID:
+            raise ValueError(
+                f"{where} key {key!r} is not a category id (a whole number from 0 to {MAX_CATEGORY_ID})"
+            )
+        if not isinstance(name, str):
+            raise ValueError(f"{where}[{key!r}] must be a name (a string), got {name!r}")
+        names[int(text)] = name
+    return names
+
+
+def default_class_names(num_classes: int) -> dict[int, str] | None:
+    """COCO names for the official class counts (91 detection, 250 panoptic); None otherwise."""
+    if num_classes == 91:
+        return dict(coco_detection_classes().names)
+    if num_classes == 250:
+        return dict(coco_panoptic_classes().names)
+    return None
+
+
+COCO_LAST_THING_ID = 90
+
+
+def coco_panoptic_is_thing(cat_id: int) -> bool:
+    """COCO panoptic convention: category ids up to 90 are things, the rest are stuff."""
+    return cat_id <= COCO_LAST_THING_ID
+
+
+def default_is_thing_map(num_classes: int) -> dict[int, bool]:
+    """{class id: is a thing} for every class id 0..num_classes-1, with the COCO panoptic convention."""
+    return {i: coco_panoptic_is_thing(i) for i in range(num_classes)}

@@ -24,11 +24,13 @@ import urllib.response
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import platformdirs
 
-from detr_studio.model.config import DetrConfig
+if TYPE_CHECKING:
+    from .config_fields import ModelConfig
+
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called as ``progress(done_bytes, total_bytes)``; total is None when the server does not say.
@@ -83,6 +85,8 @@ class ZooEntry:
     segm_ap: float | None = None
     pq: float | None = None
     hub_name: str = ""  # the torch.hub entry point of the official repository
+    family: str = "detr"  # the model family (``registry.family_of``)
+    variant: str = ""  # the family's name for this released configuration, when it has several
 
     def __post_init__(self) -> None:
         if self.task not in _TASKS:
@@ -105,14 +109,11 @@ class ZooEntry:
         label = "R" + self.backbone.removeprefix("resnet")
         return label + "-DC5" if self.dilation else label
 
-    def config(self) -> DetrConfig:
-        """The architecture these weights need (the hub models: 100 queries, no aux loss)."""
-        return DetrConfig(
-            num_classes=self.num_classes,
-            backbone=self.backbone,
-            dilation=self.dilation,
-            masks=self.task == "panoptic",
-        )
+    def config(self) -> ModelConfig:
+        """The architecture these weights need, as their family describes it."""
+        from .registry import family_of  # the zoo list itself stays free of torch, for a fast window start
+
+        return family_of(self.family).zoo_config(self)
 
 
 _BASE = "https://dl.fbaipublicfiles.com/detr/"

@@ -26,6 +26,7 @@ class TrainConfig:
     panoptic_masks: str | None = None  # folder of panoptic PNGs (default: <json stem>/ beside the JSON)
     # model
     base_weights: str | None = None  # checkpoint path or zoo name; None trains from scratch
+    family: str = "detr"  # the model family of a model built from scratch (a base checkpoint brings its own)
     model: dict[str, Any] = field(default_factory=dict)  # DetrConfig fields for a model built from scratch
     masks: bool = False  # train the mask head (segmentation)
     stage: str = (

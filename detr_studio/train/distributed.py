@@ -24,11 +24,6 @@ def rank() -> int:
     return dist.get_rank() if is_dist() else 0
 
 
-def is_main_process() -> bool:
-    """True on the process that should write files and print (rank 0)."""
-    return rank() == 0
-
-
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over all processes, in place, and return it (unchanged without a process group)."""
     if is_dist():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 
 from ..data.dataset import collate_fn
 from ..model.box_ops import box_xyxy_to_xywh
-from ..model.postprocess import post_process_detection, post_process_segm
+from ..model.family import ModelFamily
+from ..model.nested import NestedTensor
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -74,9 +75,13 @@ def coco_metrics(gt: COCO, results: list[dict], iou_type: str = "bbox") -> CocoM
     return CocoMetrics(stats, per_class)
 
 
+Forward = Callable[[NestedTensor], Mapping[str, torch.Tensor]]
+
+
 @torch.no_grad()
 def predict_dataset(
-    model: nn.Module,
+    model: nn.Module | Forward,
+    family: ModelFamily,
     dataset,
     device: torch.device,
     batch_size: int = 2,
@@ -84,12 +89,15 @@ def predict_dataset(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Run ``model`` over a dataset built with the val transforms.
+    """Run ``model`` (a network of ``family``, or any function of a padded batch returning its
+    "pred_logits" and "pred_boxes", such as an ONNX Runtime session) over a dataset built with the val
+    transforms.
 
-    -> (box results, mask results) as COCO results entries in original image coordinates; every query
-    is kept, as COCO evaluation expects.
+    -> (box results, mask results) as COCO results entries in original image coordinates; every row the
+    family reports is kept (no threshold), as COCO evaluation expects.
     """
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=0)
     boxes_out: list[dict] = []
     masks_out: list[dict] = []
@@ -100,21 +108,21 @@ def predict_dataset(
             outputs = model(samples)
         outputs = {k: v.float() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
         orig = torch.stack([t["orig_size"] for t in targets]).to(device)  # [B, 2] (h, w)
-        results = post_process_detection(outputs, orig)
+        results = family.postprocess(outputs, orig)
+        image_masks = None
         if masks:
             sizes = torch.stack([t["size"] for t in targets]).to(device)
-            results = post_process_segm(results, outputs, orig, sizes)
-        for target, res in zip(targets, results):
+            image_masks = family.instance_masks(outputs, orig, sizes)  # per image [Q, 1, H0, W0]
+        for i, (target, res) in enumerate(zip(targets, results)):
             image_id = int(target["image_id"])
-            xywh = box_xyxy_to_xywh(res["boxes"]).cpu().tolist()
-            for q, (box, score, label) in enumerate(
-                zip(xywh, res["scores"].tolist(), res["labels"].tolist())
-            ):
+            xywh = box_xyxy_to_xywh(res.boxes).cpu().tolist()
+            rows = zip(xywh, res.scores.tolist(), res.labels.tolist(), res.query_index.tolist())
+            for box, score, label, query in rows:
                 boxes_out.append(
                     {"image_id": image_id, "category_id": int(label), "bbox": box, "score": score}
                 )
-                if masks:
-                    m = np.asfortranarray(res["masks"][q, 0].cpu().numpy().astype(np.uint8))
+                if image_masks is not None:
+                    m = np.asfortranarray(image_masks[i][query, 0].cpu().numpy().astype(np.uint8))
                     rle = mask_utils.encode(m)
                     rle["counts"] = rle["counts"].decode("ascii")
                     masks_out.append(
@@ -127,7 +135,8 @@ def predict_dataset(
 
 
 def evaluate_coco(
-    model: nn.Module,
+    model: nn.Module | Forward,
+    family: ModelFamily,
     dataset,
     device: torch.device,
     batch_size: int = 2,
@@ -137,7 +146,9 @@ def evaluate_coco(
 ) -> dict[str, CocoMetrics]:
     """Box AP (and mask AP with ``masks``) of ``model`` on ``dataset``: {"bbox": …, "segm": …}."""
     gt = coco_from_dict(dataset.coco_dict())
-    box_results, mask_results = predict_dataset(model, dataset, device, batch_size, masks, autocast, progress)
+    box_results, mask_results = predict_dataset(
+        model, family, dataset, device, batch_size, masks, autocast, progress
+    )
     metrics = {"bbox": coco_metrics(gt, box_results, "bbox")}
     if masks:
         metrics["segm"] = coco_metrics(gt, mask_results, "segm")

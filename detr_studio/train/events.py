@@ -28,6 +28,9 @@ class Started(Event):
     world_size: int
     out_dir: str
     class_names: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(
+        default_factory=list
+    )  # what the run changed or decided, e.g. a resumed run's new rate
 
 
 @dataclass(frozen=True)

@@ -257,38 +257,3 @@ class HungarianMatcher(nn.Module):
 
     def extra_repr(self) -> str:
         return f"cost_class={self.cost_class}, cost_bbox={self.cost_bbox}, cost_giou={self.cost_giou}"
-
-
-@torch.no_grad()
-def match_per_image_loop(
-    outputs: Mapping[str, Any],
-    targets: Targets,
-    cost_class: float = 1.0,
-    cost_bbox: float = 5.0,
-    cost_giou: float = 2.0,
-) -> MatchIndices:
-    """The same matching as ``HungarianMatcher``, computing each image's cost separately.
-
-    A plain reference for tests and benchmarks: one cost computation (with ``box_ops``' GIoU) and one
-    device-to-host copy per image instead of one for the batch. Error messages name image 0.
-    """
-    logits, boxes = _prediction_tensors(outputs)  # [B, Q, C+1], [B, Q, 4]
-    check_targets(targets, logits.shape[0])
-    indices = []
-    for i, target in enumerate(targets):
-        if len(target["labels"]) == 0:
-            indices.append(_empty_indices())
-            continue
-        labels = target["labels"].to(logits.device)
-        tgt_boxes = target["boxes"].to(logits.device)
-        if bool(_problem_flags(logits[i], boxes[i], labels, tgt_boxes).any()):
-            raise _explain(logits[i], boxes[i], labels, tgt_boxes, [len(labels)])
-        cost = (
-            matching_cost(logits[i], boxes[i], labels, tgt_boxes, cost_class, cost_bbox, cost_giou)
-            .cpu()
-            .numpy()
-        )
-        if not np.isfinite(cost).all():
-            raise _explain(logits[i], boxes[i], labels, tgt_boxes, [len(labels)])
-        indices.append(_solve(cost))
-    return indices

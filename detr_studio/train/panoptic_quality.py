@@ -37,10 +37,12 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..common.panoptic_ids import rgb2id
 from ..data.dataset import CocoPanopticDataset, collate_fn
 from ..data.images import ImageReadError, load_image
-from ..model.postprocess import PostProcessPanoptic, default_is_thing_map, rgb2id
-from ..model.segmentation import DETRsegm
+from ..model.classes import default_is_thing_map
+from ..model.detr.panoptic import PostProcessPanoptic
+from ..model.detr.segmentation import DETRsegm
 
 VOID = 0  # ground-truth id of unlabelled pixels
 OFFSET = 256 * 256 * 256  # ids in PNGs are below this; pairs are encoded as gt * OFFSET + pred

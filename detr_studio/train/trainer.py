@@ -1,64 +1,51 @@
-"""``fit``: the DETR training loop, headless. The window, the command line and ``torchrun`` all call it.
+"""``fit``: the training loop, headless, for a model of any family. The window, the command line and
+``torchrun`` all call it.
 
 It reports progress only through the typed events of ``events.py``, checks a cancel flag every step,
-and never lets one bad step destroy the run: a non-finite loss stops with a ``Failed`` event and the
-last good checkpoint stays on disk.
+and never lets one bad step destroy the run: a non-finite loss, a full disk or an unwritable folder stops
+with a ``Failed`` event and the last good checkpoint stays on disk. Set-up (datasets, model) is in
+``setup.py``, the optimiser in ``optim.py``, the resumable state in ``run_state.py``, the family's loss in
+``family_training.py``.
 
-Files in ``out_dir``: ``last.pth`` (everything needed to resume: model, optimizer, scheduler, position
-in the epoch, RNG state; also readable as an official-layout checkpoint), ``best.safetensors`` +
-``best.json`` (the best model so far, for prediction), ``events.jsonl`` (the run's history) and
-``config.json``.
+Files in ``out_dir``, all written atomically and with the user's umask: ``last.pth`` (everything needed to
+resume; also readable as a model checkpoint), ``best.safetensors`` + ``best.json`` (the best model so far,
+for prediction), ``events.jsonl`` (the run's history) and ``config.json`` (the options the run really uses).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data.dataset import CocoDetectionDataset, CocoPanopticDataset, collate_fn
+from ..common.files import FileWriteError, atomic_write
+from ..data.dataset import collate_fn
 from ..data.images import ImageReadError
-from ..data.transforms import make_transforms, scaled_recipe
 from ..infer.device import pick_device
-from ..model.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    atomic_write,
-    load_checkpoint,
-    load_for_finetuning,
-    save_checkpoint,
-)
-from ..model.config import DetrConfig
-from ..model.detr import build_detr, single_group_state_dict
-from ..model.sources import resolve
-from ..model.zoo import ZooDownloadError
+from ..model.checkpoint import InputSize, save_checkpoint
 from . import distributed
 from .config import TrainConfig
-from .criterion import GroupedCriterion, build_criterion, total_loss
+from .criterion import total_loss
 from .ema import WeightAverage
 from .evaluate import evaluate_coco, flatten_metrics
 from .events import CheckpointSaved, EpochEnd, Evaluated, Event, Failed, Finished, Started, Step
+from .family_training import criterion_for
 from .matcher import NonFinitePredictionError
+from .optim import apply_schedule, build_optimizer, build_scheduler, param_groups
+from .run_state import LAST, Position, ResumeError, read_training_state, rng_state, set_rng_state
+from .setup import TrainingError, build_datasets, build_model, load_base
 
 EventSink = Callable[[Event], None]
 CancelFlag = threading.Event | Callable[[], bool] | None
-
-
-class TrainingError(Exception):
-    """A problem with the run's set-up (data, weights, options), reported before training starts."""
 
 
 def _cancelled(flag: CancelFlag) -> bool:
@@ -85,196 +72,6 @@ def init_distributed() -> tuple[int, int, int]:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     return rank, world, local
-
-
-def _split_ids(ids: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A deterministic held-out split: (train ids, val ids)."""
-    shuffled = sorted(ids)
-    random.Random(seed).shuffle(shuffled)
-    n_val = max(1, round(len(ids) * fraction)) if fraction > 0 else 0
-    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
-
-
-def _sizes(cfg: TrainConfig) -> dict[str, Any]:
-    if cfg.scales:
-        return {"scales": tuple(cfg.scales), "max_size": cfg.max_size, "val_size": cfg.val_size}
-    return {"max_size": cfg.max_size, "val_size": cfg.val_size}
-
-
-def only_classes(annotations: str, names: list[str]) -> dict[str, Any]:
-    """The COCO instances file restricted to the categories called ``names`` (ids kept)."""
-    path = Path(annotations)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        categories = data["categories"]
-        by_name = {str(c["name"]): int(c["id"]) for c in categories}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TrainingError(f"{path}: cannot read its categories ({exc})") from None
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise TrainingError(
-            f"{path}: no categories named {', '.join(unknown)} (it has: {', '.join(by_name)})"
-        )
-    keep = {by_name[n] for n in names}
-    data["categories"] = [c for c in categories if int(c["id"]) in keep]
-    data["annotations"] = [a for a in data.get("annotations", []) if int(a.get("category_id", -1)) in keep]
-    return data
-
-
-def build_datasets(cfg: TrainConfig) -> tuple[Any, Any | None]:
-    """(train dataset, val dataset or None) with the reference's train and val transforms."""
-    sizes = _sizes(cfg)
-    if cfg.scales and cfg.crop:
-        recipe = scaled_recipe(max(cfg.scales))
-        crop = recipe["crop"]
-        crop_scales = recipe["crop_scales"]
-    else:
-        crop, crop_scales = (384, 600), (400, 500, 600)
-    if cfg.augment:
-        train_tf = make_transforms(
-            "train",
-            crop=crop if cfg.crop else None,
-            crop_scales=crop_scales,
-            **{k: v for k, v in sizes.items() if k != "val_size"},
-        )
-    else:
-        train_tf = make_transforms("val", **sizes)
-    val_tf = make_transforms("val", **sizes)
-
-    def dataset(annotations: Any, images: str, transforms) -> Any:
-        if cfg.panoptic:
-            pan_root = cfg.panoptic_masks or str(Path(annotations).with_suffix(""))
-            return CocoPanopticDataset(
-                annotations, images, pan_root, transforms, masks=cfg.masks, seed=cfg.seed
-            )
-        return CocoDetectionDataset(annotations, images, transforms, masks=cfg.masks, seed=cfg.seed)
-
-    if cfg.classes and cfg.panoptic:
-        raise TrainingError("choosing classes is supported for COCO instances files, not panoptic ones")
-    train_source: Any = (
-        only_classes(cfg.train_annotations, cfg.classes) if cfg.classes else cfg.train_annotations
-    )
-    train = dataset(train_source, cfg.train_images, train_tf)
-    if cfg.image_ids is not None:
-        train = train.subset(cfg.image_ids)
-    val = None
-    if cfg.val_annotations:
-        val_source: Any = (
-            only_classes(cfg.val_annotations, cfg.classes) if cfg.classes else cfg.val_annotations
-        )
-        val = dataset(val_source, cfg.val_images or cfg.train_images, val_tf)
-    elif cfg.val_split > 0:
-        train_ids, val_ids = _split_ids(train.image_ids, cfg.val_split, cfg.seed)
-        val = dataset(train_source, cfg.train_images, val_tf).subset(val_ids)
-        train = train.subset(train_ids)
-    if len(train) == 0:
-        raise TrainingError("no training images (check the annotation file and the image selection)")
-    return train, val
-
-
-def load_base(cfg: TrainConfig) -> Checkpoint | None:
-    """The checkpoint ``base_weights`` names (a file or a zoo name), or None when training from scratch."""
-    if not cfg.base_weights:
-        return None
-    try:
-        return load_checkpoint(resolve(cfg.base_weights))
-    except (CheckpointError, ValueError, ZooDownloadError) as exc:
-        raise TrainingError(str(exc)) from None
-
-
-def build_model(
-    cfg: TrainConfig, num_classes: int, base: Checkpoint | None = None
-) -> tuple[nn.Module, DetrConfig, dict[int, str] | None]:
-    """The model to train: from the base checkpoint (``base``, or read from ``base_weights``; class head reset
-    when the class count differs) or from scratch."""
-    train_backbone = cfg.lr_backbone > 0
-    ckpt = base if base is not None else load_base(cfg)
-    if ckpt is not None:
-        changes: dict[str, Any] = {"num_classes": num_classes, "aux_loss": cfg.aux_loss, "masks": cfg.masks}
-        if cfg.dropout is not None:
-            changes["dropout"] = cfg.dropout
-        if cfg.num_queries is not None and cfg.num_queries != ckpt.config.num_queries:
-            raise TrainingError(
-                f"{cfg.base_weights} has {ckpt.config.num_queries} queries; fine-tuning keeps them (the trained "
-                "queries are the point of starting from a checkpoint)"
-            )
-        config = ckpt.config.replace(**changes)
-        model = build_detr(config, train_backbone=train_backbone)
-        try:
-            load_for_finetuning(model, ckpt)
-        except CheckpointError as exc:
-            raise TrainingError(str(exc)) from None
-        if cfg.stage == "masks":
-            for p in model.detr.parameters():
-                p.requires_grad_(False)
-        return model, config, ckpt.class_names
-    fields = dict(cfg.model)
-    fields.update({"num_classes": num_classes, "aux_loss": cfg.aux_loss, "masks": cfg.masks})
-    if cfg.dropout is not None:
-        fields["dropout"] = cfg.dropout
-    if cfg.num_queries is not None:
-        fields["num_queries"] = cfg.num_queries
-    try:
-        config = DetrConfig.from_dict(fields)
-    except (TypeError, ValueError) as exc:
-        raise TrainingError(f"bad model options: {exc}") from None
-    return build_detr(config, train_backbone=train_backbone), config, None
-
-
-def carried_mask_branch(cfg: TrainConfig, base: Checkpoint | None) -> dict[str, Tensor]:
-    """The base checkpoint's mask branch when this run trains boxes only from a segmentation model.
-
-    The run trains the detector; its saved models keep this branch unchanged, so that a segmentation model
-    fine-tuned on boxes still draws masks (retrain them with ``--masks --stage masks`` for the best ones).
-    Empty when there is nothing to carry.
-    """
-    if base is None or cfg.masks or not base.config.masks:
-        return {}
-    return {k: v for k, v in base.state_dict.items() if k.startswith(("bbox_attention.", "mask_head."))}
-
-
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The reference's two groups: everything but the backbone at ``lr``, the backbone at ``lr_backbone``."""
-    head = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
-    body = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
-    return [{"params": head, "lr": cfg.lr}, {"params": body, "lr": cfg.lr_backbone}]
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over ``param_groups``, fused on CPUs and CUDA GPUs: one kernel for all the parameters instead of
-    a Python loop over ~200 tensors (PyTorch's default on a CPU). Elsewhere (MPS, ...) the ``foreach`` kernels.
-    The training-step benchmark times it (``tests/benchmarks/bench_training.py``)."""
-    groups = param_groups(model, cfg)
-    devices = {p.device.type for group in groups for p in group["params"]}
-    fast = {"fused": True} if devices <= {"cpu", "cuda"} else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
-
-
-def _rng_state() -> dict[str, Any]:
-    version, internal, _ = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": torch.tensor(internal, dtype=torch.int64),
-        "python_version": version,
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(int(x) for x in state["python"].tolist()), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class _Position:
-    epoch: int = 0
-    batch: int = 0  # next batch index within the epoch
-    global_step: int = 0
-    best_metric: float = -math.inf
 
 
 # ---------------------------------------------------------------------------------------- the run
@@ -335,29 +132,26 @@ class _Run:
         num_classes = self.train_set.num_classes
         if self.val_set is not None:
             num_classes = max(num_classes, self.val_set.num_classes)
-        base = load_base(cfg)  # read once: the model and the carried mask branch both come from it
-        model, self.model_config, base_names = build_model(cfg, num_classes, base)
-        self.mask_branch = carried_mask_branch(cfg, base)
-        del base
+        built = build_model(cfg, num_classes, load_base(cfg))
+        model, self.family, self.model_config, self.branch = (
+            built.model,
+            built.family,
+            built.config,
+            built.branch,
+        )
         if cfg.query_groups > 1:
-            model.set_query_groups(cfg.query_groups)
+            self.family.set_query_groups(model, cfg.query_groups)
         self.class_names = (
-            {int(c["id"]): str(c["name"]) for c in self.train_set.categories} or base_names or {}
+            {int(c["id"]): str(c["name"]) for c in self.train_set.categories} or built.class_names or {}
         )
         model.to(self.device)
         self.average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.criterion, self.weight_dict = build_criterion(
-            num_classes,
-            aux_layers=self.model_config.dec_layers - 1 if cfg.aux_loss else 0,
-            masks=cfg.masks,
-            eos_coef=cfg.eos_coef,
-        )
-        if cfg.query_groups > 1:
-            self.criterion = GroupedCriterion(self.criterion, cfg.query_groups)
+        self.criterion, self.weight_dict = criterion_for(self.family, self.model_config, cfg)
         self.criterion.to(self.device)
-        self.optimizer = build_optimizer(model, cfg)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_drop)
-        self.position = _Position()
+        self.optimizer = build_optimizer(model, self.family, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.position = Position()
+        self.notes: list[str] = []
         if self.world > 1:
             ids = [self.local_rank] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -370,41 +164,37 @@ class _Run:
         self.steps_per_epoch = max(1, len(self.sampler) // cfg.batch_size)
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+            atomic_write(self.out_dir / "config.json", cfg.to_json().encode("utf-8"))
             self._log = open(self.out_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def _resume(self, path: Path) -> None:
-        if path.is_dir():
-            path = path / "last.pth"
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise TrainingError(f"{path}: no such checkpoint to resume from") from None
-        except Exception as exc:
-            raise TrainingError(f"{path}: cannot resume from this file ({exc})") from None
-        if not isinstance(state, dict) or "optimizer" not in state or "position" not in state:
-            raise TrainingError(f"{path}: not a DETR Studio training checkpoint (no optimizer state)")
+            state = read_training_state(path)
+        except ResumeError as exc:
+            raise TrainingError(str(exc)) from None
         try:
             self.bare_model.load_state_dict(state["model"], strict=True)
-        except RuntimeError as exc:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["lr_scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainingError(
                 f"{path}: does not fit this run's model ({str(exc).splitlines()[0]})"
             ) from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["lr_scheduler"])
+        rates = [g["lr"] for g in param_groups(self.bare_model, self.family, self.cfg)]
+        self.notes += apply_schedule(self.optimizer, self.scheduler, rates, self.cfg)
         if self.average is not None:
             if "ema" in state:
                 self.average.load_state_dict(state["ema"])
             else:  # the run being resumed kept no average: start one from its weights
                 self.average = WeightAverage(self.bare_model, self.cfg.ema_decay)
-        self.position = _Position(**state["position"])
-        _set_rng_state(state["rng"])
+        self.position = Position(**state["position"])
+        set_rng_state(state["rng"])
 
     # -------------------------------------------------------------------------------- saving
 
     def save_last(self) -> Path:
-        """The full training state; written atomically so a crash mid-write keeps the previous one."""
-        path = self.out_dir / "last.pth"
+        """The full training state; written atomically so a crash or a full disk keeps the previous one."""
+        path = self.out_dir / LAST
         if not self.main:
             return path
         state = {
@@ -413,8 +203,9 @@ class _Run:
             "lr_scheduler": self.scheduler.state_dict(),
             "epoch": self.position.epoch,
             "position": vars(self.position).copy(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             **({"ema": self.average.state_dict()} if self.average is not None else {}),
+            "family": self.family.name,
             "model_config": self.model_config.to_dict(),
             "class_names": {str(k): v for k, v in self.class_names.items()},
         }
@@ -422,22 +213,26 @@ class _Run:
         return path
 
     def save_model(self, name: str, metrics: dict[str, float]) -> Path:
+        cfg = self.cfg
         provenance = {
-            "base_weights": self.cfg.base_weights,
+            "base_weights": cfg.base_weights,
             "epoch": self.position.epoch,
             "metrics": metrics,
-            "train_annotations": self.cfg.train_annotations,
+            "train_annotations": cfg.train_annotations,
             # the input sizes it was trained and evaluated at, so that predictions use the same
-            "scales": self.cfg.scales,
-            "max_size": self.cfg.max_size,
-            "val_size": self.cfg.val_size,
+            "scales": cfg.scales,
+            "max_size": cfg.max_size,
+            "val_size": cfg.val_size,
         }
-        weights, config = single_group_state_dict(self.eval_model), self.model_config
-        if self.mask_branch:
-            weights = {**{f"detr.{k}": v for k, v in weights.items()}, **self.mask_branch}
-            config = config.replace(masks=True)
-            provenance["mask_head"] = "carried over unchanged from the base model (this run trained boxes)"
-        return save_checkpoint(weights, self.out_dir / name, config, self.class_names, provenance)
+        size = cfg.val_size or (max(cfg.scales) if cfg.scales else 800)
+        weights = self.family.deployable_state_dict(self.eval_model)
+        weights, config = self.family.with_branch(weights, self.model_config, self.branch)
+        if self.branch:
+            parts = ", ".join(sorted({key.split(".")[0] for key in self.branch}))
+            provenance["not_trained"] = f"{parts}: carried over unchanged from the base model"
+        return save_checkpoint(
+            weights, self.out_dir / name, config, self.class_names, provenance, InputSize(size, cfg.max_size)
+        )
 
     # -------------------------------------------------------------------------------- loop
 
@@ -454,12 +249,13 @@ class _Run:
                 world_size=self.world,
                 out_dir=str(self.out_dir),
                 class_names={str(k): v for k, v in self.class_names.items()},
+                notes=list(self.notes),
             )
         )
         self._t0 = time.perf_counter()
         self._steps_at_start = self.position.global_step
         best_path = self.out_dir / "best.safetensors"
-        last_path = self.out_dir / "last.pth"
+        last_path = self.out_dir / LAST
         while self.position.epoch < cfg.epochs:
             outcome = self.train_epoch()
             if outcome is not None:
@@ -568,7 +364,7 @@ class _Run:
             except NonFinitePredictionError:
                 loss_dict, loss = {}, torch.tensor(float("nan"), device=self.device)
             if not self._all_finite(loss):
-                last = self.out_dir / "last.pth"
+                last = self.out_dir / LAST
                 return Failed(
                     message=(
                         f"the loss became {loss.item()} at epoch {self.position.epoch + 1}, step {index + 1}: "
@@ -649,6 +445,7 @@ class _Run:
             else:
                 result = evaluate_coco(
                     self.eval_model,
+                    self.family,
                     self.val_set,
                     self.device,
                     self.cfg.batch_size,
@@ -708,14 +505,18 @@ def fit(config: TrainConfig, on_event: EventSink | None = None, cancel: CancelFl
     """
     sink = on_event or (lambda event: None)
     run = None
+    last = Path(config.out_dir) / LAST
     try:
         run = _Run(config, sink, cancel)
         run.setup()
         final = run.run()
+    except FileWriteError as exc:  # a full disk or a read-only folder: the previous files are intact
+        final = Failed(
+            message=f"could not save the run: {exc}", last_checkpoint=str(last) if last.exists() else ""
+        )
     except (TrainingError, ValueError, OSError, ImageReadError) as exc:
         final = Failed(message=_one_line(exc))
     except torch.cuda.OutOfMemoryError:
-        last = Path(config.out_dir) / "last.pth"
         final = Failed(
             message="the GPU ran out of memory: lower the batch size or the image scales",
             last_checkpoint=str(last) if last.exists() else "",

@@ -161,8 +161,8 @@ def _bench_stall(report: Report, app: QApplication, work: Path, images: int) -> 
     import torch
 
     from detr_studio.model.checkpoint import save_checkpoint
-    from detr_studio.model.config import tiny_config
-    from detr_studio.model.detr import build_detr
+    from detr_studio.model.detr.build import build_detr
+    from detr_studio.model.detr.config import tiny_config
 
     folder = work / "stall"
     folder.mkdir()

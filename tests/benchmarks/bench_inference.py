@@ -25,8 +25,8 @@ from detr_studio.infer.detections import Detections
 from detr_studio.infer.predictor import Predictor
 from detr_studio.model.box_ops import box_cxcywh_to_xyxy
 from detr_studio.model.checkpoint import CheckpointError
-from detr_studio.model.config import DetrConfig
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import DetrConfig
 from detr_studio.model.nested import NestedTensor
 
 from .common import Report, cpu_has_fast_bf16, set_threads
@@ -104,7 +104,7 @@ def build_hf_peer(ours: nn.Module, config: DetrConfig) -> tuple[nn.Module | None
         import transformers
     except ImportError:
         return None, "transformers is not installed (pip install -e '.[test]'): no Hugging Face peer"
-    from detr_studio.model.hf import to_hf_state_dict
+    from tests.model_helpers import to_hf_state_dict
 
     backbone = transformers.ResNetConfig(
         layer_type="bottleneck",

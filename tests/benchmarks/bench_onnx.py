@@ -54,14 +54,16 @@ from detr_studio.data.preprocess import batch as make_batch
 from detr_studio.data.preprocess import prepare
 from detr_studio.infer import device as devices
 from detr_studio.infer.onnx_backend import OnnxPredictor, session_options
-from detr_studio.infer.onnx_export import DETECTION_OUTPUTS, ExportReport, export_onnx
+from detr_studio.infer.onnx_export import ExportReport, export_onnx
+from detr_studio.infer.onnx_metadata import DETECTION_OUTPUTS
 from detr_studio.infer.predictor import Predictor
 from detr_studio.infer.quantize import synthetic_calibration_images
-from detr_studio.model.config import DetrConfig
-from detr_studio.model.detr import build_detr
+from detr_studio.model.classes import default_is_thing_map
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import DetrConfig
+from detr_studio.model.detr.panoptic import PostProcessPanoptic
 from detr_studio.model.fuse import FoldedConv2d, fold_frozen_batchnorm
 from detr_studio.model.nested import NestedTensor
-from detr_studio.model.postprocess import PostProcessPanoptic, default_is_thing_map
 
 from .bench_inference import build_hf_peer, synthetic_picture
 from .common import THREADS, Report, Timing, cpu_has_fast_bf16, set_threads, time_interleaved

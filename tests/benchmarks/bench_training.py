@@ -38,15 +38,18 @@ from torch import Tensor, nn
 
 from detr_studio.commands.train import ARCHITECTURES, SHAPE_FLAGS
 from detr_studio.data import synthetic
-from detr_studio.model.config import DetrConfig
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import DetrConfig
+from detr_studio.model.detr.family import DETR_FAMILY
 from detr_studio.model.nested import NestedTensor
 from detr_studio.train.config import TrainConfig
 from detr_studio.train.criterion import build_criterion, total_loss
 from detr_studio.train.evaluate import evaluate_coco, flatten_metrics
 from detr_studio.train.events import Evaluated, Event, Failed, Finished, Started, from_json
-from detr_studio.train.matcher import HungarianMatcher, match_per_image_loop
-from detr_studio.train.trainer import build_datasets, build_optimizer
+from detr_studio.train.matcher import HungarianMatcher
+from detr_studio.train.optim import build_optimizer
+from detr_studio.train.setup import build_datasets
+from tests.model_helpers import match_per_image_loop
 
 from .common import Report, Timing, set_threads, time_interleaved
 
@@ -315,7 +318,7 @@ def bench_train_step(report: Report) -> None:
     criterion, weights = build_criterion(NUM_CLASSES, aux_layers=config.dec_layers - 1, masks=False)
     criterion.train()
     cfg = TrainConfig(train_annotations="", train_images="")  # the reference optimiser settings
-    ours_opt = build_optimizer(ours, cfg)  # as ``detr-studio train`` builds it
+    ours_opt = build_optimizer(ours, DETR_FAMILY, cfg)  # as ``detr-studio train`` builds it
     samples = NestedTensor(images, torch.zeros(batch, size, size, dtype=torch.bool))
 
     def ours_step() -> None:
@@ -490,7 +493,7 @@ def evaluate_last(cfg: TrainConfig, recorder: _Recorder) -> None:
     weights = state["ema"]["weights"] if "ema" in state else state["model"]  # what the run evaluates
     model.load_state_dict(weights)
     _, val_set = build_datasets(cfg)
-    metrics = flatten_metrics(evaluate_coco(model, val_set, torch.device("cpu"), cfg.batch_size))
+    metrics = flatten_metrics(evaluate_coco(model, DETR_FAMILY, val_set, torch.device("cpu"), cfg.batch_size))
     recorder.add(epoch, metrics, cpu_s=cpu_s)
 
 

@@ -13,8 +13,8 @@ from detr_studio.app.main import MainWindow
 from detr_studio.app.main_thread_gc import MainThreadCollector
 from detr_studio.data.synthetic import generate
 from detr_studio.model.checkpoint import save_checkpoint
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 
 from .helpers import CLASS_NAMES
 

@@ -18,8 +18,8 @@ from detr_studio.commands import demo as demo_command
 from detr_studio.commands.demo import DEMO, DemoRecipe
 from detr_studio.data.synthetic import SyntheticLayout
 from detr_studio.model.checkpoint import save_checkpoint
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 
 from .helpers import CLASS_NAMES
 

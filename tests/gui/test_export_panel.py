@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from detr_studio.app.export_panel import EXPORTS_FOLDER
-from detr_studio.infer.onnx_export import read_metadata
+from detr_studio.infer.onnx_metadata import read_metadata
 
 from .helpers import SHOTS, load_tiny_model, open_and_wait
 

@@ -11,8 +11,8 @@ import torch
 from PySide6.QtCore import QPoint, Qt
 
 from detr_studio.app.canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 
 from .helpers import CLASS_NAMES, load_tiny_model, open_and_wait, predict_and_wait, view_point
 

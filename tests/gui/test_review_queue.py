@@ -11,20 +11,10 @@ from PySide6.QtCore import Qt
 
 from detr_studio.app.canvas import ANNOTATIONS, PREDICTIONS
 from detr_studio.app.predictions import ACCEPTED, PredictionStore
-from detr_studio.app.review_queue import (
-    ENTROPY,
-    EXTRA,
-    MARGIN,
-    MISS,
-    NO_OBJECT,
-    WRONG_CLASS,
-    find_mistakes,
-    image_uncertainty,
-    query_uncertainty,
-    rank_uncertain,
-)
+from detr_studio.app.review_queue import EXTRA, MISS, WRONG_CLASS, find_mistakes, rank_uncertain
 from detr_studio.data.coco import CocoDocument
 from detr_studio.infer.detections import Detections
+from detr_studio.infer.uncertainty import ENTROPY, MARGIN, NO_OBJECT, image_uncertainty, query_uncertainty
 
 from .helpers import open_and_wait, shot
 

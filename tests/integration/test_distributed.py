@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detr_studio.model.config import tiny_config
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train.config import TrainConfig
 from detr_studio.train.events import Step
 from detr_studio.train.trainer import fit

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from detr_studio.cli import main
 from detr_studio.data.synthetic import SyntheticLayout, generate
-from detr_studio.model.config import tiny_config
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train import trainer
 from detr_studio.train.config import TrainConfig
 from detr_studio.train.evaluate import STAT_NAMES
@@ -81,9 +81,9 @@ def mask_stage(shapes, box_stage, tmp_path_factory) -> tuple[Finished, list[Even
     initial: dict[str, torch.Tensor] = {}
 
     def recording_build_model(cfg, num_classes, base=None):
-        model, model_config, names = real_build_model(cfg, num_classes, base)
-        initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return model, model_config, names
+        built = real_build_model(cfg, num_classes, base)
+        initial.update({k: v.detach().clone() for k, v in built.model.state_dict().items()})
+        return built
 
     real_build_model = trainer.build_model
     cfg = config(shapes, tmp_path_factory.mktemp("stage2"), panoptic=True, masks=True, stage="masks",

@@ -12,7 +12,7 @@ import pytest
 
 from detr_studio.cli import main
 from detr_studio.model.checkpoint import load_checkpoint
-from detr_studio.model.config import tiny_config
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train.evaluate import STAT_NAMES
 from detr_studio.train.events import Evaluated, Failed, Finished, Started, Step, from_json
 
@@ -146,7 +146,7 @@ def test_train_with_a_config_file_that_is_not_an_object_exits_1(two_images, tmp_
     config = tmp_path / "train.json"
     config.write_text("[1, 2]")
     code, stdout, stderr = run_cli(capsys, "train", *data_args(two_images), "--config", str(config))
-    assert_one_error_line(code, stdout, stderr, str(config), "must be a JSON object")
+    assert_one_error_line(code, stdout, stderr, str(config), "must hold a JSON object")
 
 
 def test_a_failure_in_jsonl_mode_is_one_failed_event_on_stdout(two_images, tmp_path, capsys):

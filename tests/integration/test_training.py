@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
-from detr_studio.model.checkpoint import load_checkpoint, save_official
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.checkpoint import load_checkpoint
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train.config import TrainConfig
 from detr_studio.train.events import CheckpointSaved, Evaluated, Failed, Finished, Started, Step, from_json
 from detr_studio.train.trainer import fit
+from tests.model_helpers import save_official
 
 TINY = {k: v for k, v in tiny_config().to_dict().items() if k not in ("num_classes", "aux_loss", "masks")}
 
@@ -148,7 +149,9 @@ def test_finetuning_boxes_from_a_segmentation_model_keeps_its_mask_head(two_imag
     assert isinstance(final, Finished)
     tuned = load_checkpoint(final.best_path)
     assert tuned.config.masks and tuned.config.num_classes == 3
-    assert "carried over" in tuned.provenance["mask_head"]
+    assert (
+        "mask_head" in tuned.provenance["not_trained"] and "carried over" in tuned.provenance["not_trained"]
+    )
     mask_keys = [k for k in tuned.state_dict if k.startswith(("bbox_attention.", "mask_head."))]
     assert mask_keys and all(torch.equal(tuned.state_dict[k], base.state_dict()[k]) for k in mask_keys)
     key = "detr.query_embed.weight"  # the detector did train

@@ -8,9 +8,11 @@ import torch
 import torchvision
 
 from detr_studio.model.backbone import Backbone, FrozenBatchNorm2d
-from detr_studio.model.checkpoint import infer_config, load_checkpoint, save_checkpoint
-from detr_studio.model.config import DetrConfig, tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.checkpoint import load_checkpoint, save_checkpoint
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import DetrConfig, tiny_config
+from detr_studio.model.detr.recognise import recognise_official
+from detr_studio.model.family import Hints
 from detr_studio.model.nested import NestedTensor
 
 
@@ -112,4 +114,4 @@ def test_batch_norm_model_is_saved_as_frozen_with_identical_outputs(tmp_path) ->
 
 def test_width_is_read_back_from_a_bare_state_dict() -> None:
     model = build_detr(tiny_config(backbone_width=24))
-    assert infer_config(model.state_dict()).backbone_width == 24
+    assert recognise_official(model.state_dict(), Hints()).config.backbone_width == 24

@@ -9,18 +9,27 @@ import pickle
 import pytest
 import torch
 
-from detr_studio.model.checkpoint import (
-    CheckpointError,
-    build_from_checkpoint,
-    infer_config,
-    load_checkpoint,
-    load_for_finetuning,
-    reset_class_head,
-    save_checkpoint,
-    save_official,
-)
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
+from detr_studio.model.detr.recognise import recognise_official
+from detr_studio.model.family import Hints
+from detr_studio.model.loading import from_checkpoint
+from detr_studio.model.state_dicts import load_strictly
+from tests.model_helpers import reset_class_head, save_official
+
+
+def build_from_checkpoint(ckpt, **changes) -> torch.nn.Module:
+    """The checkpoint's network (its config with ``changes``), weights loaded strictly."""
+    if not changes:
+        return from_checkpoint(ckpt).model
+    model = ckpt.family.build(ckpt.config.replace(**changes))
+    load_strictly(model, ckpt.state_dict, str(ckpt.path))
+    return model
+
+
+def load_for_finetuning(model, ckpt) -> list[str]:
+    return ckpt.family.load_for_finetuning(model, ckpt.state_dict, str(ckpt.path))
 
 
 @pytest.fixture
@@ -56,7 +65,7 @@ def test_official_training_file_with_argparse_namespace_is_read(tmp_path, tiny):
                 "epoch": 7, "args": args}, path)  # fmt: skip
     ckpt = load_checkpoint(path)
     assert ckpt.source == "official-training"
-    assert ckpt.extra["epoch"] == 7
+    assert ckpt.family.name == "detr"
     assert ckpt.config == config
     assert same_weights(build_from_checkpoint(ckpt), model)
 
@@ -103,7 +112,7 @@ def test_garbage_and_missing_files_get_clear_messages(tmp_path):
         load_checkpoint(tmp_path / "nothing.pth")
     weird = tmp_path / "weird.pth"
     torch.save({"model": {"foo.weight": torch.zeros(2)}}, weird)
-    with pytest.raises(CheckpointError, match="weird.pth: not a DETR checkpoint"):
+    with pytest.raises(CheckpointError, match="weird.pth: not a checkpoint of any model family.*class_embed"):
         load_checkpoint(weird)
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"{{{{")
@@ -127,7 +136,8 @@ def test_our_format_keeps_config_class_names_and_provenance(tmp_path, tiny):
 
 def test_config_is_inferred_from_shapes():
     config = tiny_config(position_embedding="learned", pre_norm=True, num_classes=12, dec_layers=3)
-    inferred = infer_config(build_detr(config).state_dict(), nheads=4, aux_loss=True, dropout=0.0)
+    hints = Hints(training_args={"nheads": 4, "aux_loss": True, "dropout": 0.0})
+    inferred = recognise_official(build_detr(config).state_dict(), hints).config
     assert inferred == config
 
 
@@ -178,7 +188,7 @@ def test_hugging_face_files_are_read_and_written_back_in_the_official_layout(tmp
 
     from safetensors.torch import save_file
 
-    from detr_studio.model.hf import to_hf_config, to_hf_state_dict
+    from tests.model_helpers import to_hf_config, to_hf_state_dict
 
     config = tiny_config(backbone="resnet50", num_classes=4)
     model = build_detr(config).eval()

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from detr_studio.cli import main
-from detr_studio.model.checkpoint import save_checkpoint, save_official
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.checkpoint import save_checkpoint
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
+from tests.model_helpers import save_official
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +109,16 @@ def test_the_console_script_runs(workspace):
 
 def test_predict_through_onnx_runtime_matches_torch(workspace, tmp_path):
     from detr_studio.infer.onnx_export import export_onnx
-    from detr_studio.model.checkpoint import build_from_checkpoint, load_checkpoint
+    from detr_studio.model.loading import load_model
 
     _, weights, _, images = workspace
-    ckpt = load_checkpoint(weights)
-    model = build_from_checkpoint(ckpt, aux_loss=False).eval()
+    loaded = load_model(weights)
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(
-        model,
-        ckpt.config,
+        loaded.model,
+        loaded.config,
         onnx_path,
-        class_names=ckpt.class_names,
+        class_names=loaded.class_names,
         sample_size=(64, 96),
         size=64,
         max_size=100,

@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from detr_studio.model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train import distributed
 from detr_studio.train.criterion import (
     SetCriterion,
@@ -206,7 +206,7 @@ def _num_boxes_worker(rank: int, world: int, init_file: str, sizes: list[list[in
             mean.item(),
             distributed.world_size(),
             distributed.rank(),
-            distributed.is_main_process(),
+            distributed.rank() == 0,
         ]
         torch.save(facts, f"{out_dir}/{rank}.pt")
     finally:
@@ -231,7 +231,7 @@ def test_num_boxes_all_reduce_across_two_real_processes(tmp_path):
 
 def test_distributed_helpers_are_no_ops_without_a_process_group():
     assert not distributed.is_dist()
-    assert (distributed.world_size(), distributed.rank(), distributed.is_main_process()) == (1, 0, True)
+    assert (distributed.world_size(), distributed.rank(), distributed.rank() == 0) == (1, 0, True)
     t = torch.tensor([3.0])
     assert distributed.all_reduce_sum(t) is t and t.item() == 3.0
     assert distributed.all_reduce_mean(t) is t and t.item() == 3.0

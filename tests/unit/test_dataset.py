@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from detr_studio.common.panoptic_ids import id2rgb
 from detr_studio.data.coco import CocoDocument, CocoFormatError
 from detr_studio.data.dataset import (
     CocoDetectionDataset,
@@ -21,7 +22,6 @@ from detr_studio.data.dataset import (
 )
 from detr_studio.data.images import ImageReadError
 from detr_studio.data.transforms import Target, make_transforms
-from detr_studio.model.postprocess import id2rgb
 
 W, H = 64, 48
 TRIANGLE = [10.0, 10.0, 40.0, 10.0, 10.0, 40.0]  # right triangle, legs of 30 px: area 450

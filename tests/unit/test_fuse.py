@@ -8,8 +8,8 @@ import torch
 
 from detr_studio.infer.predictor import Predictor
 from detr_studio.model.backbone import FrozenBatchNorm2d
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.model.fuse import FoldedConv2d, fold_frozen_batchnorm
 
 

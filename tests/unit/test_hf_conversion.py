@@ -11,16 +11,12 @@ import pytest
 import torch
 import transformers
 
-from detr_studio.model.config import DetrConfig
-from detr_studio.model.detr import build_detr
-from detr_studio.model.hf import (
-    config_from_hf,
-    convert_hf_state_dict,
-    is_hf_state_dict,
-    to_hf_config,
-    to_hf_state_dict,
-)
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import DetrConfig
+from detr_studio.model.detr.hf import convert_hf_state_dict, is_hf_state_dict
+from detr_studio.model.detr.hf_config import config_from_hf
 from detr_studio.model.nested import NestedTensor
+from tests.model_helpers import to_hf_config, to_hf_state_dict
 
 TOLERANCE = 1e-4
 

@@ -15,9 +15,9 @@ from scipy.optimize import linear_sum_assignment
 from detr_studio.train.matcher import (
     HungarianMatcher,
     NonFinitePredictionError,
-    match_per_image_loop,
     matching_cost,
 )
+from tests.model_helpers import match_per_image_loop
 
 NUM_CLASSES = 91  # COCO: a 92-way head, no-object last
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detr_studio.model.config import DetrConfig
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import DetrConfig
 
 RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 BN = ("weight", "bias", "running_mean", "running_var")

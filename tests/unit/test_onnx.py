@@ -15,21 +15,19 @@ from torch import nn
 
 from detr_studio import __version__
 from detr_studio.commands import export as export_command
-from detr_studio.infer import onnx_export
+from detr_studio.infer import onnx_graphs
 from detr_studio.infer.onnx_backend import CPU, CUDA, OnnxModelError, OnnxPredictor, provider_order
-from detr_studio.infer.onnx_export import (
-    OnnxExportError,
-    check_parity,
-    export_onnx,
-    read_metadata,
-    split_panoptic,
-)
+from detr_studio.infer.onnx_export import OnnxExportError, export_onnx
+from detr_studio.infer.onnx_metadata import read_metadata
+from detr_studio.infer.onnx_panoptic import split_panoptic
+from detr_studio.infer.onnx_parity import FP16_ATOL, check_parity
 from detr_studio.infer.predictor import Predictor
 from detr_studio.model.checkpoint import save_checkpoint
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.classes import default_is_thing_map
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
+from detr_studio.model.detr.panoptic import PostProcessPanoptic, panoptic_scores
 from detr_studio.model.nested import nested_tensor_from_tensor_list
-from detr_studio.model.postprocess import PostProcessPanoptic, default_is_thing_map, panoptic_scores
 
 SAMPLE = (64, 96)  # export trace size (h, w); every check below uses other sizes and batch sizes
 SIZE, MAX_SIZE = 96, 160  # small preprocessing so that predictions stay fast
@@ -139,7 +137,7 @@ def test_failed_parity_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatc
     model, config = _model()
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous export")
-    original = onnx_export._export_torchscript
+    original = onnx_graphs.trace
 
     class Shifted(nn.Module):
         def __init__(self, inner):
@@ -150,9 +148,7 @@ def test_failed_parity_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatc
             logits, boxes = self.inner(images, mask)
             return logits + 0.01, boxes
 
-    monkeypatch.setattr(
-        onnx_export, "_export_torchscript", lambda wrapper, *rest: original(Shifted(wrapper), *rest)
-    )
+    monkeypatch.setattr(onnx_graphs, "trace", lambda graph, *rest: original(Shifted(graph), *rest))
     with pytest.raises(OnnxExportError, match="does not match PyTorch") as info:
         export_onnx(model, config, target, sample_size=SAMPLE)
     assert "pred_logits" in str(info.value) and "TOO LARGE" in str(info.value)
@@ -164,11 +160,7 @@ def test_fp16_export_matches_within_the_fp16_tolerance(tmp_path):
     model, config = _model()
     report = export_onnx(model, config, tmp_path / "half.onnx", fp16=True, sample_size=SAMPLE)
     parity = report.parity[0]
-    assert (
-        report.passed
-        and parity.atol == onnx_export.FP16_ATOL
-        and read_metadata(report.path).precision == "fp16"
-    )
+    assert report.passed and parity.atol == FP16_ATOL and read_metadata(report.path).precision == "fp16"
     graph = onnx.load(str(report.path)).graph
     weights = [t for t in graph.initializer if len(t.dims) >= 2]
     assert weights and all(t.data_type == TensorProto.FLOAT16 for t in weights)

@@ -18,18 +18,13 @@ from detr_studio.commands import export as export_command
 from detr_studio.data.preprocess import prepare
 from detr_studio.infer import quantize
 from detr_studio.infer.onnx_backend import OnnxPredictor
-from detr_studio.infer.onnx_export import (
-    INT8_MIN_AGREEMENT,
-    OnnxExportError,
-    OnnxMetadata,
-    check_parity,
-    export_onnx,
-    read_metadata,
-)
+from detr_studio.infer.onnx_export import OnnxExportError, export_onnx
+from detr_studio.infer.onnx_metadata import OnnxMetadata, read_metadata
+from detr_studio.infer.onnx_parity import INT8_MIN_AGREEMENT, check_parity
 from detr_studio.infer.predictor import Predictor
 from detr_studio.model.checkpoint import save_checkpoint
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 
 SAMPLE = (64, 96)
 SIZE, MAX_SIZE = 96, 160

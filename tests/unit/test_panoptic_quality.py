@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from detr_studio.common.panoptic_ids import id2rgb, rgb2id
 from detr_studio.data import synthetic
 from detr_studio.data.dataset import CocoPanopticDataset
 from detr_studio.data.transforms import make_transforms
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
-from detr_studio.model.postprocess import id2rgb, rgb2id
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train.panoptic_quality import (
     METRIC_KEYS,
     PanopticError,

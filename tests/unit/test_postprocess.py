@@ -10,20 +10,21 @@ import pytest
 import torch
 from PIL import Image
 
-from detr_studio.model.postprocess import (
-    PostProcess,
+from detr_studio.common.panoptic_ids import id2rgb, rgb2id
+from detr_studio.model.classes import coco_panoptic_is_thing, default_is_thing_map
+from detr_studio.model.detr.family import DETR_FAMILY
+from detr_studio.model.detr.panoptic import (
     PostProcessPanoptic,
-    PostProcessSegm,
-    coco_panoptic_is_thing,
-    default_is_thing_map,
-    id2rgb,
     panoptic_from_kept,
     panoptic_keep,
     panoptic_scores,
-    post_process_detection,
-    post_process_segm,
-    rgb2id,
 )
+from detr_studio.model.detr.postprocess import instance_masks
+
+
+def post_process_detection(outputs, sizes):
+    return DETR_FAMILY.postprocess(outputs, sizes)
+
 
 # Panoptic tests use 4 classes + no-object (column 4): 0 and 1 are things, 2 and 3 are stuff.
 THING_MAP = {0: True, 1: True, 2: False, 3: False}
@@ -104,12 +105,12 @@ def test_detection_drops_no_object_before_argmax_and_keeps_every_query():
     assert len(results) == 2
     # image 0, query 0: softmax (0.1, 0.2, 0.7); no-object wins overall but the best real class is 1 (0.2)
     # image 0, query 1: softmax (0.6, 0.3, 0.1) -> class 0, 0.6
-    torch.testing.assert_close(results[0]["scores"], torch.tensor([0.2, 0.6]))
-    assert results[0]["labels"].tolist() == [1, 0]
-    assert results[0]["labels"].dtype == torch.int64
+    torch.testing.assert_close(results[0].scores, torch.tensor([0.2, 0.6]))
+    assert results[0].labels.tolist() == [1, 0]
+    assert results[0].labels.dtype == torch.int64
     # image 1: (0.2, 0.5, 0.3) -> class 1, 0.5; (0.4, 0.45, 0.15) -> class 1, 0.45
-    torch.testing.assert_close(results[1]["scores"], torch.tensor([0.5, 0.45]))
-    assert results[1]["labels"].tolist() == [1, 1]
+    torch.testing.assert_close(results[1].scores, torch.tensor([0.5, 0.45]))
+    assert results[1].labels.tolist() == [1, 1]
 
 
 def test_detection_scales_boxes_by_each_images_own_size():
@@ -117,22 +118,19 @@ def test_detection_scales_boxes_by_each_images_own_size():
     # image 0 is (h, w) = (100, 200): (cx, cy, w, h) = (0.5, 0.5, 0.2, 0.4) -> (0.4, 0.3, 0.6, 0.7)
     #   * (200, 100, 200, 100) = (80, 30, 120, 70); (0.25, 0.25, 0.5, 0.5) -> (0, 0, 0.5, 0.5) -> (0, 0, 100, 50)
     torch.testing.assert_close(
-        results[0]["boxes"], torch.tensor([[80.0, 30.0, 120.0, 70.0], [0.0, 0.0, 100.0, 50.0]])
+        results[0].boxes, torch.tensor([[80.0, 30.0, 120.0, 70.0], [0.0, 0.0, 100.0, 50.0]])
     )
     # image 1 is (50, 10): (0.25, 0.5, 0.5, 1) -> (0, 0, 0.5, 1) * (10, 50, 10, 50) = (0, 0, 5, 50)
     torch.testing.assert_close(
-        results[1]["boxes"], torch.tensor([[0.0, 0.0, 5.0, 50.0], [0.0, 0.0, 10.0, 50.0]])
+        results[1].boxes, torch.tensor([[0.0, 0.0, 5.0, 50.0], [0.0, 0.0, 10.0, 50.0]])
     )
 
 
-def test_detection_callable_matches_the_function():
+def test_detection_reports_one_row_per_query_in_query_order():
     sizes = torch.tensor([[100, 200], [50, 10]])
-    a = PostProcess()(detection_outputs(), sizes)
-    b = post_process_detection(detection_outputs(), sizes)
-    for ra, rb in zip(a, b):
-        assert set(ra) == {"scores", "labels", "boxes"}
-        for key in ra:
-            assert torch.equal(ra[key], rb[key])
+    for result in post_process_detection(detection_outputs(), sizes):
+        assert result.query_index.tolist() == [0, 1]
+        assert result.boxes.shape == (2, 4)
 
 
 def test_detection_refuses_sizes_that_are_not_one_hw_pair_per_image():
@@ -162,26 +160,25 @@ def test_segm_thresholds_the_sigmoid_of_the_upsampled_masks():
     max_sizes = torch.tensor([[4, 4], [4, 3]])
     orig_sizes = torch.tensor([[4, 4], [2, 6]])
     # threshold 0.5: sigmoid(x) > 0.5 <=> x > 0 -> rows 10, 5 are in, -5, -10 are out
-    low = post_process_segm([{}, {}], segm_outputs(), orig_sizes, max_sizes)
-    assert low[0]["masks"].dtype == torch.uint8
-    assert low[0]["masks"].shape == (1, 1, 4, 4)
-    assert low[0]["masks"][0, 0, :, 0].tolist() == [1, 1, 0, 0]
+    low = instance_masks(segm_outputs(), orig_sizes, max_sizes)
+    assert low[0].dtype == torch.uint8
+    assert low[0].shape == (1, 1, 4, 4)
+    assert low[0][0, 0, :, 0].tolist() == [1, 1, 0, 0]
     # threshold 0.999: sigmoid(10) ≈ 0.99995 is in, sigmoid(5) ≈ 0.9933 is out
-    high = PostProcessSegm(threshold=0.999)([{}, {}], segm_outputs(), orig_sizes, max_sizes)
-    assert high[0]["masks"][0, 0, :, 0].tolist() == [1, 0, 0, 0]
+    high = instance_masks(segm_outputs(), orig_sizes, max_sizes, threshold=0.999)
+    assert high[0][0, 0, :, 0].tolist() == [1, 0, 0, 0]
 
 
 def test_segm_crops_to_each_input_size_before_resizing_to_the_original_size():
     max_sizes = torch.tensor([[4, 4], [4, 3]])
     orig_sizes = torch.tensor([[2, 2], [2, 6]])
-    results = post_process_segm([{"scores": torch.ones(1)}, {}], segm_outputs(), orig_sizes, max_sizes)
-    assert "scores" in results[0]
+    results = instance_masks(segm_outputs(), orig_sizes, max_sizes)
     # image 0: rows (1, 1, 0, 0); nearest 4 -> 2 takes source rows 0 and 2
-    assert results[0]["masks"][0, 0].tolist() == [[1, 1], [0, 0]]
+    assert results[0][0, 0].tolist() == [[1, 1], [0, 0]]
     # image 1: columns (1, 1, 0, 0) cropped to width 3 -> (1, 1, 0); nearest 3 -> 6 takes source columns
     # floor(j * 3 / 6) = 0, 0, 1, 1, 2, 2 -> (1, 1, 1, 1, 0, 0). Without the crop it would be 1, 1, 1, 0, 0, 0.
-    assert results[1]["masks"].shape == (1, 1, 2, 6)
-    assert results[1]["masks"][0, 0].tolist() == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]]
+    assert results[1].shape == (1, 1, 2, 6)
+    assert results[1][0, 0].tolist() == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]]
 
 
 # ----------------------------------------------------------------------------------------- panoptic
@@ -357,8 +354,8 @@ def test_panoptic_from_selected_masks_matches_the_full_call():
 
 
 def test_panoptic_fast_path_through_detrsegm_select_matches_the_full_model_call():
-    from detr_studio.model.config import tiny_config
-    from detr_studio.model.detr import build_detr
+    from detr_studio.model.detr.build import build_detr
+    from detr_studio.model.detr.config import tiny_config
 
     torch.manual_seed(0)
     model = build_detr(tiny_config(masks=True, num_classes=4), train_backbone=False).eval()

@@ -11,8 +11,8 @@ from detr_studio.data.images import ImageReadError
 from detr_studio.data.preprocess import resized_size
 from detr_studio.infer.predictor import Predictor
 from detr_studio.model.box_ops import box_cxcywh_to_xyxy
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.model.nested import nested_tensor_from_tensor_list
 
 

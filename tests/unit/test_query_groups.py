@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from detr_studio.model.config import tiny_config
-from detr_studio.model.detr import build_detr, single_group_state_dict
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
+from detr_studio.model.detr.family import DETR_FAMILY
 from detr_studio.model.nested import NestedTensor
 from detr_studio.train.criterion import GroupedCriterion, build_criterion, group_outputs
 
@@ -55,7 +56,7 @@ def test_only_the_first_group_is_used_outside_training_and_saved() -> None:
         out = model(_images())
     assert out["pred_logits"].shape == (2, 4, 6)
     plain = build_detr(tiny_config(num_queries=4)).eval()
-    plain.load_state_dict(single_group_state_dict(model))
+    plain.load_state_dict(DETR_FAMILY.deployable_state_dict(model))
     with torch.no_grad():
         torch.testing.assert_close(plain(_images())["pred_boxes"], out["pred_boxes"])
 

@@ -13,10 +13,10 @@ from PIL import Image
 
 from detr_studio.cli import main
 from detr_studio.commands import CommandError, demo
+from detr_studio.common.panoptic_ids import rgb2id
 from detr_studio.data import synthetic
 from detr_studio.data.dataset import CocoDetectionDataset, CocoPanopticDataset, segmentation_to_mask
 from detr_studio.data.transforms import make_transforms
-from detr_studio.model.postprocess import rgb2id
 
 SIZE = 96
 

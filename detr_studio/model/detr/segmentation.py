@@ -7,12 +7,14 @@ checkpoints load strictly. Beyond the reference, the mask head can run for a cho
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .detr import DETR, DetrOutput, as_nested
-from .nested import NestedTensor
+from ..nested import NestedTensor
+from .detr import DETR, DetrOutput
 
 
 class MHAttentionMap(nn.Module):
@@ -89,14 +91,17 @@ class MaskHeadSmallConv(nn.Module):
             batch_index = torch.arange(b, device=x.device).repeat_interleave(q)
             bbox_mask = bbox_mask.flatten(0, 1)
         x = torch.cat([x[batch_index], bbox_mask], 1)
-        x = F.relu(self.gn1(self.lay1(x)))
+        return self.refine(F.relu(self.gn1(self.lay1(x))), fpns, batch_index)
+
+    def refine(self, x: Tensor, fpns: list[Tensor] | tuple[Tensor, ...], batch_index: Tensor) -> Tensor:
+        """Everything after the first convolution: x [N, dim, h, w] (``gn1`` applied) -> [N, 1, H/4, W/4]."""
         x = F.relu(self.gn2(self.lay2(x)))
         for adapter, lay, gn, fpn in (
             (self.adapter1, self.lay3, self.gn3, fpns[0]),
             (self.adapter2, self.lay4, self.gn4, fpns[1]),
             (self.adapter3, self.lay5, self.gn5, fpns[2]),
         ):
-            cur = adapter(fpn)[batch_index]
+            cur = adapter(fpn)[batch_index]  # [N, Ci', Hi, Wi]
             x = cur + F.interpolate(x, size=cur.shape[-2:], mode="nearest")
             x = F.relu(gn(lay(x)))
         return self.out_lay(x)
@@ -118,6 +123,7 @@ class DETRsegm(nn.Module):
         self.mask_head = MaskHeadSmallConv(
             hidden_dim + nheads, [channels[2], channels[1], channels[0]], hidden_dim
         )
+        self.mask_chunk = 0  # rows of the mask head run at a time; 0: all at once
 
     @property
     def num_classes(self) -> int:
@@ -130,34 +136,44 @@ class DETRsegm(nn.Module):
     def forward(
         self,
         samples: NestedTensor | list[Tensor] | Tensor,
-        select=None,
+        select: Callable[[DetrOutput], Tensor] | None = None,
     ) -> DetrOutput:
         """-> the DETR outputs plus "pred_masks" [B, Q, H/4, W/4] (mask logits).
 
         ``select``: optional function of the output dict returning a bool [B, Q] of the queries that
         need masks. Then "pred_masks" is [N, H/4, W/4] for the selected queries only, in row-major
         (image, query) order, and "mask_index" [N, 2] holds each row's (image, query).
+        With ``mask_chunk`` set, the mask head runs that many rows at a time (the same masks, less memory).
         """
-        samples = as_nested(samples)
-        features, pos = self.detr.backbone(samples)
-        src, mask = features[-1].decompose()
-        src_proj = self.detr.input_proj(src)
-        hs, memory = self.detr.transformer(src_proj, mask, self.detr.query_embed.weight, pos[-1])
-        out = self.detr.heads(hs)
+        decoding = self.detr.decode(samples)
+        out = self.detr.heads(decoding.hs)
+        features, src_proj = decoding.features, decoding.projected
         fpns = [features[2].tensors, features[1].tensors, features[0].tensors]
-        bbox_mask = self.bbox_attention(hs[-1], memory, mask=mask)  # [B, Q, heads, h, w]
+        bbox_mask = self.bbox_attention(
+            decoding.hs[-1], decoding.memory, mask=decoding.mask
+        )  # [B, Q, heads, h, w]
         b, q = bbox_mask.shape[:2]
         if select is None:
-            seg = self.mask_head(src_proj, bbox_mask, fpns)
+            index = torch.stack(torch.meshgrid(torch.arange(b), torch.arange(q), indexing="ij"), -1).flatten(
+                0, 1
+            )
+            seg = self._mask_rows(src_proj, bbox_mask, index.to(src_proj.device), fpns)
             out["pred_masks"] = seg.view(b, q, seg.shape[-2], seg.shape[-1])
             return out
-        chosen = select(out)  # [B, Q] bool
-        index = chosen.nonzero()  # [N, 2]
+        index = select(out).nonzero()  # [N, 2]
         if len(index) == 0:
             h4, w4 = features[0].tensors.shape[-2:]
             out["pred_masks"] = src_proj.new_zeros((0, h4, w4))
         else:
-            seg = self.mask_head(src_proj, bbox_mask[index[:, 0], index[:, 1]], fpns, batch_index=index[:, 0])
-            out["pred_masks"] = seg[:, 0]
+            out["pred_masks"] = self._mask_rows(src_proj, bbox_mask, index, fpns)
         out["mask_index"] = index
         return out
+
+    def _mask_rows(self, src_proj: Tensor, bbox_mask: Tensor, index: Tensor, fpns: list[Tensor]) -> Tensor:
+        """Mask logits [N, H/4, W/4] of the (image, query) rows ``index`` [N, 2], ``mask_chunk`` at a time."""
+        step = self.mask_chunk or len(index)
+        parts = [
+            self.mask_head(src_proj, bbox_mask[rows[:, 0], rows[:, 1]], fpns, batch_index=rows[:, 0])[:, 0]
+            for rows in index.split(max(step, 1))
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -5,12 +5,13 @@ Attribute names are the reference's, so its state dicts load with ``strict=True`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Joiner, build_backbone
-from .config import DetrConfig
-from .nested import NestedTensor, nested_tensor_from_tensor_list
+from ..backbone import Joiner
+from ..nested import NestedTensor, nested_tensor_from_tensor_list
 from .transformer import Transformer
 
 DetrOutput = dict  # {"pred_logits": [B, Q, C+1], "pred_boxes": [B, Q, 4], "aux_outputs"?, "pred_masks"?}
@@ -37,6 +38,22 @@ def as_nested(samples: NestedTensor | list[Tensor] | Tensor) -> NestedTensor:
     if isinstance(samples, NestedTensor):
         return samples
     return nested_tensor_from_tensor_list(samples)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Everything one pass through the backbone and the transformer yields, before the heads.
+
+    features: the backbone's levels (one, or layer1..layer4 for a mask head), each a NestedTensor;
+    projected [B, D, h, w]: the last level after ``input_proj``; mask [B, h, w]: its padding;
+    hs [L, B, Q, D]: every decoder layer's output; memory [B, D, h, w]: the encoder's output.
+    """
+
+    features: list[NestedTensor]
+    projected: Tensor
+    mask: Tensor
+    hs: Tensor
+    memory: Tensor
 
 
 class DETR(nn.Module):
@@ -87,56 +104,19 @@ class DETR(nn.Module):
             ]
         return out
 
+    def decode(self, samples: NestedTensor | list[Tensor] | Tensor) -> Decoding:
+        """The one DETR decode, shared by ``forward``, the segmentation wrapper and the ONNX panoptic graph."""
+        samples = as_nested(samples)
+        features, pos = self.backbone(samples)
+        src, mask = features[-1].decompose()
+        projected = self.input_proj(src)  # [B, D, h, w]
+        queries, groups = self.queries()
+        hs, memory = self.transformer(projected, mask, queries, pos[-1], groups)
+        return Decoding(features, projected, mask, hs, memory)
+
     def forward(self, samples: NestedTensor | list[Tensor] | Tensor) -> DetrOutput:
         """samples: a NestedTensor, a list of [3, H, W] images, or a [B, 3, H, W] batch.
 
         -> {"pred_logits": [B, Q, C+1], "pred_boxes": [B, Q, 4] normalised cxcywh, "aux_outputs"?: [...]}.
         """
-        samples = as_nested(samples)
-        features, pos = self.backbone(samples)
-        src, mask = features[-1].decompose()
-        queries, groups = self.queries()
-        hs = self.transformer(self.input_proj(src), mask, queries, pos[-1], groups)[0]
-        return self.heads(hs)
-
-
-def single_group_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The state dict of ``model`` with only the first query group: the layout of a plain DETR."""
-    sd = model.state_dict()
-    detr = getattr(model, "detr", model)
-    if getattr(detr, "query_groups", 1) > 1:
-        prefix = "detr." if detr is not model else ""
-        key = prefix + "query_embed.weight"
-        sd[key] = sd[key][: detr.num_queries]
-    return sd
-
-
-def build_detr(config: DetrConfig, train_backbone: bool = True) -> nn.Module:
-    """Build the network for ``config``: a ``DETR``, or a ``DETRsegm`` wrapping one when ``config.masks``."""
-    backbone = build_backbone(
-        config.backbone,
-        hidden_dim=config.hidden_dim,
-        position_embedding=config.position_embedding,
-        train_backbone=train_backbone,
-        return_interm_layers=config.masks,
-        dilation=config.dilation,
-        width=config.backbone_width,
-        norm=config.backbone_norm,
-        stride=config.backbone_stride,
-    )
-    transformer = Transformer(
-        d_model=config.hidden_dim,
-        nhead=config.nheads,
-        num_encoder_layers=config.enc_layers,
-        num_decoder_layers=config.dec_layers,
-        dim_feedforward=config.dim_feedforward,
-        dropout=config.dropout,
-        normalize_before=config.pre_norm,
-        return_intermediate_dec=True,
-    )
-    model = DETR(backbone, transformer, config.num_classes, config.num_queries, config.aux_loss)
-    if config.masks:
-        from .segmentation import DETRsegm
-
-        return DETRsegm(model)
-    return model
+        return self.heads(self.decode(samples).hs)
