@@ -53,8 +53,16 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except (ImageReadError, CheckpointError, ValueError, OSError, KeyError, RuntimeError) as exc:
-        text = str(exc).strip().strip("'\"") or type(exc).__name__
-        raise CommandError(text.splitlines()[0]) from None
+        raise CommandError(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a list of problems joined with "; ")."""
+    text = (exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)).strip()
+    lines = [line.strip(" -•\t") for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {'; '.join(lines[1:])}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise CommandError("--batch must be at least 1")
     onnx = str(args.weights).lower().endswith(".onnx")
+    if onnx and (args.masks or args.panoptic):
+        raise CommandError(
+            f"{args.weights}: mask AP and PQ need a model with a mask head (an ONNX file gives box AP; "
+            "evaluate the checkpoint for masks)"
+        )
     with one_line_errors():
         if onnx:
             family, forward, device, trained = _onnx_runner(args)
@@ -80,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
             device = pick_device(args.device)
             has_masks = family.has_masks(loaded.config)
     if (args.masks or args.panoptic) and not has_masks:
-        hint = " (an ONNX file gives box AP; evaluate the checkpoint for masks)" if onnx else ""
-        raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head{hint}")
+        raise CommandError(f"{args.weights}: mask AP and PQ need a model with a mask head")
     size = InputSize(args.size or trained.size, args.max_size or trained.max_size)
     transforms = make_transforms("val", scales=[size.size], max_size=size.max_size)
     with one_line_errors():

@@ -24,10 +24,13 @@ One meaning serves the inspector, the threshold, ghosts and the review queue wha
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, replace
 
 import numpy as np
+from PIL import Image
 
+from ..common.panoptic_ids import rgb2id
 from ..model.family import SIGMOID, SOFTMAX, ImageAttention
 
 DEFAULT_THRESHOLD = 0.5  # the score a detection must pass to be shown or written, in the window and commands
@@ -35,15 +38,21 @@ DEFAULT_THRESHOLD = 0.5  # the score a detection must pass to be shown or writte
 
 @dataclass(frozen=True)
 class PanopticResult:
-    """Panoptic segmentation of one image: ``ids`` [H, W] segment id per pixel, and what each id is.
+    """Panoptic segmentation of one image: the reference's RGB-encoded PNG (id = R + 256 G + 256² B) and what
+    each segment id is (``segments_info`` entries {"id", "isthing", "category_id", "area"}, as the reference).
 
-    ``segments_info`` entries follow the reference: {"id", "isthing", "category_id", "area"}.
-    ``png`` holds the reference's RGB-encoded PNG bytes (id = R + 256 G + 256² B).
+    Only the compressed PNG is kept (a few kB, where the id map of a 640x480 image is 1.2 MB), so that a window
+    holding the results of many images does not grow by an id map each; ``ids`` decodes it when drawn.
     """
 
-    ids: np.ndarray
     segments_info: list[dict]
     png: bytes
+
+    @property
+    def ids(self) -> np.ndarray:
+        """[H, W] int32: the segment id of every pixel, decoded from ``png``."""
+        with Image.open(io.BytesIO(self.png)) as img:
+            return rgb2id(np.asarray(img.convert("RGB"))).astype(np.int32)
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,12 @@ The family scores the class logits (``ModelFamily.score_queries``: DETR's softma
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from ..common.panoptic_ids import rgb2id
 from ..model.family import ImageAttention, ModelFamily
 from ..model.postprocess import box_results
 from .detections import Detections, PanopticResult
@@ -57,8 +54,5 @@ def outputs_to_detections(
 
 
 def panoptic_result(raw: dict) -> PanopticResult:
-    """The post-processor's {"png_string", "segments_info"} -> ``PanopticResult`` with its id map."""
-    png = raw["png_string"]
-    with Image.open(io.BytesIO(png)) as img:
-        ids = rgb2id(np.asarray(img.convert("RGB")))
-    return PanopticResult(ids=ids.astype(np.int32), segments_info=raw["segments_info"], png=png)
+    """The post-processor's {"png_string", "segments_info"} -> ``PanopticResult``."""
+    return PanopticResult(segments_info=raw["segments_info"], png=raw["png_string"])

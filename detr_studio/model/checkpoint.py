@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from ..common.files import FileProblem, atomic_write, read_json
@@ -98,7 +99,8 @@ def torch_load_weights(path: Path) -> Any:
     """``torch.load`` with weights only; ``argparse.Namespace`` (official training files) allowed by name.
     Refusals say so in our words (never torch's advice to turn the protection off)."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols; a refusal is said below
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         blocked = re.search(r"unsupported GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)", str(exc))
@@ -294,7 +296,9 @@ def save_checkpoint(
     if input_size is not None:
         size, max_size = input_size
         meta["input_size"] = {"size": size, "max_size": max_size}
-    atomic_write(weights, lambda p: save_file(sd, str(p), metadata={"format": FORMAT_NAME}))
+    # serialised in memory, so that the file is created by atomic_write with the user's umask (safetensors
+    # writing a file itself makes it 0600)
+    atomic_write(weights, save(sd, metadata={"format": FORMAT_NAME}))
     atomic_write(sidecar_path(weights), json.dumps(meta, indent=2).encode("utf-8"))
     return weights
 

@@ -7,13 +7,13 @@ matched against each family in turn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
 
 from .detr.family import DETR_FAMILY
-from .family import Hints, ModelFamily, NotRecognised, Recognised
+from .family import Hints, ModelFamily, NotRecognised, Recognised, Recognition
 
 FAMILIES: tuple[ModelFamily, ...] = (DETR_FAMILY,)
 DEFAULT_FAMILY = DETR_FAMILY.name  # what files from before families were recorded (sidecar format 1) hold
@@ -40,13 +40,7 @@ def recognise(
     state_dict: Mapping[str, Tensor], hints: Hints
 ) -> tuple[ModelFamily, Recognised] | NotRecognised:
     """The family whose own key layout ``state_dict`` has, with its config; else why each family refused."""
-    reasons = []
-    for family in FAMILIES:
-        verdict = family.recognise(state_dict, hints)
-        if isinstance(verdict, Recognised):
-            return family, verdict
-        reasons.append(f"{family.title}: {verdict.reason}")
-    return NotRecognised("; ".join(reasons))
+    return _first(FAMILIES, lambda family: family.recognise(state_dict, hints))
 
 
 def recognise_huggingface(
@@ -60,9 +54,16 @@ def recognise_huggingface(
         candidates = tuple(f for f in FAMILIES if model_type in f.hf_model_types)
         if not candidates:
             return NotRecognised(f"config.json is for model_type {model_type!r}, which no family here reads")
+    return _first(candidates, lambda family: family.from_huggingface(state_dict, hf_config))
+
+
+def _first(
+    candidates: tuple[ModelFamily, ...], ask: Callable[[ModelFamily], Recognition]
+) -> tuple[ModelFamily, Recognised] | NotRecognised:
+    """The first family ``ask`` recognises the weights for; else every family's reason, in one line."""
     reasons = []
     for family in candidates:
-        verdict = family.from_huggingface(state_dict, hf_config)
+        verdict = ask(family)
         if isinstance(verdict, Recognised):
             return family, verdict
         reasons.append(f"{family.title}: {verdict.reason}")

@@ -229,3 +229,20 @@ def test_a_copied_run_folder_still_loads(tmp_path):
     shutil.copy(demo_weights(), tmp_path / "best.safetensors")
     shutil.copy(demo_weights().with_suffix(".json"), tmp_path / "best.json")
     assert load_checkpoint(tmp_path).family is DETR_FAMILY
+
+
+def test_onnx_metadata_records_the_family_and_files_without_it_read_as_detr():
+    from detr_studio.infer.onnx_metadata import META_PREFIX, OnnxMetadata
+
+    meta = OnnxMetadata(config=tiny_config(), class_names={1: "cat"}, task="detection", precision="fp32")
+    props = meta.to_props()
+    assert props[META_PREFIX + "family"] == "detr"
+    assert OnnxMetadata.from_props(props, "m.onnx").family is DETR_FAMILY
+    older = {k: v for k, v in props.items() if k != META_PREFIX + "family"}
+    assert OnnxMetadata.from_props(older, "old.onnx").config == tiny_config()
+    with pytest.raises(ValueError, match=r"new\.onnx: unknown model family 'yolo'"):
+        OnnxMetadata.from_props({**props, META_PREFIX + "family": "yolo"}, "new.onnx")
+    bad = json.loads(props[META_PREFIX + "config"])
+    bad["nheads"] = 0
+    with pytest.raises(ValueError, match=r"bad\.onnx: detr_studio\.config\.nheads must be an integer"):
+        OnnxMetadata.from_props({**props, META_PREFIX + "config": json.dumps(bad)}, "bad.onnx")

@@ -103,10 +103,11 @@ class DetrFamily(ModelFamily):
     def training_config(
         self, config: ModelConfig, *, num_classes: int, aux_loss: bool, masks: bool, dropout: float | None
     ) -> ModelConfig:
-        changes: dict[str, Any] = {"num_classes": num_classes, "aux_loss": aux_loss, "masks": masks}
-        if dropout is not None:
-            changes["dropout"] = dropout
-        return config.replace(**changes)
+        """As every family, plus the mask head: a run trains one exactly when it asks for masks."""
+        with_masks = config.replace(masks=masks)
+        return super().training_config(
+            with_masks, num_classes=num_classes, aux_loss=aux_loss, masks=False, dropout=dropout
+        )
 
     def set_query_groups(self, model: nn.Module, groups: int) -> None:
         if isinstance(model, DETRsegm) and groups != 1:
