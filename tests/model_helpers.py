@@ -13,19 +13,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detr_studio.model.backbone import RESNET_SHAPES
 from detr_studio.model.detr.config import DetrConfig
-from detr_studio.model.detr.hf import (
-    ATTENTIONS,
+from detr_studio.model.detr.hf import ATTENTIONS, LAYER_PARTS, MASK_PREFIXES, PREFIXES
+from detr_studio.model.detr.recognise import SEGMENTATION_PREFIX
+from detr_studio.model.hf_common import (
     HF_BACKBONE,
     HF_BACKBONE_V4,
-    LAYER_PARTS,
-    MASK_PREFIXES,
     OUR_BACKBONE,
-    PREFIXES,
     QKV,
     TORCHVISION_RESNET_KEY,
 )
-from detr_studio.model.detr.recognise import RESNET_SHAPES, SEGMENTATION_PREFIX
 from detr_studio.model.state_dicts import listing
 from detr_studio.train.matcher import (
     MatchIndices,
@@ -103,7 +101,7 @@ def _to_hf_key(key: str, backbone: str) -> list[str] | None:
         body = key[len(OUR_BACKBONE) :]
         if not TORCHVISION_RESNET_KEY.fullmatch(body):
             return None
-        return [HF_BACKBONE + (body if backbone == "timm" else _native_resnet_key(body))]
+        return [HF_BACKBONE + (body if backbone == "timm" else native_resnet_key(body))]
     if match := _OUR_PACKED.fullmatch(key):
         side, index, module, param = match.groups()
         for hf_attention, our_attention in ATTENTIONS[side].items():
@@ -118,7 +116,7 @@ def _to_hf_key(key: str, backbone: str) -> list[str] | None:
     return None
 
 
-def _native_resnet_key(key: str) -> str:
+def native_resnet_key(key: str) -> str:
     """A torchvision ResNet key -> transformers' native ResNet name."""
     if match := _TV_STEM.fullmatch(key):
         part, param = match.groups()

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from detr_studio.cli import build_parser, main
 from detr_studio.data.synthetic import generate
@@ -35,6 +36,9 @@ def assert_one_error_line(code: int, err: str, *fragments: str) -> None:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
+    torch.manual_seed(
+        0
+    )  # module-scoped: made before the per-test seed, so the weights must not depend on order
     config = tiny_config(num_classes=3)
     return save_checkpoint(
         build_detr(config), tmp_path_factory.mktemp("model") / "m", config, {1: "disc", 2: "box"}
@@ -153,6 +157,7 @@ def test_export_int8_prints_fp32_and_int8_ap_side_by_side(model, two_images, tmp
     code, out, err = run_cli(
         capsys, "export", "--weights", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--size", "128",
         "--max-size", "128", "--check-data", str(annotations), "--check-images", str(images),
+        "--min-agreement", "0.5",  # a random tiny model keeps 70-100 % by seed; the table is the subject here
     )  # fmt: skip
     assert code == 0, err
     table = out[out.index("box AP on 2 images") :].splitlines()

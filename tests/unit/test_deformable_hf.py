@@ -17,14 +17,16 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
+from detr_studio.model.config_fields import ConfigError
 from detr_studio.model.deformable_detr.detector import build_deformable_detr
 from detr_studio.model.deformable_detr.hf import (
     config_from_hf,
     convert_hf_state_dict,
     is_hf_deformable_state_dict,
-    to_hf_state_dict,
 )
+from detr_studio.model.family import Hints
 from detr_studio.model.nested import NestedTensor
+from tests.deformable_helpers import to_hf_state_dict
 
 TOLERANCE = 1e-4
 CONFIGS = {
@@ -156,7 +158,9 @@ def test_conversion_without_config_reads_the_shapes(hf_case):
     """Without config.json: layers, levels, points (given the head count), refinement and two-stage come
     from the weights; DC5 and the two-stage proposal count cannot."""
     name, model, _config_json, batch, reference = hf_case
-    official, config = convert_hf_state_dict(model.state_dict(), nheads=4, num_queries=12)
+    two_stage = CONFIGS[name].get("two_stage", False)
+    args = {"nheads": 4, "two_stage": two_stage, "num_queries": 12}
+    official, config = convert_hf_state_dict(model.state_dict(), hints=Hints(training_args=args))
     assert (config.enc_n_points, config.dec_n_points, config.num_queries) == (3, 2, 12)
     assert config.with_box_refine == CONFIGS[name].get("with_box_refine", False)
     assert config.two_stage == CONFIGS[name].get("two_stage", False)
@@ -188,6 +192,12 @@ def test_config_json_is_read_and_checked():
         config_from_hf({**config_json, "model_type": "detr"})
     with pytest.raises(ValueError, match="activation_function"):
         config_from_hf({**config_json, "activation_function": "gelu"})
+    with pytest.raises(ConfigError, match="encoder_n_points must be an integer from 1 to 64, got 0"):
+        config_from_hf({**config_json, "encoder_n_points": 0})
+    with pytest.raises(ConfigError, match="d_model must be an integer from 32 to 4096, got 'abc'"):
+        config_from_hf({**config_json, "d_model": "abc"})
+    with pytest.raises(ConfigError, match="two_stage needs with_box_refine"):
+        config_from_hf({**config_json, "two_stage": True, "with_box_refine": False})
 
 
 def test_keys_of_another_model_are_named():

@@ -1,5 +1,6 @@
-"""Deformable DETR exported to ONNX once, at one batch and size, then run by ONNX Runtime at two other
-batches and sizes: the graph has no size baked in (GridSample at opset 17, shapes read from tensors)."""
+"""Deformable DETR exported to ONNX once (``export_onnx``: the family's graph, the parity check at another
+batch and size), then run by ONNX Runtime at two other batches and sizes: the graph has no size baked in
+(GridSample at opset 17, shapes read from tensors)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from detr_studio.infer.onnx_export import ExportWrapper
+from detr_studio.infer.onnx_export import export_onnx
+from detr_studio.infer.onnx_metadata import read_metadata
 from detr_studio.model.deformable_detr.config import tiny_deformable_config
 from detr_studio.model.deformable_detr.detector import build_deformable_detr
 from detr_studio.model.nested import NestedTensor
@@ -36,24 +38,15 @@ def test_exported_at_one_size_runs_at_others(flags, tmp_path):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # offsets and attention weights start at zero weight
-    wrapper = ExportWrapper(model, panoptic=False).eval()
+    config = tiny_deformable_config(**flags)
     path = tmp_path / "deformable.onnx"
-    sample = _batch(1, 96, 128, seed=1)
-    torch.onnx.export(
-        wrapper,
-        sample,
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["images", "mask"],
-        output_names=["pred_logits", "pred_boxes"],
-        dynamic_axes={
-            "images": {0: "batch", 2: "height", 3: "width"},
-            "mask": {0: "batch", 1: "height", 2: "width"},
-            "pred_logits": {0: "batch"},
-            "pred_boxes": {0: "batch"},
-        },
-    )
+    report = export_onnx(model, config, path, sample_size=(96, 128), class_names={1: "a"})
+    assert report.passed and report.exporter == "torchscript"
+    (parity,) = report.parity
+    assert parity.batch_size == 2 and all(size != (96, 128) for size in parity.sizes)
+    assert parity.max_diff("pred_logits") <= TOLERANCE
+    meta = read_metadata(path)
+    assert meta.family.name == "deformable_detr" and meta.config == config
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     levels = model.num_feature_levels
     assert ops.count("GridSample") == levels * 4  # one per level in each of 2 encoder + 2 decoder layers

@@ -277,7 +277,7 @@ def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_official_entries_match_the_published_checkpoints() -> None:
-    entries = zoo.list_entries()
+    entries = [e for e in zoo.list_entries() if e.family == "detr"]
     assert [e.name for e in entries] == [
         "detr-r50",
         "detr-r50-dc5",
@@ -330,13 +330,16 @@ def test_zoo_table_lists_every_model_and_marks_cached_ones(tmp_path: Path) -> No
     (tmp_path / entry.filename).write_bytes(b"x")
     table = zoo.format_zoo_table(dest_dir=tmp_path)
     lines = table.splitlines()
-    assert lines[0].split() == ["name", "task", "backbone", "box", "AP", "PQ", "size", "cached"]
-    rows = {line.split()[0]: line.split() for line in lines[1:8]}
+    header = ["name", "family", "task", "backbone", "box", "AP", "PQ", "size", "sha256", "cached"]
+    assert lines[0].split() == header
+    count = len(zoo.list_entries())
+    rows = {line.split()[0]: line.split() for line in lines[1 : count + 1]}
     assert set(rows) == {e.name for e in zoo.list_entries()}
     assert rows["detr-r50-dc5"][-1] == "yes"
     assert rows["detr-r50"][-1] == "no"
-    assert rows["detr-r50"][2:4] == ["R50", "42.0"]
-    assert rows["detr-r101-panoptic"][4] == "45.1"
+    assert rows["detr-r50"][1:5] == ["detr", "detection", "R50", "42.0"]
+    assert rows["detr-r50"][-2] == "e632da11"
+    assert rows["detr-r101-panoptic"][5] == "45.1"
     assert str(tmp_path) in lines[-1]
 
 

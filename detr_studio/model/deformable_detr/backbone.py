@@ -9,11 +9,12 @@ from __future__ import annotations
 from torchvision.models._utils import IntermediateLayerGetter
 
 from ..backbone import Backbone, Joiner
+from ..position_encoding import PositionEmbeddingSine
 from .config import DeformableDetrConfig
-from .position_encoding import PositionEmbeddingSineHalfPixel
 
 MULTI_SCALE_LAYERS = {"layer2": "0", "layer3": "1", "layer4": "2"}  # C3, C4, C5: strides 8, 16, 32
 SINGLE_SCALE_LAYERS = {"layer4": "0"}  # C5: stride 32 (16 with DC5)
+PIXEL_CENTRE = -0.5  # the sine encoding's offset: coordinates at the pixel centre
 
 
 class LevelsBackbone(Backbone):
@@ -37,6 +38,5 @@ class LevelsBackbone(Backbone):
 
 def build_levels_backbone(config: DeformableDetrConfig, train_backbone: bool = True) -> Joiner:
     """``Joiner(backbone, position encoding)``: ``(features per level, position encodings per level)``."""
-    return Joiner(
-        LevelsBackbone(config, train_backbone), PositionEmbeddingSineHalfPixel(config.hidden_dim // 2)
-    )
+    position = PositionEmbeddingSine(config.hidden_dim // 2, normalize=True, offset=PIXEL_CENTRE)
+    return Joiner(LevelsBackbone(config, train_backbone), position)

@@ -3,78 +3,66 @@
 ``num_classes`` has the official meaning: the number of sigmoid outputs of the class head, which is the
 largest category id + 1 (91 for COCO). There is no "no object" output: a query whose every class
 probability is low is no object.
+
+Each field is type- and range-checked when a config is made (``model/config_fields.py``), whatever made it: a
+sidecar, a Hugging Face ``config.json``, a training record or an ONNX file's metadata.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from ..backbone import RESNETS
+from ..config_fields import Choice, ConfigError, Flag, Integer, ModelConfig, Number, checked
+
 FAMILY = "deformable_detr"
+MAX_QUERIES = (
+    5000  # far above the published 300 (900 in later variants); a typo should not allocate gigabytes
+)
 
 
 @dataclass(frozen=True)
-class DeformableDetrConfig:
+class DeformableDetrConfig(ModelConfig):
     """Every choice that changes the network's shape or behaviour (defaults: the official multi-scale model)."""
 
-    num_classes: int = 91
-    backbone: str = "resnet50"
-    dilation: bool = False  # DC5: the last stage at stride 16
-    backbone_width: int = 64  # stem channels of ResNet-18/34 (64 is the standard network)
-    hidden_dim: int = 256
-    nheads: int = 8
-    enc_layers: int = 6
-    dec_layers: int = 6
-    dim_feedforward: int = 1024
-    dropout: float = 0.1
-    num_feature_levels: int = 4  # 1: single-scale (C5 only); >1: C3-C5 plus extra stride-2 levels
-    enc_n_points: int = 4
-    dec_n_points: int = 4
-    num_queries: int = 300  # also the number of two-stage proposals
-    with_box_refine: bool = False
-    two_stage: bool = False
-    aux_loss: bool = True
+    family_name = FAMILY
 
-    def __post_init__(self) -> None:
-        if self.num_classes < 1 or self.num_queries < 1:
-            raise ValueError("num_classes and num_queries must be positive")
+    num_classes: int = checked(91, Integer(1, 100_000))
+    backbone: str = checked("resnet50", Choice(*RESNETS))
+    dilation: bool = checked(False, Flag())  # DC5: the last stage at stride 16
+    backbone_width: int = checked(64, Integer(8, 512, step=8))  # stem channels of ResNet-18/34 (64: standard)
+    hidden_dim: int = checked(256, Integer(32, 4096, step=32))  # the projections' GroupNorm has 32 groups
+    nheads: int = checked(8, Integer(1, 64))
+    enc_layers: int = checked(6, Integer(1, 48))
+    dec_layers: int = checked(6, Integer(1, 48))
+    dim_feedforward: int = checked(1024, Integer(1, 65536))
+    dropout: float = checked(0.1, Number(0.0, 1.0))
+    # 1: single-scale (C5 only); 3 or more: C3-C5 plus extra stride-2 levels
+    num_feature_levels: int = checked(4, Integer(1, 8))
+    enc_n_points: int = checked(4, Integer(1, 64))
+    dec_n_points: int = checked(4, Integer(1, 64))
+    num_queries: int = checked(300, Integer(1, MAX_QUERIES))  # also the number of two-stage proposals
+    with_box_refine: bool = checked(False, Flag())
+    two_stage: bool = checked(False, Flag())
+    aux_loss: bool = checked(True, Flag())
+
+    def check(self) -> None:
         if self.hidden_dim % self.nheads:
-            raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}")
-        if self.hidden_dim % 32:
-            raise ValueError(
-                f"hidden_dim must be a multiple of 32 (GroupNorm(32) projections), got {self.hidden_dim}"
+            raise ConfigError("hidden_dim", f"{self.hidden_dim} is not divisible by nheads {self.nheads}")
+        if self.num_feature_levels == 2:
+            raise ConfigError(
+                "num_feature_levels",
+                "must be 1 (single-scale) or at least 3 (C3-C5 plus extra levels), got 2",
             )
-        if self.num_feature_levels < 1 or self.num_feature_levels == 2:
-            raise ValueError(
-                f"num_feature_levels must be 1 (single-scale) or at least 3 (C3-C5 + extra), got {self.num_feature_levels}"
-            )
-        if self.enc_n_points < 1 or self.dec_n_points < 1:
-            raise ValueError("enc_n_points and dec_n_points must be positive")
         if self.two_stage and not self.with_box_refine:
-            raise ValueError(
-                "two_stage needs with_box_refine (as in the official code, which fails without it)"
+            raise ConfigError(
+                "two_stage", "needs with_box_refine (as in the official code, which fails without it)"
             )
         if self.backbone_width != 64 and self.backbone not in ("resnet18", "resnet34"):
-            raise ValueError(f"only resnet18 and resnet34 take another backbone_width, not {self.backbone}")
-
-    @property
-    def family(self) -> str:
-        return FAMILY
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeformableDetrConfig:
-        """Build from a dict, refusing unknown keys so that typos do not pass silently."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Deformable DETR config keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> DeformableDetrConfig:
-        return DeformableDetrConfig.from_dict({**self.to_dict(), **changes})
+            raise ConfigError(
+                "backbone_width", f"only resnet18 and resnet34 take another width, not {self.backbone}"
+            )
 
 
 # The five configurations of the official release (configs/r50_deformable_detr*.sh).

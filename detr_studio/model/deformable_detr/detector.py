@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import init
 
 from ..backbone import Joiner
-from ..detr import MLP, as_nested
+from ..detr.detr import MLP, as_nested
 from ..nested import NestedTensor
 from .backbone import build_levels_backbone
 from .config import DeformableDetrConfig
@@ -31,7 +31,8 @@ DeformableOutput = dict
 """{"pred_logits": [B, Q, C], "pred_boxes": [B, Q, 4] normalised cxcywh, "aux_outputs"?: one such dict per
 earlier decoder layer, "enc_outputs"?: {"pred_logits": [B, S, C], "pred_boxes": [B, S, 4]} (two-stage)}."""
 
-PRIOR_PROBABILITY = 0.01  # the class bias starts at -log((1 - p) / p)
+PRIOR_PROBABILITY = 0.01  # the focal prior: every class starts at this probability
+PRIOR_BIAS = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)  # -4.595
 
 
 class DeformableDETR(nn.Module):
@@ -61,7 +62,7 @@ class DeformableDETR(nn.Module):
         self.with_box_refine = with_box_refine
         self.two_stage = two_stage
 
-        init.constant_(class_embed.bias, -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY))
+        init.constant_(class_embed.bias, PRIOR_BIAS)
         init.constant_(bbox_embed.layers[-1].weight, 0)
         init.constant_(bbox_embed.layers[-1].bias, 0)
         for proj in self.input_proj:
@@ -99,6 +100,20 @@ class DeformableDETR(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.class_embed[0].out_features
+
+    def reset_class_heads(self) -> None:
+        """Every class head afresh, for a new class list: default weights and the focal prior bias."""
+        for head in self.class_embed:
+            head.reset_parameters()
+            init.constant_(head.bias, PRIOR_BIAS)
+
+    @property
+    def level_strides(self) -> list[int]:
+        """Input pixels per feature cell of each level: the backbone's, then twice the last per extra level."""
+        strides = list(self.backbone[0].level_strides)
+        while len(strides) < self.num_feature_levels:
+            strides.append(strides[-1] * 2)
+        return strides
 
     def levels(self, samples: NestedTensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """-> per level: projected features [B, C, h, w], padding masks [B, h, w], position encodings [B, C, h, w]."""
