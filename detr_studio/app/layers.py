@@ -19,10 +19,12 @@ from detr_studio.data.coco import CocoDocument, rgb2id
 from detr_studio.data.images import load_image
 from detr_studio.infer.detections import Detections
 from detr_studio.model.classes import UNUSED_NAME, coco_panoptic_classes, generated_color
+from detr_studio.model.deformable_detr.attention import SamplingAttention
 from detr_studio.model.detr.attention import AttentionMaps
+from detr_studio.model.family import SAMPLING_POINTS, ImageAttention
 
 from .canvas import BoxSpec
-from .overlays import heatmap_rgba, masks_rgba, segments_rgba, to_qimage, vary
+from .overlays import heatmap_rgba, masks_rgba, sampling_points_rgba, segments_rgba, to_qimage, vary
 from .predictions import ImagePredictions, PredictionStore
 
 Rgb = tuple[int, int, int]
@@ -188,15 +190,20 @@ def draw_masks(jobs: list[MaskJob], height: int, width: int) -> QImage | None:
 
 
 def attention_picture(
-    maps: AttentionMaps | None,
+    maps: ImageAttention | None,
     query: int | None,
     probe: tuple[float, float] | None,
     head: int | None,
 ) -> tuple[QImage, tuple[float, float]] | None:
-    """Heatmap of where decoder ``query`` looks, or (no query) where the encoder looks from pixel ``probe``;
-    with the image pixels one feature cell covers (x, y). None when there is nothing to show."""
+    """Where decoder ``query`` looks, or (no query) where the encoder looks from pixel ``probe``; with the
+    image pixels one picture pixel covers (x, y). A heatmap of attention maps, or the sampling points of a
+    deformable model. None when there is nothing to show."""
     if maps is None:
         return None
+    if maps.kind == SAMPLING_POINTS:
+        assert isinstance(maps, SamplingAttention)
+        return _sampling_picture(maps, query, probe, head)
+    assert isinstance(maps, AttentionMaps)
     if query is not None:
         values = maps.decoder_map(query, head)  # [h, w]
     elif probe is not None and maps.encoder is not None:
@@ -205,6 +212,27 @@ def attention_picture(
         return None
     cell = (maps.stride * maps.scale[1], maps.stride * maps.scale[0])
     return to_qimage(heatmap_rgba(values)), cell
+
+
+SAMPLING_PICTURE_SIDE = 1024  # the points are drawn at most this many pixels wide, then scaled to the image
+
+
+def _sampling_picture(
+    maps: SamplingAttention, query: int | None, probe: tuple[float, float] | None, head: int | None
+) -> tuple[QImage, tuple[float, float]] | None:
+    if query is not None:
+        points = maps.decoder_points(query)
+    elif probe is not None and maps.has_encoder:
+        points = maps.encoder_points(probe[0], probe[1])
+    else:
+        return None
+    height, width = maps.image_size
+    step = max(1.0, max(height, width) / SAMPLING_PICTURE_SIDE)  # image pixels per picture pixel
+    size = (max(1, round(height / step)), max(1, round(width / step)))
+    rgba = sampling_points_rgba(
+        points.reference.numpy() / step, points.locations.numpy() / step, points.weights.numpy(), size, head
+    )
+    return to_qimage(rgba), (step, step)
 
 
 def visible_predictions(

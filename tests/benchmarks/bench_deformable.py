@@ -6,8 +6,12 @@
   child process (the model built and warmed up, the kernel's peak-RSS mark reset through
   ``/proc/self/clear_refs``, one forward, ``VmHWM`` minus the RSS before it), with glibc told to return
   every freed block over 128 KiB to the system so that RSS follows live memory;
-- ONNX Runtime fp32 (the graph exported at a small size with the frozen batch norms folded into their
-  convolutions, as our exports do, and run at the full size: dynamic shapes) against our fp32 forward.
+- ONNX Runtime fp32 (the family's ONNX graph with the frozen batch norms folded into their convolutions,
+  exported at a small size by the exporter ``detr-studio export`` uses, and run at the full size: dynamic
+  shapes; the session options of ``OnnxPredictor``) against our fp32 forward as ``Predictor`` runs it (batch
+  norms folded, channels-last), which is the target row, and against the network as built (informative);
+- our bf16 autocast forward (informative: where the CPU has AMX / AVX-512 BF16, the advantage that ONNX
+  Runtime's CPU kernels do not have).
 
 Batch 1, input 800x1066 (the COCO "cats" picture after the reference resize), random weights, eval,
 inference mode. ``--quick`` halves the input and times one repeat: a smoke run, not a measurement.
@@ -26,8 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detr_studio.infer.onnx_export import ExportWrapper
+from detr_studio.infer import device as devices
+from detr_studio.infer.onnx_graphs import run_exporter
 from detr_studio.model.deformable_detr.detector import build_deformable_detr
+from detr_studio.model.deformable_detr.family import DEFORMABLE_DETR_FAMILY
 from detr_studio.model.deformable_detr.hf import convert_hf_state_dict
 from detr_studio.model.fuse import fold_frozen_batchnorm
 from detr_studio.model.nested import NestedTensor
@@ -197,43 +203,61 @@ def run(report: Report) -> None:
         _onnx(report, ours, x, mask, Path(tmp))
 
 
+def _predictor_path(ours: nn.Module) -> nn.Module:
+    """The network as ``Predictor`` runs it on a CPU: batch norms folded, channels-last."""
+    folded = copy.deepcopy(ours)
+    fold_frozen_batchnorm(folded)
+    return folded.to(memory_format=torch.channels_last)
+
+
 def _onnx(report: Report, ours: nn.Module, x: torch.Tensor, mask: torch.Tensor, folder: Path) -> None:
-    """ORT fp32 on the full-size input, from a graph exported at ``EXPORT_SIZE``."""
+    """ORT fp32 on the full-size input, from a graph exported at ``EXPORT_SIZE``; our bf16 beside."""
     import onnxruntime as ort
 
     from detr_studio.infer.onnx_backend import session_options
 
     path = folder / "deformable.onnx"
-    sample = _inputs(*EXPORT_SIZE)
-    folded = copy.deepcopy(ours)
-    fold_frozen_batchnorm(folded)  # as our DETR export does: one convolution instead of conv + scale + shift
-    axes = {"images": {0: "b", 2: "h", 3: "w"}, "mask": {0: "b", 1: "h", 2: "w"}}
-    torch.onnx.export(
-        ExportWrapper(folded, panoptic=False).eval(),
-        sample,
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["images", "mask"],
-        output_names=["pred_logits", "pred_boxes"],
-        dynamic_axes=axes,
-    )
+    fast = _predictor_path(ours)
+    graph = DEFORMABLE_DETR_FAMILY.onnx_graph(copy.deepcopy(fast).to(memory_format=torch.contiguous_format))
+    outputs = list(DEFORMABLE_DETR_FAMILY.onnx_outputs())
+    used = run_exporter(graph.eval(), outputs, torch.device("cpu"), path, 17, EXPORT_SIZE, "auto", [])
     session = ort.InferenceSession(str(path), session_options(THREADS), providers=["CPUExecutionProvider"])
     feed = {"images": x.numpy(), "mask": mask.numpy()}
+    x_last = x.contiguous(memory_format=torch.channels_last)
+
+    def ours_bf16() -> dict:
+        with devices.autocast(torch.device("cpu"), "bf16"):
+            return fast(NestedTensor(x_last, mask))
+
     candidates = {
-        "ours fp32": lambda: _forward("ours", ours, x, mask),
+        "ours fp32 (predictor)": lambda: fast(NestedTensor(x_last, mask)),
+        "ours fp32 (as built)": lambda: _forward("ours", ours, x, mask),
         "ORT fp32": lambda: session.run(None, feed),
+        "ours bf16": ours_bf16,
     }
     with torch.inference_mode():
         times = report.time(candidates)
-        ref = _forward("ours", ours, x, mask)
+        ref = fast(NestedTensor(x_last, mask))
+        low = ours_bf16()
     logits = torch.from_numpy(session.run(None, feed)[0])
+    shape = (
+        f"exported at {EXPORT_SIZE[0]}x{EXPORT_SIZE[1]} ({used}, opset 17), run at {x.shape[2]}x{x.shape[3]}"
+    )
     report.add_timing(
-        "deformable ORT fp32", times["ORT fp32"], peer="ours fp32", peer_timing=times["ours fp32"], target=ORT_TARGET,
-        note=f"exported at {EXPORT_SIZE[0]}x{EXPORT_SIZE[1]}",
+        "deformable ORT fp32", times["ORT fp32"], peer="ours fp32 (predictor)",
+        peer_timing=times["ours fp32 (predictor)"], target=ORT_TARGET, note=shape,
+    )  # fmt: skip
+    report.add_timing(
+        "deformable ORT fp32 vs the network as built", times["ORT fp32"], peer="ours fp32 (as built)",
+        peer_timing=times["ours fp32 (as built)"], note="no folding, no channels-last",
+    )  # fmt: skip
+    report.add_timing(
+        "deformable bf16 autocast", times["ours bf16"], peer="ours fp32 (predictor)",
+        peer_timing=times["ours fp32 (predictor)"], note="informative; sampling stays fp32",
     )  # fmt: skip
     report.note(
-        f"ORT vs ours at {x.shape[2]}x{x.shape[3]}: max |logit diff| {(logits - ref['pred_logits']).abs().max():.2e}"
+        f"ORT vs ours at {x.shape[2]}x{x.shape[3]}: max |logit diff| {(logits - ref['pred_logits']).abs().max():.2e}; "
+        f"bf16 vs fp32: max |sigmoid diff| {(low['pred_logits'].float().sigmoid() - ref['pred_logits'].sigmoid()).abs().max():.2e}"
     )
 
 

@@ -84,6 +84,11 @@ class SamplingAttention(ImageAttention):
         self.scale = scale
 
     @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the original image."""
+        return round(self.input_size[0] * self.scale[0]), round(self.input_size[1] * self.scale[1])
+
+    @property
     def num_heads(self) -> int:
         return self._decoder_attn.n_heads
 

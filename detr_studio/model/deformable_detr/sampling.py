@@ -55,11 +55,15 @@ def _lean() -> bool:
 
 
 def _sample_level(value_l: Tensor, locations: Tensor, weights: Tensor, lean: bool) -> Tensor:
-    """value_l [N·H, D, h, w]; locations [N·H, q, P, 2] in [0, 1]; weights [N·H, 1, q, P] -> [N·H, D, q]."""
+    """value_l [N·H, D, h, w]; locations [N·H, P, q, 2] in [0, 1]; weights [N·H, 1, P, q] -> [N·H, D, q].
+
+    Points before queries: ``grid_sample`` then gives [N·H, D, P, q], and the weighted sum runs over a middle
+    axis of whole [q] rows, which is many times faster (in PyTorch and ONNX Runtime alike) than a sum over a
+    trailing axis of 4 points."""
     grid = 2 * locations - 1
     sampled = F.grid_sample(value_l, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    sampled = sampled.mul_(weights) if lean else sampled * weights  # [N·H, D, q, P]
-    return sampled.sum(-1)
+    sampled = sampled.mul_(weights) if lean else sampled * weights  # [N·H, D, P, q]
+    return sampled.sum(2)
 
 
 def deformable_sample(
@@ -90,11 +94,12 @@ def deformable_sample(
     for q0 in range(0, lq, chunk):
         ref, off, att = (t[:, q0 : q0 + chunk] for t in (reference_points, offsets, weights))
         q = off.shape[1]
-        att = at_least_fp32(att).transpose(1, 2)  # [N, H, q, L, P]
+        att = at_least_fp32(att).permute(0, 2, 3, 4, 1)  # [N, H, L, P, q]
         total = None
         for level, (value_l, (h, w)) in enumerate(zip(maps, shapes)):
-            loc = level_locations(ref, off, level, h, w).transpose(1, 2).flatten(0, 1).to(value_l.dtype)
-            wl = att[:, :, :, level].reshape(n * heads, 1, q, points).to(value_l.dtype)  # [N·H, 1, q, P]
+            loc = level_locations(ref, off, level, h, w).permute(0, 2, 3, 1, 4)  # [N, H, P, q, 2]
+            loc = loc.reshape(n * heads, points, q, 2).to(value_l.dtype)
+            wl = att[:, :, level].reshape(n * heads, 1, points, q).to(value_l.dtype)  # [N·H, 1, P, q]
             read = _sample_level(value_l, loc, wl, lean)  # [N·H, D, q]
             total = read if total is None else (total.add_(read) if lean else total + read)
         parts.append(total)
