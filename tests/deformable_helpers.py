@@ -20,7 +20,7 @@ from detr_studio.model.deformable_detr.config import DeformableDetrConfig
 from detr_studio.model.deformable_detr.family import DEFORMABLE_DETR_FAMILY
 from detr_studio.model.deformable_detr.hf import ATTENTIONS, LAYER_PARTS, MSDA_PARTS, TOP_PREFIXES
 from detr_studio.model.hf_common import HF_BACKBONE, HF_BACKBONE_V4, OUR_BACKBONE, QKV
-from tests.model_helpers import native_resnet_key
+from tests.model_helpers import hf_transformer_config, native_resnet_key
 
 _OUR_LAYER = re.compile(r"transformer\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)")
 
@@ -89,31 +89,18 @@ def to_hf_config(
     config: DeformableDetrConfig, class_names: Mapping[int, str] | None = None
 ) -> dict[str, Any]:
     """A transformers ``config.json`` dict for ``config`` with a timm backbone (as the hub files)."""
-    names = dict(class_names or {})
     return {
         "model_type": "deformable_detr",
         "architectures": ["DeformableDetrForObjectDetection"],
-        "id2label": {str(i): names.get(i, f"LABEL_{i}") for i in range(config.num_classes)},
+        **hf_transformer_config(config, class_names),
         "backbone": config.backbone,
         "use_timm_backbone": True,
-        "use_pretrained_backbone": False,
-        "dilation": config.dilation,
-        "d_model": config.hidden_dim,
-        "encoder_layers": config.enc_layers,
-        "decoder_layers": config.dec_layers,
-        "encoder_attention_heads": config.nheads,
-        "decoder_attention_heads": config.nheads,
-        "encoder_ffn_dim": config.dim_feedforward,
-        "decoder_ffn_dim": config.dim_feedforward,
-        "num_queries": config.num_queries,
         "two_stage_num_proposals": config.num_queries,
         "num_feature_levels": config.num_feature_levels,
         "encoder_n_points": config.enc_n_points,
         "decoder_n_points": config.dec_n_points,
         "with_box_refine": config.with_box_refine,
         "two_stage": config.two_stage,
-        "dropout": config.dropout,
-        "auxiliary_loss": config.aux_loss,
     }
 
 

@@ -42,6 +42,9 @@ _NATIVE_CONV = re.compile(
 )
 
 KeyTarget = tuple[str, int | None]  # (our key, q/k/v slot of a packed in_proj, or None)
+HF_LAYER = re.compile(r"model\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)")
+# (side, attention module, its projection) -> (our module, q/k/v slot or None), or None: no place
+AttentionTarget = Callable[[str, str, str], "KeyTarget | None"]
 
 
 # --------------------------------------------------------------------------------------------- weights
@@ -72,6 +75,26 @@ def backbone_key(key: str) -> KeyTarget | None:
         return None
     body = torchvision_resnet_key(key[len(HF_BACKBONE) :])
     return None if body is None else (OUR_BACKBONE + body, None)
+
+
+def layer_key(
+    key: str, parts: Mapping[str, Mapping[str, str]], attention: AttentionTarget
+) -> KeyTarget | None:
+    """A 5.x transformer-layer key (``model.encoder.layers.3.mlp.fc1.weight``) -> our key: whole modules renamed
+    by ``parts[side]``, attention projections by the family's ``attention``; None for other keys."""
+    match = HF_LAYER.fullmatch(key)
+    if match is None:
+        return None
+    side, index, module, param = match.groups()
+    stem = f"transformer.{side}.layers.{index}."
+    if module in parts[side]:
+        return f"{stem}{parts[side][module]}.{param}", None
+    owner, _, projection = module.rpartition(".")
+    target = attention(side, owner, projection)
+    if target is None:
+        return None
+    name, slot = target
+    return (f"{stem}{name}.{param}" if slot is None else f"{stem}{name}.in_proj_{param}"), slot
 
 
 def rename_state_dict(
@@ -121,19 +144,23 @@ def rename_state_dict(
 
 
 class ConfigReader:
-    """Values of a ``config.json`` dict: a key left out (or null) takes ``defaults[key]``; each value read
-    passes ``rules[key]`` (the rule of the field it becomes), text keys must be strings. ConfigError names
-    the key otherwise."""
+    """Values of a ``config.json`` dict for ``model_type`` (another model_type is a ValueError): a key left out
+    (or null) takes ``defaults[key]``; each value read passes ``rules[key]`` (the rule of the field it becomes),
+    text keys must be strings. ConfigError names the key otherwise."""
 
     def __init__(
         self,
         hf_config: Mapping[str, Any],
+        model_type: str,
         defaults: Mapping[str, Any],
         rules: Mapping[str, Rule],
         text_keys: tuple[str, ...] = ("activation_function", "position_embedding_type"),
     ):
         if not isinstance(hf_config, Mapping):
             raise ConfigError("", f"must be a JSON object, got a {type(hf_config).__name__}")
+        stated = hf_config.get("model_type", model_type)
+        if stated != model_type:
+            raise ValueError(f"Hugging Face config is for model_type {stated!r}, not {model_type!r}")
         self.hf_config = hf_config
         self.defaults = defaults
         self.rules = rules
@@ -146,6 +173,20 @@ class ConfigReader:
             return text_value(value, key)
         check_value(self.rules[key], value, key)
         return value
+
+    def transformer_fields(self) -> dict[str, Any]:
+        """The config fields every family reads the same way: width, heads, layers, feed-forward width,
+        dropout and the auxiliary loss (encoder values; ``common_problems`` checks the decoder's agree)."""
+        get = self.get
+        return {
+            "hidden_dim": get("d_model"),
+            "nheads": get("encoder_attention_heads"),
+            "enc_layers": get("encoder_layers"),
+            "dec_layers": get("decoder_layers"),
+            "dim_feedforward": get("encoder_ffn_dim"),
+            "dropout": float(get("dropout")),
+            "aux_loss": get("auxiliary_loss"),
+        }
 
     def common_problems(self) -> list[str]:
         """Settings that no family here builds: the activation, unequal encoder and decoder head counts or

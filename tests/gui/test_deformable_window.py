@@ -13,7 +13,7 @@ from detr_studio.model.checkpoint import save_checkpoint
 from detr_studio.model.deformable_detr.config import tiny_deformable_config
 from detr_studio.model.deformable_detr.family import DEFORMABLE_DETR_FAMILY
 
-from .helpers import CLASS_NAMES, load_tiny_model, open_and_wait, predict_and_wait, shot, view_point
+from .helpers import CLASS_NAMES, predicted_window, probe_pictures, shot
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,7 @@ def deformable_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def predicted(qtbot, window, dataset, deformable_checkpoint):
-    open_and_wait(qtbot, window, window.open_coco, dataset.instances_json("train"))
-    load_tiny_model(qtbot, window, deformable_checkpoint)
-    window.set_threshold(0.0)
-    predict_and_wait(qtbot, window)
-    window.canvas.setFocus()
-    return window
+    return predicted_window(qtbot, window, dataset, deformable_checkpoint)
 
 
 def test_a_deformable_model_shows_one_box_per_query(qtbot, predicted):
@@ -74,11 +69,7 @@ def test_probe_mode_shows_the_encoder_points_of_the_clicked_pixel(qtbot, predict
     qtbot.keyClick(window.canvas, Qt.Key.Key_E)
     assert window.canvas.mode == "probe"
     info = window.doc.image(window.current_image_id)
-    pictures = []
-    for x, y in ((10, 10), (info.width - 10, info.height - 10)):
-        qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, x, y))
-        assert window.probe_point is not None and window.canvas.has_attention
-        pictures.append(window.canvas._attention_item.pixmap().toImage())
-    assert pictures[0] != pictures[1]
+    images = probe_pictures(qtbot, window, ((10, 10), (info.width - 10, info.height - 10)))
+    assert images[0] != images[1]
     qtbot.keyClick(window.canvas, Qt.Key.Key_Escape)
     assert not window.canvas.has_attention

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backbone import RESNETS
-from ..config_fields import Choice, ConfigError, Flag, Integer, ModelConfig, Number, checked
+from ..config_fields import TINY_FIELDS, Choice, ConfigError, Flag, Integer, ModelConfig, Number, checked
 
 FAMILY = "deformable_detr"
 MAX_QUERIES = (
@@ -77,19 +77,5 @@ PRESETS: dict[str, DeformableDetrConfig] = {
 
 def tiny_deformable_config(**changes: Any) -> DeformableDetrConfig:
     """A small, fast configuration for tests, demos and smoke runs."""
-    base = DeformableDetrConfig(
-        num_classes=5,
-        backbone="resnet18",
-        backbone_width=16,
-        hidden_dim=32,
-        nheads=4,
-        enc_layers=2,
-        dec_layers=2,
-        dim_feedforward=64,
-        dropout=0.0,
-        num_feature_levels=4,
-        enc_n_points=2,
-        dec_n_points=2,
-        num_queries=10,
-    )
-    return base.replace(**changes)
+    small = {"backbone_width": 16, "num_feature_levels": 4, "enc_n_points": 2, "dec_n_points": 2}
+    return DeformableDetrConfig.from_dict({**TINY_FIELDS, **small, **changes})

@@ -34,6 +34,7 @@ from ..hf_common import (
     backbone_from_hf,
     backbone_key,
     explicit_num_labels,
+    layer_key,
     rename_state_dict,
 )
 from .config import DeformableDetrConfig
@@ -69,7 +70,6 @@ LAYER_PARTS = {  # 5.x module names inside a layer -> official
 }
 MSDA_PARTS = ("sampling_offsets", "attention_weights", "value_proj", "output_proj")
 ATTENTIONS = {"encoder": "self_attn", "decoder": "encoder_attn"}  # HF name of the deformable attention
-_HF_LAYER = re.compile(r"model\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)")
 
 _HF_DEFAULTS: dict[str, Any] = {
     "d_model": 256,
@@ -127,10 +127,7 @@ def is_hf_deformable_state_dict(sd: Mapping[str, Any]) -> bool:
 def config_from_hf(hf_config: Mapping[str, Any]) -> DeformableDetrConfig:
     """Our config for a transformers ``config.json`` (as a dict). ConfigError names a key whose value is of the
     wrong type or out of range; ValueError lists every setting we cannot build."""
-    reader = ConfigReader(hf_config, _HF_DEFAULTS, _RULES)
-    model_type = hf_config.get("model_type", "deformable_detr")
-    if model_type != "deformable_detr":
-        raise ValueError(f"Hugging Face config is for model_type {model_type!r}, not 'deformable_detr'")
+    reader = ConfigReader(hf_config, "deformable_detr", _HF_DEFAULTS, _RULES)
     get = reader.get
     problems = reader.common_problems()
     if get("position_embedding_type") != "sine":
@@ -146,19 +143,13 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> DeformableDetrConfig:
         num_classes=2 if labels is None else labels,  # transformers' default is 2 labels
         backbone=backbone,
         dilation=dilation,
-        hidden_dim=get("d_model"),
-        nheads=get("encoder_attention_heads"),
-        enc_layers=get("encoder_layers"),
-        dec_layers=get("decoder_layers"),
-        dim_feedforward=get("encoder_ffn_dim"),
-        dropout=float(get("dropout")),
+        **reader.transformer_fields(),
         num_feature_levels=get("num_feature_levels"),
         enc_n_points=get("encoder_n_points"),
         dec_n_points=get("decoder_n_points"),
         num_queries=get("two_stage_num_proposals") if get("two_stage") else get("num_queries"),
         with_box_refine=get("with_box_refine"),
         two_stage=get("two_stage"),
-        aux_loss=get("auxiliary_loss"),
     )
 
 
@@ -181,18 +172,16 @@ def _official_key(key: str) -> KeyTarget | None:
     for hf_prefix, ours in TOP_PREFIXES:
         if key.startswith("model." + hf_prefix):
             return ours + key[len("model." + hf_prefix) :], None
-    match = _HF_LAYER.fullmatch(key)
-    if match is None:
-        return None
-    side, index, module, param = match.groups()
-    stem = f"transformer.{side}.layers.{index}."
-    if module in LAYER_PARTS[side]:
-        return f"{stem}{LAYER_PARTS[side][module]}.{param}", None
-    attention, _, part = module.rpartition(".")
-    if attention == ATTENTIONS[side] and part in MSDA_PARTS:
-        return f"{stem}{'self_attn' if side == 'encoder' else 'cross_attn'}.{part}.{param}", None
-    if side == "decoder" and attention == "self_attn" and part in QKV:
-        return f"{stem}self_attn.in_proj_{param}", QKV.index(part)
+    return layer_key(key, LAYER_PARTS, _attention)
+
+
+def _attention(side: str, attention: str, projection: str) -> KeyTarget | None:
+    """The deformable attention's four linears keep their names; the decoder's self-attention q/k/v go into
+    its packed ``in_proj``."""
+    if attention == ATTENTIONS[side] and projection in MSDA_PARTS:
+        return f"{'self_attn' if side == 'encoder' else 'cross_attn'}.{projection}", None
+    if side == "decoder" and attention == "self_attn" and projection in QKV:
+        return "self_attn", QKV.index(projection)
     return None
 
 

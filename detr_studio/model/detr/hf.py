@@ -23,7 +23,15 @@ from typing import Any
 
 from torch import Tensor
 
-from ..hf_common import HF_BACKBONE, HF_BACKBONE_V4, QKV, backbone_key, rename_state_dict
+from ..hf_common import (
+    HF_BACKBONE,
+    HF_BACKBONE_V4,
+    QKV,
+    KeyTarget,
+    backbone_key,
+    layer_key,
+    rename_state_dict,
+)
 from .config import DetrConfig
 from .hf_config import config_from_hf, explicit_num_labels
 from .recognise import SEGMENTATION_PREFIX, NotDetr, fit_problems, shape_fields
@@ -78,8 +86,6 @@ ATTENTIONS: dict[str, dict[str, str]] = {
     "encoder": {"self_attn": "self_attn"},
     "decoder": {"self_attn": "self_attn", "encoder_attn": "multihead_attn"},
 }
-
-_HF_LAYER = re.compile(r"model\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)")
 
 
 def is_hf_state_dict(sd: Mapping[str, Any]) -> bool:
@@ -155,16 +161,13 @@ def _detection_key(key: str) -> tuple[str, int | None] | None:
             return our_prefix + key[len(hf_prefix) :], None
     if key.startswith(HF_BACKBONE):
         return backbone_key(key)
-    match = _HF_LAYER.fullmatch(key)
-    if match is None:
-        return None
-    side, index, module, param = match.groups()
-    stem = f"transformer.{side}.layers.{index}."
-    if module in LAYER_PARTS[side]:
-        return f"{stem}{LAYER_PARTS[side][module]}.{param}", None
-    attention, _, proj = module.rpartition(".")
-    if attention in ATTENTIONS[side] and proj in QKV:
-        return f"{stem}{ATTENTIONS[side][attention]}.in_proj_{param}", QKV.index(proj)
+    return layer_key(key, LAYER_PARTS, _attention)
+
+
+def _attention(side: str, attention: str, projection: str) -> KeyTarget | None:
+    """A q/k/v projection of a self- or cross-attention -> its slot of our packed ``in_proj``."""
+    if attention in ATTENTIONS[side] and projection in QKV:
+        return ATTENTIONS[side][attention], QKV.index(projection)
     return None
 
 

@@ -65,10 +65,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> DetrConfig:
     every setting we cannot build. Dropout settings other than ``dropout`` only matter for training and are
     not carried over.
     """
-    reader = ConfigReader(hf_config, HF_DEFAULTS, _RULES)
-    model_type = hf_config.get("model_type", "detr")
-    if model_type != "detr":
-        raise ValueError(f"Hugging Face config is for model_type {model_type!r}, not 'detr'")
+    reader = ConfigReader(hf_config, "detr", HF_DEFAULTS, _RULES)
     get = reader.get
     problems = reader.common_problems()
     position = {"v2": "sine", "v3": "learned"}.get(
@@ -90,14 +87,8 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> DetrConfig:
         backbone=backbone,
         dilation=dilation,
         position_embedding=position,
-        hidden_dim=get("d_model"),
-        nheads=get("encoder_attention_heads"),
-        enc_layers=get("encoder_layers"),
-        dec_layers=get("decoder_layers"),
-        dim_feedforward=get("encoder_ffn_dim"),
-        dropout=float(get("dropout")),
+        **reader.transformer_fields(),
         pre_norm=False,
         num_queries=get("num_queries"),
-        aux_loss=get("auxiliary_loss"),
         masks=isinstance(architectures, list) and "DetrForSegmentation" in architectures,
     )
