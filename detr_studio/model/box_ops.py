@@ -22,12 +22,6 @@ def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
 
 
-def box_xywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """COCO [..., 4] (x, y, w, h) -> [..., 4] (x0, y0, x1, y1)."""
-    x, y, w, h = boxes.unbind(-1)
-    return torch.stack((x, y, x + w, y + h), dim=-1)
-
-
 def box_xyxy_to_xywh(boxes: Tensor) -> Tensor:
     """[..., 4] (x0, y0, x1, y1) -> COCO [..., 4] (x, y, w, h)."""
     x0, y0, x1, y1 = boxes.unbind(-1)

@@ -196,8 +196,6 @@ def _from_state_dict(path: Path, sd: dict[str, Any], hints: Hints, source: str) 
         hf = recognise_huggingface(sd, hf_config, hints)
     except ConfigError as exc:
         raise CheckpointError(f"{config_file}: {exc}") from None
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot convert Hugging Face weights: {exc}") from None
     if isinstance(hf, NotRecognised):
         raise CheckpointError(
             f"{path}: not a checkpoint of any model family DETR Studio knows ({official_reasons}; "

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .config_fields import ConfigError
 from .deformable_detr.family import DEFORMABLE_DETR_FAMILY
 from .detr.family import DETR_FAMILY
 from .family import Hints, ModelFamily, NotRecognised, Recognised, Recognition
@@ -53,58 +54,40 @@ def recognise_huggingface(
     state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None, hints: Hints | None = None
 ) -> tuple[ModelFamily, Recognised] | NotRecognised:
     """The family whose Hugging Face layout ``state_dict`` has, converted. A ``config.json`` naming its
-    ``model_type`` picks the family directly; when its weights are another family's, the answer says so.
-    ``hints`` (the file name) stand in for what a missing config.json would say. Raises ValueError when the
-    family's conversion fails."""
+    ``model_type`` picks the family directly (and when the weights are another family's, the answer says so);
+    without one, every family is tried. A family whose conversion fails (keys with no place in it, shapes that
+    disagree) gives its reason and lets the next one try. ``hints`` (the file name) stand in for what a missing
+    config.json would say (DC5). A bad value in the ``config.json`` itself raises ConfigError."""
     model_type = hf_config.get("model_type") if isinstance(hf_config, Mapping) else None
     if model_type is None:
-        return _first_converted(FAMILIES, state_dict, None, hints)
+        return _first(FAMILIES, lambda family: _converted(family, state_dict, None, hints))
     named = tuple(f for f in FAMILIES if model_type in f.hf_model_types)
     if not named:
         return NotRecognised(f"config.json is for model_type {model_type!r}, which no family here reads")
-    failure: ValueError | None = None
-    try:
-        found = _first_converted(named, state_dict, hf_config, hints)
-        if not isinstance(found, NotRecognised):
-            return found
-    except ValueError as exc:
-        found, failure = NotRecognised(str(exc)), exc
-    try:
-        actual = _first_converted(tuple(f for f in FAMILIES if f not in named), state_dict, None, hints)
-    except ValueError:
-        actual = found
-    if not isinstance(actual, NotRecognised):
-        return NotRecognised(
-            f"config.json says model_type {model_type!r} ({named[0].title}), but the weights are a "
-            f"{actual[0].title} model's"
-        )
-    if failure is not None:
-        raise failure
+    found = _first(named, lambda family: _converted(family, state_dict, hf_config, hints))
+    if isinstance(found, NotRecognised):
+        others = tuple(f for f in FAMILIES if f not in named)
+        actual = _first(others, lambda family: _converted(family, state_dict, None, hints))
+        if not isinstance(actual, NotRecognised):
+            return NotRecognised(
+                f"config.json says model_type {model_type!r} ({named[0].title}), but the weights are a "
+                f"{actual[0].title} model's"
+            )
     return found
 
 
-def _first_converted(
-    candidates: tuple[ModelFamily, ...],
+def _converted(
+    family: ModelFamily,
     state_dict: Mapping[str, Tensor],
     hf_config: Mapping[str, Any] | None,
     hints: Hints | None,
-) -> tuple[ModelFamily, Recognised] | NotRecognised:
-    """The first family that converts ``state_dict`` as its Hugging Face weights. A family whose conversion
-    fails (ValueError) does not stop the others; when none converts, the first failure is raised."""
-    failure: ValueError | None = None
-
-    def ask(family: ModelFamily) -> Recognition:
-        nonlocal failure
-        try:
-            return family.from_huggingface(state_dict, hf_config, hints)
-        except ValueError as exc:
-            failure = failure or exc
-            return NotRecognised(str(exc))
-
-    found = _first(candidates, ask)
-    if isinstance(found, NotRecognised) and failure is not None:
-        raise failure
-    return found
+) -> Recognition:
+    try:
+        return family.from_huggingface(state_dict, hf_config, hints)
+    except ConfigError:
+        raise
+    except (KeyError, ValueError) as exc:
+        return NotRecognised(f"cannot convert these Hugging Face weights: {exc}")
 
 
 def identify(state_dict: Mapping[str, Tensor]) -> ModelFamily | None:

@@ -36,9 +36,7 @@ def assert_one_error_line(code: int, err: str, *fragments: str) -> None:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    torch.manual_seed(
-        0
-    )  # module-scoped: made before the per-test seed, so the weights must not depend on order
+    torch.manual_seed(0)
     config = tiny_config(num_classes=3)
     return save_checkpoint(
         build_detr(config), tmp_path_factory.mktemp("model") / "m", config, {1: "disc", 2: "box"}
@@ -157,7 +155,7 @@ def test_export_int8_prints_fp32_and_int8_ap_side_by_side(model, two_images, tmp
     code, out, err = run_cli(
         capsys, "export", "--weights", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--size", "128",
         "--max-size", "128", "--check-data", str(annotations), "--check-images", str(images),
-        "--min-agreement", "0.5",  # a random tiny model keeps 70-100 % by seed; the table is the subject here
+        "--min-agreement", "0",  # a random model's scores sit near the 0.5 that agreement counts at
     )  # fmt: skip
     assert code == 0, err
     table = out[out.index("box AP on 2 images") :].splitlines()

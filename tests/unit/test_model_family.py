@@ -247,3 +247,19 @@ def test_onnx_metadata_records_the_family_and_files_without_it_read_as_detr():
     bad["nheads"] = 0
     with pytest.raises(ValueError, match=r"bad\.onnx: detr_studio\.config\.nheads must be an integer"):
         OnnxMetadata.from_props({**props, META_PREFIX + "config": json.dumps(bad)}, "bad.onnx")
+
+
+def test_hugging_face_weights_of_another_family_are_not_taken_for_detr(tmp_path):
+    # Hugging Face Deformable DETR names its queries like DETR does, but has keys DETR has no place for.
+    sd = {
+        "model.query_position_embeddings.weight": torch.zeros(5, 16),
+        "model.level_embed": torch.zeros(4, 8),
+        "class_embed.0.weight": torch.zeros(3, 8),
+    }
+    path = tmp_path / "model.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "not a checkpoint of any model family" in message
+    assert "DETR: cannot convert these Hugging Face weights" in message and "model.level_embed" in message
