@@ -355,3 +355,32 @@ def test_import_opens_no_network_connection() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_deformable_entries_are_the_hub_files_under_names_of_their_own() -> None:
+    entries = [e for e in zoo.list_entries() if e.family == "deformable_detr"]
+    assert [(e.hub_name, e.variant, e.box_ap) for e in entries] == [
+        ("SenseTime/deformable-detr", "multi-scale", 44.5),
+        ("SenseTime/deformable-detr-single-scale", "single-scale", 39.4),
+        ("SenseTime/deformable-detr-single-scale-dc5", "single-scale-dc5", 41.5),
+        ("SenseTime/deformable-detr-with-box-refine", "box-refine", 46.2),
+        ("SenseTime/deformable-detr-with-box-refine-two-stage", "two-stage", 46.9),
+    ]
+    for e in entries:
+        assert e.url == f"https://huggingface.co/{e.hub_name}/resolve/main/pytorch_model.bin"
+        assert e.hash_prefix == "" and e.filename == f"{e.name}.bin"  # every hub file is pytorch_model.bin
+        assert e.config().dilation == e.dilation == ("dc5" in e.name)
+    assert len({e.filename for e in zoo.list_entries()}) == len(zoo.list_entries())
+    assert zoo.get_entry("SenseTime/deformable-detr").name == "deformable-detr"
+
+
+def test_an_entry_without_a_published_hash_records_the_first_download_and_checks_later_ones(
+    server: FileServer, tmp_path: Path
+) -> None:
+    entry = make_entry(server.url(), prefix="")
+    path = zoo.download(entry, dest_dir=tmp_path)
+    assert zoo.recorded_digest(entry, tmp_path) == DIGEST
+    requests = len(server.requests)
+    assert zoo.download(entry, dest_dir=tmp_path) == path and len(server.requests) == requests  # checked only
+    path.write_bytes(b"tampered")  # the cached copy no longer matches its record: fetched again
+    assert zoo.download(entry, dest_dir=tmp_path).read_bytes() != b"tampered"
