@@ -13,19 +13,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detr_studio.model.backbone import RESNET_SHAPES
 from detr_studio.model.detr.config import DetrConfig
-from detr_studio.model.detr.hf import (
-    ATTENTIONS,
+from detr_studio.model.detr.hf import ATTENTIONS, LAYER_PARTS, MASK_PREFIXES, PREFIXES
+from detr_studio.model.detr.recognise import SEGMENTATION_PREFIX
+from detr_studio.model.hf_common import (
     HF_BACKBONE,
     HF_BACKBONE_V4,
-    LAYER_PARTS,
-    MASK_PREFIXES,
     OUR_BACKBONE,
-    PREFIXES,
     QKV,
     TORCHVISION_RESNET_KEY,
 )
-from detr_studio.model.detr.recognise import RESNET_SHAPES, SEGMENTATION_PREFIX
 from detr_studio.model.state_dicts import listing
 from detr_studio.train.matcher import (
     MatchIndices,
@@ -103,7 +101,7 @@ def _to_hf_key(key: str, backbone: str) -> list[str] | None:
         body = key[len(OUR_BACKBONE) :]
         if not TORCHVISION_RESNET_KEY.fullmatch(body):
             return None
-        return [HF_BACKBONE + (body if backbone == "timm" else _native_resnet_key(body))]
+        return [HF_BACKBONE + (body if backbone == "timm" else native_resnet_key(body))]
     if match := _OUR_PACKED.fullmatch(key):
         side, index, module, param = match.groups()
         for hf_attention, our_attention in ATTENTIONS[side].items():
@@ -118,7 +116,7 @@ def _to_hf_key(key: str, backbone: str) -> list[str] | None:
     return None
 
 
-def _native_resnet_key(key: str) -> str:
+def native_resnet_key(key: str) -> str:
     """A torchvision ResNet key -> transformers' native ResNet name."""
     if match := _TV_STEM.fullmatch(key):
         part, param = match.groups()
@@ -148,6 +146,27 @@ def _legacy(key: str) -> str:
     return key
 
 
+def hf_transformer_config(config: Any, class_names: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """The ``config.json`` entries every family writes alike: classes, widths, layers, heads, queries, dropout,
+    the auxiliary loss and the dilation (``config``: any family's config)."""
+    names = dict(class_names or {})
+    return {
+        "id2label": {str(i): names.get(i, f"LABEL_{i}") for i in range(config.num_classes)},
+        "d_model": config.hidden_dim,
+        "encoder_layers": config.enc_layers,
+        "decoder_layers": config.dec_layers,
+        "encoder_attention_heads": config.nheads,
+        "decoder_attention_heads": config.nheads,
+        "encoder_ffn_dim": config.dim_feedforward,
+        "decoder_ffn_dim": config.dim_feedforward,
+        "num_queries": config.num_queries,
+        "dropout": config.dropout,
+        "auxiliary_loss": config.aux_loss,
+        "dilation": config.dilation,
+        "use_pretrained_backbone": False,
+    }
+
+
 def to_hf_config(
     config: DetrConfig, *, backbone: str = "native", class_names: Mapping[int, str] | None = None
 ) -> dict[str, Any]:
@@ -159,25 +178,12 @@ def to_hf_config(
         raise ValueError("transformers' DETR has no pre-norm variant")
     if backbone not in ("native", "timm"):
         raise ValueError(f"backbone naming must be 'native' or 'timm', got {backbone!r}")
-    names = dict(class_names or {})
     out: dict[str, Any] = {
         "model_type": "detr",
         "architectures": ["DetrForSegmentation" if config.masks else "DetrForObjectDetection"],
-        "id2label": {str(i): names.get(i, f"LABEL_{i}") for i in range(config.num_classes)},
-        "d_model": config.hidden_dim,
-        "encoder_layers": config.enc_layers,
-        "decoder_layers": config.dec_layers,
-        "encoder_attention_heads": config.nheads,
-        "decoder_attention_heads": config.nheads,
-        "encoder_ffn_dim": config.dim_feedforward,
-        "decoder_ffn_dim": config.dim_feedforward,
-        "num_queries": config.num_queries,
-        "dropout": config.dropout,
+        **hf_transformer_config(config, class_names),
         "activation_function": "relu",
         "position_embedding_type": config.position_embedding,
-        "auxiliary_loss": config.aux_loss,
-        "dilation": config.dilation,
-        "use_pretrained_backbone": False,
     }
     if backbone == "timm":
         out.update(backbone=config.backbone, use_timm_backbone=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PySide6.QtGui import QImage
@@ -20,12 +20,22 @@ from detr_studio.data.coco import CocoDocument, DatasetError, id_map_problems, r
 from detr_studio.data.labels import label_name
 from detr_studio.infer.detections import Detections
 from detr_studio.model.classes import coco_panoptic_classes, generated_color
+from detr_studio.model.kinds import SAMPLING_POINTS, ImageAttention
 from detr_studio.session.predictions import ImagePredictions
 
 from .box_items import BoxSpec
-from .overlays import heatmap_rgba, masks_rgba, segments_rgba, selection_rgba, to_qimage, vary
+from .overlays import (
+    heatmap_rgba,
+    masks_rgba,
+    sampling_points_rgba,
+    segments_rgba,
+    selection_rgba,
+    to_qimage,
+    vary,
+)
 
 if TYPE_CHECKING:
+    from detr_studio.model.deformable_detr.attention import SamplingAttention
     from detr_studio.model.detr.attention import AttentionMaps
 
 Rgb = tuple[int, int, int]
@@ -241,15 +251,19 @@ def highlight_picture(ids: np.ndarray, selected: Collection[int]) -> QImage | No
 
 
 def attention_picture(
-    maps: AttentionMaps | None,
+    maps: ImageAttention | None,
     query: int | None,
     probe: tuple[float, float] | None,
     head: int | None,
 ) -> tuple[QImage, tuple[float, float]] | None:
-    """Heatmap of where decoder ``query`` looks, or (no query) where the encoder looks from pixel ``probe``;
-    with the image pixels one feature cell covers (x, y). None when there is nothing to show."""
+    """Where decoder ``query`` looks, or (no query) where the encoder looks from pixel ``probe``; with the
+    image pixels one picture pixel covers (x, y). A heatmap of attention maps, or the sampling points of a
+    deformable model. None when there is nothing to show."""
     if maps is None:
         return None
+    if maps.kind == SAMPLING_POINTS:
+        return _sampling_picture(cast("SamplingAttention", maps), query, probe, head)
+    maps = cast("AttentionMaps", maps)
     if query is not None:
         values = maps.decoder_map(query, head)  # [h, w]
     elif probe is not None and maps.encoder is not None:
@@ -258,3 +272,24 @@ def attention_picture(
         return None
     cell = (maps.stride * maps.scale[1], maps.stride * maps.scale[0])
     return to_qimage(heatmap_rgba(values)), cell
+
+
+SAMPLING_PICTURE_SIDE = 1024  # the points are drawn at most this many pixels wide, then scaled to the image
+
+
+def _sampling_picture(
+    maps: SamplingAttention, query: int | None, probe: tuple[float, float] | None, head: int | None
+) -> tuple[QImage, tuple[float, float]] | None:
+    if query is not None:
+        points = maps.decoder_points(query)
+    elif probe is not None and maps.has_encoder:
+        points = maps.encoder_points(probe[0], probe[1])
+    else:
+        return None
+    height, width = maps.image_size
+    step = max(1.0, max(height, width) / SAMPLING_PICTURE_SIDE)  # image pixels per picture pixel
+    size = (max(1, round(height / step)), max(1, round(width / step)))
+    rgba = sampling_points_rgba(
+        points.reference.numpy() / step, points.locations.numpy() / step, points.weights.numpy(), size, head
+    )
+    return to_qimage(rgba), (step, step)

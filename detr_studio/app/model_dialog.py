@@ -43,8 +43,9 @@ def zoo_label(entry: zoo.ZooEntry) -> str:
     figures = f"box AP {entry.box_ap}" if entry.box_ap is not None else ""
     if entry.pq is not None:
         figures += f", PQ {entry.pq}"
-    where = "downloaded" if zoo.cached_path(entry) is not None else f"download {entry.size_mb} MB"
-    return f"{entry.name} — {entry.backbone_label} {entry.task}, {figures} ({where})"
+    size = f" {entry.size_mb} MB" if entry.size_mb else ""
+    where = "downloaded" if zoo.cached_path(entry) is not None else f"download{size}"
+    return f"{entry.name} — {entry.family_label} {entry.backbone_label} {entry.task}, {figures} ({where})"
 
 
 class ModelDialog(QDialog):

@@ -1,4 +1,5 @@
-"""Pictures drawn over the image: class-coloured masks, panoptic segments and attention heatmaps.
+"""Pictures drawn over the image: class-coloured masks, panoptic segments, attention heatmaps and deformable
+attention's sampling points.
 
 The numpy functions build [H, W, 4] RGBA arrays (they run off the Qt thread); `to_qimage` hands one to Qt.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+from PIL import Image, ImageDraw
 from PySide6.QtGui import QImage
 
 Rgb = tuple[int, int, int]
@@ -78,6 +80,51 @@ def heatmap_rgba(values: np.ndarray) -> np.ndarray:
     rgb = np.stack([np.interp(norm, _HEAT_STOPS, _HEAT_COLOURS[:, c]) for c in range(3)], axis=-1)
     alpha = np.clip(norm, 0.0, 1.0) ** 1.5 * 190  # the image stays visible where attention is low
     return np.concatenate([rgb, alpha[..., None]], axis=-1).round().astype(np.uint8)
+
+
+# One colour per feature level (finest first) for sampling points.
+LEVEL_COLOURS: tuple[Rgb, ...] = (
+    (0, 220, 255), (120, 255, 60), (255, 170, 0), (255, 60, 200), (255, 255, 255), (160, 120, 255)
+)  # fmt: skip
+
+
+def sampling_points_rgba(
+    reference: np.ndarray,
+    locations: np.ndarray,
+    weights: np.ndarray,
+    size: tuple[int, int],
+    head: int | None = None,
+) -> np.ndarray:
+    """Sampling points over a transparent [H, W, 4] picture (``size`` = (H, W)), in its pixels.
+
+    reference [2] (x, y) or [4] (cx, cy, w, h): a ring, and the box outline for a box; locations [heads, L, P,
+    2]; weights [heads, L, P]: each point a disc in its level's colour, its area in proportion to its weight
+    (the largest shown at radius 6). ``head`` shows that head only.
+    """
+    height, width = size
+    picture = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(picture)
+    if head is not None:
+        locations, weights = locations[head : head + 1], weights[head : head + 1]
+    top = float(weights.max()) if weights.size else 0.0
+    order = np.argsort(weights, axis=None)  # the heaviest drawn last, on top
+    for flat in order.tolist():
+        h, level, p = np.unravel_index(flat, weights.shape)
+        x, y = (float(v) for v in locations[h, level, p])
+        radius = 1.5 + 4.5 * (float(weights[h, level, p]) / top) ** 0.5 if top > 0 else 1.5
+        colour = LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
+        draw.ellipse(
+            (x - radius, y - radius, x + radius, y + radius), fill=(*colour, 220), outline=(0, 0, 0, 160)
+        )
+    cx, cy = (float(v) for v in reference[:2])
+    if reference.shape[0] == 4:
+        bw, bh = float(reference[2]), float(reference[3])
+        draw.rectangle(
+            (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), outline=(255, 255, 255, 200), width=1
+        )
+    draw.ellipse((cx - 6, cy - 6, cx + 6, cy + 6), outline=(0, 0, 0, 255), width=3)
+    draw.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), outline=(255, 255, 255, 255), width=2)
+    return np.asarray(picture, dtype=np.uint8)
 
 
 def to_qimage(rgba: np.ndarray) -> QImage:

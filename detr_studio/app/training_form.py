@@ -186,7 +186,8 @@ class TrainingForm:
             add("Demo model", DEMO, str(demo))
         for entry in zoo.list_entries():
             if entry.task in ("detection", "panoptic"):
-                where = "" if zoo.cached_path(entry) is not None else f", download {entry.size_mb} MB"
+                size = f" {entry.size_mb} MB" if entry.size_mb else ""
+                where = "" if zoo.cached_path(entry) is not None else f", download{size}"
                 add(f"Zoo: {entry.name} ({entry.backbone_label}{where})", ZOO, entry.name)
         add("Checkpoint file…", FILE, "")
         index = next(

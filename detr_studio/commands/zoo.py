@@ -1,4 +1,5 @@
-"""``detr-studio zoo list|download NAME``: the official checkpoints, fetched only when asked."""
+"""``detr-studio zoo list|download NAME``: the published DETR and Deformable DETR checkpoints, fetched only
+when asked."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("zoo", help="list or download the official DETR checkpoints")
+    parser = sub.add_parser("zoo", help="list or download the published DETR and Deformable DETR checkpoints")
     actions = parser.add_subparsers(dest="zoo_action", metavar="ACTION", required=True)
     actions.add_parser("list", help="show the checkpoints, their COCO figures and whether they are cached")
     download = actions.add_parser("download", help="download a checkpoint (resumable, hash-checked)")
@@ -45,5 +46,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if not entry.hash_prefix:
+        print(
+            f"note: no checksum is published for {entry.name}; this copy's SHA-256 "
+            f"{zoo.recorded_digest(entry, args.dest)} is recorded, and later downloads must match it"
+        )
     print(path)
     return 0

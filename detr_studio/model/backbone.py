@@ -13,6 +13,8 @@ deployed model has the reference layout and the same outputs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -20,10 +22,33 @@ from torchvision.models._utils import IntermediateLayerGetter
 
 from .nested import NestedTensor, pad_mask_to
 from .position_encoding import build_position_encoding
+from .state_dicts import count_indices
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 NORMS = ("frozen", "batch")
 _BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+BODY_PREFIX = "backbone.0.body."  # the ResNet's keys in every family's state dict
+
+# (block type, blocks per stage, stage output widths) of each ResNet we can build.
+RESNET_SHAPES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = {
+    "resnet18": ("basic", (2, 2, 2, 2), (64, 128, 256, 512)),
+    "resnet34": ("basic", (3, 4, 6, 3), (64, 128, 256, 512)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), (256, 512, 1024, 2048)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), (256, 512, 1024, 2048)),
+}
+
+
+def resnet_of(sd: Mapping[str, object]) -> str:
+    """Which of ``RESNETS`` the ``backbone.0.body.*`` keys of a state dict are (block type and blocks per
+    stage); ValueError naming what they are otherwise."""
+    depths = tuple(count_indices(sd, f"{BODY_PREFIX}layer{i}.") for i in range(1, 5))
+    block = "bottleneck" if f"{BODY_PREFIX}layer1.0.conv3.weight" in sd else "basic"
+    for name, (kind, blocks, _) in RESNET_SHAPES.items():
+        if (kind, blocks) == (block, depths):
+            return name
+    raise ValueError(
+        f"backbone weights are a {block} ResNet with blocks {list(depths)}, not ResNet-18/34/50/101"
+    )
 
 
 class FrozenBatchNorm2d(nn.Module):

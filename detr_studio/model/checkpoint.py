@@ -193,7 +193,7 @@ def _from_state_dict(path: Path, sd: dict[str, Any], hints: Hints, source: str) 
     config_file = path.with_name("config.json")
     hf_config = _read_config_json(config_file) if config_file.exists() else None
     try:
-        hf = recognise_huggingface(sd, hf_config)
+        hf = recognise_huggingface(sd, hf_config, hints)
     except ConfigError as exc:
         raise CheckpointError(f"{config_file}: {exc}") from None
     if isinstance(hf, NotRecognised):
@@ -302,7 +302,16 @@ def save_checkpoint(
 
 
 def deployable(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """CPU copies of the tensors, without batch norm's ``num_batches_tracked`` counters."""
-    return {
-        k: v.detach().to("cpu").contiguous() for k, v in sd.items() if not k.endswith("num_batches_tracked")
-    }
+    """CPU copies of the tensors, without batch norm's ``num_batches_tracked`` counters. Tensors that share
+    memory (a head shared by every decoder layer, listed once per layer) become copies of their own, which
+    safetensors needs."""
+    out: dict[str, Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for k, v in sd.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        tensor = v.detach().to("cpu").contiguous()
+        storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        out[k] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    return out

@@ -182,6 +182,21 @@ class ModelConfig:
         return type(self).from_dict({**self.to_dict(), **changes})
 
 
+# The small network of tests, demos and smoke runs, in the fields every family's config has.
+TINY_FIELDS: dict[str, Any] = {
+    "num_classes": 5,
+    "backbone": "resnet18",
+    "hidden_dim": 32,
+    "nheads": 4,
+    "enc_layers": 2,
+    "dec_layers": 2,
+    "dim_feedforward": 64,
+    "dropout": 0.0,
+    "num_queries": 10,
+    "aux_loss": True,
+}
+
+
 def rule_of(config_type: type[ModelConfig], name: str) -> Rule:
     """The rule of field ``name`` of ``config_type`` (for checking a foreign config's value of that field)."""
     for f in fields(config_type):

@@ -28,7 +28,7 @@ Networks and weights
   run does not train but its saved models keep.
 - *``recognise(state_dict, hints)``: the family's own key layout (official release files, the official
   training script's files with their ``args`` as ``Hints``, our checkpoints, which use the official names);
-  ``from_huggingface(state_dict, hf_config)``: the Hugging Face layouts (transformers 4.x and 5.x). Both return
+  ``from_huggingface(state_dict, hf_config, hints)``: the Hugging Face layouts (transformers 4.x and 5.x). Both return
   `Recognised` (the config inferred from shapes and hints, the state dict in the family's layout) or
   `NotRecognised` (one line naming what did not fit, so a file of no family gets a useful message);
   ``from_huggingface`` raises ValueError when the layout is the family's but cannot be converted.
@@ -199,9 +199,13 @@ class ModelFamily(ABC):
         """Whether ``state_dict`` is this family's, in its own (official) key layout."""
 
     def from_huggingface(
-        self, state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None
+        self,
+        state_dict: Mapping[str, Tensor],
+        hf_config: Mapping[str, Any] | None,
+        hints: Hints | None = None,
     ) -> Recognition:
-        """Whether ``state_dict`` is this family's in a Hugging Face layout; converted when it is."""
+        """Whether ``state_dict`` is this family's in a Hugging Face layout; converted when it is. ``hints``:
+        what the file's name says, for what a missing ``config.json`` would (DC5)."""
         return NotRecognised(f"{self.title} has no Hugging Face conversion")
 
     def training_config(

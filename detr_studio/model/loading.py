@@ -25,6 +25,7 @@ from .checkpoint import REFERENCE_INPUT_SIZE, Checkpoint, InputSize, load_checkp
 from .classes import default_class_names
 from .config_fields import ModelConfig
 from .family import ModelFamily
+from .registry import identify
 from .sources import resolve
 from .state_dicts import CheckpointError, load_strictly
 from .zoo import ZooDownloadError
@@ -100,7 +101,10 @@ def from_checkpoint(
     family = checkpoint.family
     origin = str(checkpoint.path or source or "checkpoint")
     model = family.build(family.inference_config(checkpoint.config))
-    load_strictly(model, checkpoint.state_dict, origin)
+    try:
+        load_strictly(model, checkpoint.state_dict, origin)
+    except CheckpointError as exc:
+        raise _what_it_holds(checkpoint, origin) or exc from None
     return LoadedModel(
         family=family,
         model=model.eval(),
@@ -120,7 +124,21 @@ def build_for_training(
     re-initialised when the class count differs. -> (model, names of the tensors left at their fresh
     initialisation). CheckpointError naming the file when the weights do not fit otherwise."""
     model = checkpoint.family.build(config, train_backbone=train_backbone)
-    fresh = checkpoint.family.load_for_finetuning(
-        model, checkpoint.state_dict, str(checkpoint.path or "checkpoint")
-    )
+    origin = str(checkpoint.path or "checkpoint")
+    try:
+        fresh = checkpoint.family.load_for_finetuning(model, checkpoint.state_dict, origin)
+    except CheckpointError as exc:
+        raise _what_it_holds(checkpoint, origin) or exc from None
     return model, fresh
+
+
+def _what_it_holds(checkpoint: Checkpoint, origin: str) -> CheckpointError | None:
+    """When a file names one family (its sidecar, its training record) but holds another's weights: the error
+    that says so. None when the weights are no other family's."""
+    actual = identify(checkpoint.state_dict)
+    if actual is None or actual is checkpoint.family:
+        return None
+    return CheckpointError(
+        f"{origin}: the file says it is a {checkpoint.family.title} model, but its weights are a "
+        f"{actual.title} model's; its sidecar (or training record) does not belong to these weights"
+    )

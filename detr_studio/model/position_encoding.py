@@ -13,7 +13,9 @@ from .nested import NestedTensor
 class PositionEmbeddingSine(nn.Module):
     """Sine/cosine encoding of each feature location, y half first then x half.
 
-    Coordinates are the running count of real (unpadded) pixels, optionally normalised to (0, scale].
+    Coordinates are the running count of real (unpadded) pixels, optionally normalised to (0, scale]:
+    ``(count + offset) / (valid count + 1e-6) * scale``. DETR uses ``offset`` 0; Deformable DETR takes the
+    pixel centre, ``offset`` -0.5, so its values lie in (0, scale).
     """
 
     def __init__(
@@ -22,14 +24,16 @@ class PositionEmbeddingSine(nn.Module):
         temperature: float = 10000,
         normalize: bool = False,
         scale: float | None = None,
+        offset: float = 0.0,
     ):
         super().__init__()
-        if scale is not None and not normalize:
-            raise ValueError("scale is only used when normalize=True")
+        if (scale is not None or offset) and not normalize:
+            raise ValueError("scale and offset are only used when normalize=True")
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
         self.normalize = normalize
         self.scale = 2 * math.pi if scale is None else scale
+        self.offset = offset
 
     def forward(self, features: NestedTensor) -> Tensor:
         """-> [B, 2 * num_pos_feats, h, w]."""
@@ -39,8 +43,11 @@ class PositionEmbeddingSine(nn.Module):
         x = valid.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
-            y = y / (y[:, -1:, :] + eps) * self.scale
-            x = x / (x[:, :, -1:] + eps) * self.scale
+            y_end, x_end = y[:, -1:, :], x[:, :, -1:]
+            if self.offset:
+                y, x = y + self.offset, x + self.offset
+            y = y / (y_end + eps) * self.scale
+            x = x / (x_end + eps) * self.scale
         index = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
         freq = self.temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / self.num_pos_feats)
         px = x[..., None] / freq  # [B, h, w, F]

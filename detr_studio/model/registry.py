@@ -13,10 +13,12 @@ from typing import Any
 from torch import Tensor
 
 from .config_fields import ConfigError
+from .deformable_detr.family import DEFORMABLE_DETR_FAMILY
 from .detr.family import DETR_FAMILY
 from .family import Hints, ModelFamily, NotRecognised, Recognised, Recognition
+from .state_dicts import listing
 
-FAMILIES: tuple[ModelFamily, ...] = (DETR_FAMILY,)
+FAMILIES: tuple[ModelFamily, ...] = (DETR_FAMILY, DEFORMABLE_DETR_FAMILY)
 DEFAULT_FAMILY = DETR_FAMILY.name  # what files from before families were recorded (sidecar format 1) hold
 
 
@@ -40,35 +42,59 @@ def family_of(name: Any) -> ModelFamily:
 def recognise(
     state_dict: Mapping[str, Tensor], hints: Hints
 ) -> tuple[ModelFamily, Recognised] | NotRecognised:
-    """The family whose own key layout ``state_dict`` has, with its config; else why each family refused."""
-    return _first(FAMILIES, lambda family: family.recognise(state_dict, hints))
+    """The family whose own key layout ``state_dict`` has, with its config; else why each family refused, and
+    the keys the state dict has."""
+    found = _first(FAMILIES, lambda family: family.recognise(state_dict, hints))
+    if isinstance(found, NotRecognised):
+        return NotRecognised(f"{found.reason}; its keys: {listing(list(state_dict)) or 'none'}")
+    return found
 
 
 def recognise_huggingface(
-    state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None
+    state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None, hints: Hints | None = None
 ) -> tuple[ModelFamily, Recognised] | NotRecognised:
     """The family whose Hugging Face layout ``state_dict`` has, converted. A ``config.json`` naming its
-    ``model_type`` picks the family directly; without one, every family is tried, and a family whose conversion
-    fails (keys with no place in it, shapes that disagree) gives its reason and lets the next one try. A bad
-    value in the ``config.json`` itself raises ConfigError."""
-    candidates = FAMILIES
+    ``model_type`` picks the family directly (and when the weights are another family's, the answer says so);
+    without one, every family is tried. A family whose conversion fails (keys with no place in it, shapes that
+    disagree) gives its reason and lets the next one try. ``hints`` (the file name) stand in for what a missing
+    config.json would say (DC5). A bad value in the ``config.json`` itself raises ConfigError."""
     model_type = hf_config.get("model_type") if isinstance(hf_config, Mapping) else None
-    if model_type is not None:
-        candidates = tuple(f for f in FAMILIES if model_type in f.hf_model_types)
-        if not candidates:
-            return NotRecognised(f"config.json is for model_type {model_type!r}, which no family here reads")
-    return _first(candidates, lambda family: _converted(family, state_dict, hf_config))
+    if model_type is None:
+        return _first(FAMILIES, lambda family: _converted(family, state_dict, None, hints))
+    named = tuple(f for f in FAMILIES if model_type in f.hf_model_types)
+    if not named:
+        return NotRecognised(f"config.json is for model_type {model_type!r}, which no family here reads")
+    found = _first(named, lambda family: _converted(family, state_dict, hf_config, hints))
+    if isinstance(found, NotRecognised):
+        others = tuple(f for f in FAMILIES if f not in named)
+        actual = _first(others, lambda family: _converted(family, state_dict, None, hints))
+        if not isinstance(actual, NotRecognised):
+            return NotRecognised(
+                f"config.json says model_type {model_type!r} ({named[0].title}), but the weights are a "
+                f"{actual[0].title} model's"
+            )
+    return found
 
 
 def _converted(
-    family: ModelFamily, state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None
+    family: ModelFamily,
+    state_dict: Mapping[str, Tensor],
+    hf_config: Mapping[str, Any] | None,
+    hints: Hints | None,
 ) -> Recognition:
     try:
-        return family.from_huggingface(state_dict, hf_config)
+        return family.from_huggingface(state_dict, hf_config, hints)
     except ConfigError:
         raise
     except (KeyError, ValueError) as exc:
         return NotRecognised(f"cannot convert these Hugging Face weights: {exc}")
+
+
+def identify(state_dict: Mapping[str, Tensor]) -> ModelFamily | None:
+    """The family whose own key layout ``state_dict`` has (for saying what a file holds when it does not fit
+    the family it names), or None."""
+    found = _first(FAMILIES, lambda family: family.recognise(state_dict, Hints()))
+    return None if isinstance(found, NotRecognised) else found[0]
 
 
 def _first(

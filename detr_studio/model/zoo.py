@@ -1,10 +1,17 @@
-"""The model zoo: the official DETR checkpoints, where to get them, and a careful downloader.
+"""The model zoo: the official DETR checkpoints and the Deformable DETR ones on the Hugging Face hub, where to
+get them, and a careful downloader.
 
 Nothing here touches the network until ``download`` is called. A download streams into a ``.part`` file
-beside its destination, resumes an interrupted ``.part`` with an HTTP Range request, checks that the
-file's SHA-256 starts with the prefix written in the official file name (the torch.hub convention), and
-only then renames it into place. Files are kept under ``cache_dir()``; a verified copy already in torch.hub's checkpoint folder (left by
-``torch.hub.load("facebookresearch/detr", ...)``) is used in place, so nobody downloads the same file twice.
+beside its destination, resumes an interrupted ``.part`` with an HTTP Range request, checks its SHA-256, and
+only then renames it into place. Files are kept under ``cache_dir()``; a verified copy already in torch.hub's
+checkpoint folder (left by ``torch.hub.load("facebookresearch/detr", ...)``) is used in place, so nobody
+downloads the same file twice.
+
+Checksums: the official DETR files carry the leading digits of their SHA-256 in their names (the torch.hub
+convention), and a download must match them. The Deformable DETR files on the hub have no published checksum,
+so none can be checked on the first download: its SHA-256 is recorded beside the file (``<file>.sha256``) and
+every later use or download must match that record. ``zoo list`` says which entries are checked which way.
+Every hub file is called ``pytorch_model.bin``, so those entries are cached under names of their own.
 
 Environment:
     DETR_STUDIO_CACHE    root of our cache; checkpoints go to ``$DETR_STUDIO_CACHE/checkpoints``.
@@ -27,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import platformdirs
+
+from ..common.files import atomic_write
 
 if TYPE_CHECKING:
     from .config_fields import ModelConfig
@@ -58,14 +67,22 @@ class ZooDownloadError(RuntimeError):
 class ZooHashError(ZooDownloadError):
     """A downloaded file's SHA-256 does not start with the expected prefix; the file was deleted."""
 
-    def __init__(self, url: str, expected: str, actual: str) -> None:
+    def __init__(self, url: str, expected: str, actual: str, record: Path | None = None) -> None:
         self.url = url
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"checksum mismatch for {url}: expected a SHA-256 starting with {expected}, got {actual}. "
-            "The corrupt file was deleted; try again, or download the file by hand."
-        )
+        if record is None:
+            text = (
+                f"checksum mismatch for {url}: expected a SHA-256 starting with {expected}, got {actual}. "
+                "The corrupt file was deleted; try again, or download the file by hand."
+            )
+        else:
+            text = (
+                f"checksum mismatch for {url}: got SHA-256 {actual}, but the first download of this file was "
+                f"{expected} (recorded in {record}; no checksum is published). The file was deleted. If the "
+                "publisher has changed it, delete the record and download again."
+            )
+        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,9 @@ class ZooEntry:
 
     name: str
     url: str
-    hash_prefix: str  # leading hex digits of the file's SHA-256, as in the official file name
+    # leading hex digits of the file's SHA-256, as in the official file name; "" when none is published
+    # (the first download's digest is recorded and checked from then on)
+    hash_prefix: str
     task: str  # "detection" | "panoptic"
     backbone: str  # torchvision name: "resnet50" | "resnet101"
     dilation: bool  # DC5: the last stage dilated, stride 16 instead of 32
@@ -84,24 +103,32 @@ class ZooEntry:
     box_ap50: float | None = None
     segm_ap: float | None = None
     pq: float | None = None
-    hub_name: str = ""  # the torch.hub entry point of the official repository
+    hub_name: str = ""  # where it is published: the torch.hub entry point, or the Hugging Face repository
     family: str = "detr"  # the model family (``registry.family_of``)
     variant: str = ""  # the family's name for this released configuration, when it has several
+    cache_name: str = ""  # the cached file's name when the URL's is not unique to the entry
 
     def __post_init__(self) -> None:
         if self.task not in _TASKS:
             raise ValueError(f"zoo entry {self.name!r}: task must be one of {_TASKS}, got {self.task!r}")
-        if not re.fullmatch(r"[0-9a-f]+", self.hash_prefix):
+        if not re.fullmatch(r"[0-9a-f]*", self.hash_prefix):
             raise ValueError(
-                f"zoo entry {self.name!r}: hash prefix {self.hash_prefix!r} is not lowercase hex"
+                f"zoo entry {self.name!r}: hash prefix {self.hash_prefix!r} is not lowercase hex (or empty)"
             )
         if not self.filename:
             raise ValueError(f"zoo entry {self.name!r}: URL {self.url!r} does not end in a file name")
 
     @property
     def filename(self) -> str:
-        """The file name at the end of the URL; the cached file keeps it."""
-        return Path(urllib.parse.urlsplit(self.url).path).name
+        """The cached file's name (and a mirror's): ``cache_name``, else the file name at the end of the URL."""
+        return self.cache_name or Path(urllib.parse.urlsplit(self.url).path).name
+
+    @property
+    def family_label(self) -> str:
+        """The family for people: "DETR", "Deformable DETR (two-stage)"."""
+        titles = {"detr": "DETR", "deformable_detr": "Deformable DETR"}
+        title = titles.get(self.family, self.family)
+        return f"{title} ({self.variant})" if self.variant else title
 
     @property
     def backbone_label(self) -> str:
@@ -117,6 +144,20 @@ class ZooEntry:
 
 
 _BASE = "https://dl.fbaipublicfiles.com/detr/"
+_HUB = "https://huggingface.co/SenseTime/"
+
+
+def _hub_entry(
+    name: str, repo: str, variant: str, box_ap: float, dilation: bool = False, size_mb: int = 0
+) -> ZooEntry:
+    """A Deformable DETR checkpoint of the hub's ``SenseTime`` organisation, converted from the official release
+    files (so its COCO val2017 box AP is the official README's). No checksum is published."""
+    return ZooEntry(
+        name, f"{_HUB}{repo}/resolve/main/pytorch_model.bin", "", "detection", "resnet50", dilation, 91,
+        size_mb=size_mb, box_ap=box_ap, hub_name=f"SenseTime/{repo}", family="deformable_detr",
+        variant=variant, cache_name=f"{name}.bin",
+    )  # fmt: skip
+
 
 _ENTRIES = (
     ZooEntry(
@@ -148,16 +189,28 @@ _ENTRIES = (
         "detr-r101-panoptic", _BASE + "detr-r101-panoptic-40021d53.pth", "40021d53", "panoptic", "resnet101",
         False, 250, size_mb=237, box_ap=40.1, segm_ap=33.0, pq=45.1, hub_name="detr_resnet101_panoptic",
     ),
+    _hub_entry("deformable-detr", "deformable-detr", "multi-scale", 44.5),
+    _hub_entry("deformable-detr-single-scale", "deformable-detr-single-scale", "single-scale", 39.4),
+    _hub_entry(
+        "deformable-detr-single-scale-dc5", "deformable-detr-single-scale-dc5", "single-scale-dc5", 41.5,
+        dilation=True,
+    ),
+    _hub_entry("deformable-detr-box-refine", "deformable-detr-with-box-refine", "box-refine", 46.2),
+    _hub_entry(
+        "deformable-detr-two-stage", "deformable-detr-with-box-refine-two-stage", "two-stage", 46.9,
+        size_mb=165,
+    ),
 )  # fmt: skip
 
 
 def list_entries() -> list[ZooEntry]:
-    """Every official checkpoint, detection first."""
+    """Every checkpoint: DETR's (detection, then panoptic), then Deformable DETR's."""
     return list(_ENTRIES)
 
 
 def get_entry(name: str) -> ZooEntry:
-    """The entry called ``name`` (ours, e.g. 'detr-r50', or the torch.hub name, e.g. 'detr_resnet50')."""
+    """The entry called ``name`` (ours, e.g. 'detr-r50', or where it is published, e.g. 'detr_resnet50' or
+    'SenseTime/deformable-detr')."""
     for entry in _ENTRIES:
         if name in (entry.name, entry.hub_name):
             return entry
@@ -213,42 +266,74 @@ def download(
     url = entry_url(entry)
     folder = _folder(dest_dir)
     final = folder / entry.filename
+    expected = entry.hash_prefix or recorded_digest(entry, dest_dir)  # None: nothing to check yet
     for path in _candidates(entry, dest_dir):
-        if path.is_file() and _sha256_file(path).startswith(entry.hash_prefix):
+        if path.is_file() and expected is not None and _sha256_file(path).startswith(expected):
             return path
     if final.is_file():
-        final.unlink()  # present but corrupt: fetch it again
+        final.unlink()  # present but corrupt, or never verified: fetch it again
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ZooDownloadError(f"cannot create the checkpoint folder {folder}: {err}") from err
     part = final.with_name(final.name + ".part")
-    digest = _fetch(url, part, entry.hash_prefix, opener or urllib.request.build_opener(), timeout, progress)
-    if not digest.startswith(entry.hash_prefix):
+    digest = _fetch(url, part, expected or "", opener or urllib.request.build_opener(), timeout, progress)
+    if expected is not None and not digest.startswith(expected):
         part.unlink(missing_ok=True)
-        raise ZooHashError(url, entry.hash_prefix, digest)
+        if entry.hash_prefix:
+            raise ZooHashError(url, expected, digest)
+        raise ZooHashError(url, expected, digest, record=_record_path(final))
+    if expected is None:
+        _write_record(_record_path(final), digest)
     os.replace(part, final)
     return final
 
 
+def recorded_digest(entry: ZooEntry | str, dest_dir: str | Path | None = None) -> str | None:
+    """The SHA-256 recorded at the first download of an entry without a published checksum, or None."""
+    record = _record_path(_folder(dest_dir) / _as_entry(entry).filename)
+    try:
+        text = record.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+
+def _record_path(weights: Path) -> Path:
+    return weights.with_name(weights.name + ".sha256")
+
+
+def _write_record(record: Path, digest: str) -> None:
+    try:
+        atomic_write(record, (digest + "\n").encode("ascii"))
+    except OSError as err:
+        raise ZooDownloadError(f"cannot record the checksum of the download in {record}: {err}") from err
+
+
 def format_zoo_table(dest_dir: str | Path | None = None) -> str:
     """A plain-text table of the zoo for ``detr-studio zoo list``."""
-    header = ("name", "task", "backbone", "box AP", "PQ", "size", "cached")
+    header = ("name", "family", "task", "backbone", "box AP", "PQ", "size", "sha256", "cached")
     rows = [header]
     for e in _ENTRIES:
         rows.append(
             (
                 e.name,
+                e.family,
                 e.task,
                 e.backbone_label,
                 _figure(e.box_ap),
                 _figure(e.pq),
                 f"{e.size_mb} MB" if e.size_mb else "-",
+                e.hash_prefix or ("recorded" if recorded_digest(e, dest_dir) else "unpublished"),
                 "yes" if cached_path(e, dest_dir) else "no",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.append(
+        "sha256: the published prefix a download must match; 'unpublished': none is published, so the first "
+        "download's is recorded ('recorded') and checked from then on"
+    )
     lines.append(f"cache: {_folder(dest_dir)}")
     return "\n".join(lines)
 

@@ -1,6 +1,8 @@
 """Predictions the window holds: cached `Detections` per image, the review marks on their queries, and
 turning accepted queries into document edits.
 
+The window shows one box per decoder query: its best row. (A sigmoid model such as Deformable DETR may report a
+query in several rows, one per class it scores high; the others stay in the query's class probabilities.)
 A query that the user accepts becomes an annotation (with provenance ``source="model"``, its score and the
 model name) and leaves the prediction layer. It keeps the model's mask (`Detections.row_mask`: the instance
 mask, or the panoptic segment the query made) in the form the file uses (polygons when its masks are
@@ -90,8 +92,10 @@ class PredictionStore:
         return previous
 
     def _open_rows(self, entry: ImagePredictions) -> np.ndarray:
+        """[N] rows of queries neither accepted nor rejected, each query's best row only."""
         dets = entry.detections
-        return np.array([int(q) not in entry.marks for q in dets.query_ids], dtype=bool)  # [Q]
+        open_rows = np.array([int(q) not in entry.marks for q in dets.query_ids], dtype=bool)
+        return open_rows & best_row_of_each_query(dets)
 
     def visible(self, image_id: int, threshold: float) -> Detections | None:
         """Queries above ``threshold`` that are neither accepted nor rejected, best first."""
@@ -112,12 +116,21 @@ class PredictionStore:
         return dets.select(keep).sorted()
 
     def row_of(self, image_id: int, query_id: int) -> int:
-        """Row of a query id in the image's full Detections."""
-        entry = self._by_image[image_id]
-        rows = np.flatnonzero(entry.detections.query_ids == query_id)
+        """Row of a query id in the image's full Detections (its best row)."""
+        dets = self._by_image[image_id].detections
+        rows = np.flatnonzero((dets.query_ids == query_id) & best_row_of_each_query(dets))
         if not len(rows):
             raise KeyError(f"image {image_id} has no query {query_id}")
         return int(rows[0])
+
+
+def best_row_of_each_query(dets: Detections) -> np.ndarray:
+    """[N] bool: the highest-scoring row of each query (every row when each query has one)."""
+    order = np.argsort(-dets.scores, kind="stable")
+    _, first = np.unique(dets.query_ids[order], return_index=True)
+    best = np.zeros(len(dets), dtype=bool)
+    best[order[first]] = True
+    return best
 
 
 @dataclass(frozen=True)

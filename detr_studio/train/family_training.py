@@ -5,6 +5,12 @@ by ``family.name``: DETR's set criterion (softmax cross-entropy with a down-weig
 GIoU box losses, masks); a family without an entry cannot be trained yet and says so. A new family adds one
 function to ``_CRITERIA``, taking the run's model config and options and returning the criterion and its loss
 weights.
+
+Deformable DETR ("deformable_detr") has no entry yet: its criterion (sigmoid focal loss, alpha 0.25 and gamma 2,
+summed over queries and classes over the box count; the focal matching cost; auxiliary losses for every decoder
+layer and, two-stage, the encoder's proposals against class-agnostic targets) comes here as one more function.
+The model side is ready for it: ``param_groups`` gives the official three groups, ``load_for_finetuning``
+renews the class heads with the focal prior, and its forward returns ``aux_outputs`` and ``enc_outputs``.
 """
 
 from __future__ import annotations

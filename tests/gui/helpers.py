@@ -47,6 +47,17 @@ def ghost_items(window: MainWindow) -> list:
     return [b for b in window.canvas.boxes(PREDICTIONS) if b.kind == "ghost"]
 
 
+def predicted_window(qtbot, window: MainWindow, dataset, checkpoint: Path) -> MainWindow:
+    """The window with the dataset's train split open, ``checkpoint`` loaded, the current image predicted at
+    threshold 0 and the canvas focused."""
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    load_tiny_model(qtbot, window, checkpoint)
+    window.predictions.set_threshold(0.0)
+    predict_and_wait(qtbot, window)
+    window.canvas.setFocus()
+    return window
+
+
 def predict_and_wait(qtbot, window: MainWindow) -> None:
     with qtbot.waitSignal(window.predictions_changed, timeout=60_000):
         window.predictions.predict_current()
@@ -55,6 +66,16 @@ def predict_and_wait(qtbot, window: MainWindow) -> None:
 def view_point(window: MainWindow, x: float, y: float) -> QPoint:
     """Viewport pixel of image pixel (x, y)."""
     return window.canvas.mapFromScene(QPointF(x, y))
+
+
+def probe_pictures(qtbot, window: MainWindow, points) -> list:
+    """Click each image pixel (x, y) in probe mode; -> the attention picture after each click."""
+    pictures = []
+    for x, y in points:
+        qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, x, y))
+        assert window.presenter.probe_point is not None and window.canvas.has_attention
+        pictures.append(window.canvas._attention_item.pixmap().toImage())
+    return pictures
 
 
 def drag(

@@ -22,18 +22,15 @@ from .helpers import (
     load_tiny_model,
     open_and_wait,
     predict_and_wait,
+    predicted_window,
+    probe_pictures,
     view_point,
 )
 
 
 @pytest.fixture
 def predicted(qtbot, window, dataset, tiny_checkpoint):
-    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
-    load_tiny_model(qtbot, window, tiny_checkpoint)
-    window.predictions.set_threshold(0.0)
-    predict_and_wait(qtbot, window)
-    window.canvas.setFocus()
-    return window
+    return predicted_window(qtbot, window, dataset, tiny_checkpoint)
 
 
 def test_model_chooser_loads_the_checkpoint_off_the_qt_thread(qtbot, predicted):
@@ -124,11 +121,7 @@ def test_probe_mode_shows_encoder_attention_at_the_clicked_pixel(qtbot, predicte
     qtbot.keyClick(window.canvas, Qt.Key.Key_E)
     assert window.canvas.mode == "probe"
     info = window.session.doc.image(window.session.current_image_id)
-    images = []
-    for x, y in ((5, 5), (info.width - 5, info.height - 5)):
-        qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, x, y))
-        assert window.presenter.probe_point is not None and window.canvas.has_attention
-        images.append(window.canvas._attention_item.pixmap().toImage())
+    images = probe_pictures(qtbot, window, ((5, 5), (info.width - 5, info.height - 5)))
     assert images[0] != images[1]
     qtbot.keyClick(window.canvas, Qt.Key.Key_Escape)
     assert window.canvas.mode == "select" and not window.canvas.has_attention

@@ -193,10 +193,11 @@ def test_the_load_pipeline_reports_an_offline_zoo_name_in_one_line(tmp_path, mon
 
 def test_zoo_entries_name_their_family_and_build_its_config():
     for entry in zoo.list_entries():
-        assert entry.family == "detr"
         config = entry.config()
-        assert isinstance(config, DetrConfig) and config.family_name == entry.family
-        assert config.masks == (entry.task == "panoptic")
+        assert config.family_name == entry.family
+        if entry.family == "detr":
+            assert isinstance(config, DetrConfig)
+            assert config.masks == (entry.task == "panoptic")
 
 
 def test_one_decode_serves_detr_the_segmentation_wrapper_and_the_onnx_panoptic_graph():

@@ -277,7 +277,7 @@ def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_official_entries_match_the_published_checkpoints() -> None:
-    entries = zoo.list_entries()
+    entries = [e for e in zoo.list_entries() if e.family == "detr"]
     assert [e.name for e in entries] == [
         "detr-r50",
         "detr-r50-dc5",
@@ -330,13 +330,16 @@ def test_zoo_table_lists_every_model_and_marks_cached_ones(tmp_path: Path) -> No
     (tmp_path / entry.filename).write_bytes(b"x")
     table = zoo.format_zoo_table(dest_dir=tmp_path)
     lines = table.splitlines()
-    assert lines[0].split() == ["name", "task", "backbone", "box", "AP", "PQ", "size", "cached"]
-    rows = {line.split()[0]: line.split() for line in lines[1:8]}
+    header = ["name", "family", "task", "backbone", "box", "AP", "PQ", "size", "sha256", "cached"]
+    assert lines[0].split() == header
+    count = len(zoo.list_entries())
+    rows = {line.split()[0]: line.split() for line in lines[1 : count + 1]}
     assert set(rows) == {e.name for e in zoo.list_entries()}
     assert rows["detr-r50-dc5"][-1] == "yes"
     assert rows["detr-r50"][-1] == "no"
-    assert rows["detr-r50"][2:4] == ["R50", "42.0"]
-    assert rows["detr-r101-panoptic"][4] == "45.1"
+    assert rows["detr-r50"][1:5] == ["detr", "detection", "R50", "42.0"]
+    assert rows["detr-r50"][-2] == "e632da11"
+    assert rows["detr-r101-panoptic"][5] == "45.1"
     assert str(tmp_path) in lines[-1]
 
 
@@ -352,3 +355,32 @@ def test_import_opens_no_network_connection() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_deformable_entries_are_the_hub_files_under_names_of_their_own() -> None:
+    entries = [e for e in zoo.list_entries() if e.family == "deformable_detr"]
+    assert [(e.hub_name, e.variant, e.box_ap) for e in entries] == [
+        ("SenseTime/deformable-detr", "multi-scale", 44.5),
+        ("SenseTime/deformable-detr-single-scale", "single-scale", 39.4),
+        ("SenseTime/deformable-detr-single-scale-dc5", "single-scale-dc5", 41.5),
+        ("SenseTime/deformable-detr-with-box-refine", "box-refine", 46.2),
+        ("SenseTime/deformable-detr-with-box-refine-two-stage", "two-stage", 46.9),
+    ]
+    for e in entries:
+        assert e.url == f"https://huggingface.co/{e.hub_name}/resolve/main/pytorch_model.bin"
+        assert e.hash_prefix == "" and e.filename == f"{e.name}.bin"  # every hub file is pytorch_model.bin
+        assert e.config().dilation == e.dilation == ("dc5" in e.name)
+    assert len({e.filename for e in zoo.list_entries()}) == len(zoo.list_entries())
+    assert zoo.get_entry("SenseTime/deformable-detr").name == "deformable-detr"
+
+
+def test_an_entry_without_a_published_hash_records_the_first_download_and_checks_later_ones(
+    server: FileServer, tmp_path: Path
+) -> None:
+    entry = make_entry(server.url(), prefix="")
+    path = zoo.download(entry, dest_dir=tmp_path)
+    assert zoo.recorded_digest(entry, tmp_path) == DIGEST
+    requests = len(server.requests)
+    assert zoo.download(entry, dest_dir=tmp_path) == path and len(server.requests) == requests  # checked only
+    path.write_bytes(b"tampered")  # the cached copy no longer matches its record: fetched again
+    assert zoo.download(entry, dest_dir=tmp_path).read_bytes() != b"tampered"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config_fields import Choice, ConfigError, Flag, Integer, ModelConfig, Number, checked
+from ..config_fields import TINY_FIELDS, Choice, ConfigError, Flag, Integer, ModelConfig, Number, checked
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 MAX_QUERIES = 5000  # far above any published DETR (100 to 900 queries); a typo should not allocate gigabytes
@@ -77,16 +77,4 @@ def tiny_config(**changes: Any) -> DetrConfig:
     smallest width the mask head allows)."""
     if changes.get("masks"):
         changes = {"hidden_dim": 128, "nheads": 8, "dim_feedforward": 128, **changes}
-    base = DetrConfig(
-        num_classes=5,
-        backbone="resnet18",
-        hidden_dim=32,
-        nheads=4,
-        enc_layers=2,
-        dec_layers=2,
-        dim_feedforward=64,
-        dropout=0.0,
-        num_queries=10,
-        aux_loss=True,
-    )
-    return base.replace(**changes)
+    return DetrConfig.from_dict({**TINY_FIELDS, **changes})

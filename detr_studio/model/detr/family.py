@@ -90,10 +90,14 @@ class DetrFamily(ModelFamily):
         return recognise_official(state_dict, hints)
 
     def from_huggingface(
-        self, state_dict: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None
+        self,
+        state_dict: Mapping[str, Tensor],
+        hf_config: Mapping[str, Any] | None,
+        hints: Hints | None = None,
     ) -> Recognition:
-        """A transformers ``DetrForObjectDetection`` / ``DetrForSegmentation`` state dict, converted. Raises
-        ValueError (ConfigError for a bad config value) when it is one but cannot be converted."""
+        """A transformers ``DetrForObjectDetection`` / ``DetrForSegmentation`` state dict, converted (the hub's
+        DETR files come with their config.json, so ``hints`` are not needed). Raises ValueError (ConfigError
+        for a bad config value) when it is one but cannot be converted."""
         if not is_hf_state_dict(state_dict):
             return NotRecognised("not a Hugging Face DETR state dict (no query_position_embeddings)")
         sd, config = convert_hf_state_dict(state_dict, hf_config)

@@ -21,10 +21,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ..state_dicts import listing
+from ..hf_common import (
+    HF_BACKBONE,
+    HF_BACKBONE_V4,
+    QKV,
+    KeyTarget,
+    backbone_key,
+    layer_key,
+    rename_state_dict,
+)
 from .config import DetrConfig
 from .hf_config import config_from_hf, explicit_num_labels
 from .recognise import SEGMENTATION_PREFIX, NotDetr, fit_problems, shape_fields
@@ -79,24 +86,6 @@ ATTENTIONS: dict[str, dict[str, str]] = {
     "encoder": {"self_attn": "self_attn"},
     "decoder": {"self_attn": "self_attn", "encoder_attn": "multihead_attn"},
 }
-QKV = ("q_proj", "k_proj", "v_proj")
-
-_HF_LAYER = re.compile(r"model\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)")
-
-HF_BACKBONE = "model.backbone.model."
-HF_BACKBONE_V4 = "model.backbone.conv_encoder.model."
-OUR_BACKBONE = "backbone.0.body."
-_BN = r"(weight|bias|running_mean|running_var)"
-TORCHVISION_RESNET_KEY = re.compile(
-    rf"conv1\.weight|bn1\.{_BN}|layer[1-4]\.\d+\.(conv[1-3]\.weight|bn[1-3]\.{_BN}|downsample\.0\.weight|downsample\.1\.{_BN})"
-)
-_NATIVE_STEM = re.compile(r"embedder\.embedder\.(convolution|normalization)\.(.+)")
-_NATIVE_SHORTCUT = re.compile(
-    r"encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.(convolution|normalization)\.(.+)"
-)
-_NATIVE_CONV = re.compile(
-    r"encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.(convolution|normalization)\.(.+)"
-)
 
 
 def is_hf_state_dict(sd: Mapping[str, Any]) -> bool:
@@ -119,36 +108,7 @@ def convert_hf_state_dict(
     False, 0.1). The result loads into ``build_detr(config)`` with ``strict=True``; anything that would
     not raises ValueError naming the keys.
     """
-    ours: dict[str, Tensor] = {}
-    packed: dict[str, dict[int, Tensor]] = {}  # our in_proj key -> {0: q, 1: k, 2: v}
-    unmapped: list[str] = []
-    for key, value in hf_sd.items():
-        if not isinstance(value, Tensor):
-            raise ValueError(f"{key} is a {type(value).__name__}, not a tensor")
-        if _is_dropped(key):
-            continue
-        target = _from_hf_key(key)
-        if target is None:
-            unmapped.append(key)
-            continue
-        our_key, slot = target
-        if slot is None:
-            if our_key in ours:
-                raise ValueError(f"two Hugging Face keys map to {our_key} (mixed 4.x and 5.x names?)")
-            ours[our_key] = value
-        else:
-            pieces = packed.setdefault(our_key, {})
-            if slot in pieces:
-                raise ValueError(f"two Hugging Face keys give the {QKV[slot]} part of {our_key}")
-            pieces[slot] = value
-    if unmapped:
-        raise ValueError(f"{len(unmapped)} Hugging Face keys have no place in DETR: {listing(unmapped)}")
-    for our_key, pieces in packed.items():
-        missing = [QKV[i] for i in range(3) if i not in pieces]
-        if missing:
-            raise ValueError(f"{our_key}: missing the {', '.join(missing)} part(s)")
-        ours[our_key] = torch.cat([pieces[0], pieces[1], pieces[2]], dim=0)  # [3C, C] or [3C]
-
+    ours = rename_state_dict(hf_sd, _from_hf_key, "DETR", _is_dropped)
     try:
         config = _config_for(ours, hf_config)
     except NotDetr as exc:
@@ -200,37 +160,15 @@ def _detection_key(key: str) -> tuple[str, int | None] | None:
         if key.startswith(hf_prefix):
             return our_prefix + key[len(hf_prefix) :], None
     if key.startswith(HF_BACKBONE):
-        body = _torchvision_resnet_key(key[len(HF_BACKBONE) :])
-        return None if body is None else (OUR_BACKBONE + body, None)
-    match = _HF_LAYER.fullmatch(key)
-    if match is None:
-        return None
-    side, index, module, param = match.groups()
-    stem = f"transformer.{side}.layers.{index}."
-    if module in LAYER_PARTS[side]:
-        return f"{stem}{LAYER_PARTS[side][module]}.{param}", None
-    attention, _, proj = module.rpartition(".")
-    if attention in ATTENTIONS[side] and proj in QKV:
-        return f"{stem}{ATTENTIONS[side][attention]}.in_proj_{param}", QKV.index(proj)
+        return backbone_key(key)
+    return layer_key(key, LAYER_PARTS, _attention)
+
+
+def _attention(side: str, attention: str, projection: str) -> KeyTarget | None:
+    """A q/k/v projection of a self- or cross-attention -> its slot of our packed ``in_proj``."""
+    if attention in ATTENTIONS[side] and projection in QKV:
+        return ATTENTIONS[side][attention], QKV.index(projection)
     return None
-
-
-def _torchvision_resnet_key(key: str) -> str | None:
-    """A backbone key in timm's naming (= torchvision's) or transformers' native ResNet naming -> torchvision's."""
-    if TORCHVISION_RESNET_KEY.fullmatch(key):
-        return key
-    if match := _NATIVE_STEM.fullmatch(key):
-        part, param = match.groups()
-        name = f"{'conv1' if part == 'convolution' else 'bn1'}.{param}"
-    elif match := _NATIVE_SHORTCUT.fullmatch(key):
-        stage, block, part, param = match.groups()
-        name = f"layer{int(stage) + 1}.{block}.downsample.{0 if part == 'convolution' else 1}.{param}"
-    elif match := _NATIVE_CONV.fullmatch(key):
-        stage, block, conv, part, param = match.groups()
-        name = f"layer{int(stage) + 1}.{block}.{'conv' if part == 'convolution' else 'bn'}{int(conv) + 1}.{param}"
-    else:
-        return None
-    return name if TORCHVISION_RESNET_KEY.fullmatch(name) else None
 
 
 def _config_for(ours: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None) -> DetrConfig:

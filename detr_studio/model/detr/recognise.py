@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..backbone import BODY_PREFIX, RESNET_SHAPES, resnet_of
 from ..config_fields import ConfigError
 from ..family import Hints, NotRecognised, Recognised, Recognition
 from ..state_dicts import count_indices, expected_shapes, mismatch_report
@@ -21,15 +22,6 @@ from .build import build_detr
 from .config import DetrConfig
 
 SEGMENTATION_PREFIX = "detr."
-BACKBONE_PREFIX = "backbone.0.body."
-
-# (block type, blocks per stage, stage output widths) of each ResNet we can build.
-RESNET_SHAPES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = {
-    "resnet18": ("basic", (2, 2, 2, 2), (64, 128, 256, 512)),
-    "resnet34": ("basic", (3, 4, 6, 3), (64, 128, 256, 512)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3), (256, 512, 1024, 2048)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3), (256, 512, 1024, 2048)),
-}
 
 
 class NotDetr(ValueError):
@@ -61,7 +53,7 @@ def shape_fields(sd: Mapping[str, Tensor]) -> dict[str, Any]:
         if linear1 is not None:
             found["dim_feedforward"] = int(linear1.shape[0])
             break
-    stem = det.get(BACKBONE_PREFIX + "conv1.weight")  # [width, 3, 7, 7]
+    stem = det.get(BODY_PREFIX + "conv1.weight")  # [width, 3, 7, 7]
     if stem is not None and RESNET_SHAPES[found["backbone"]][0] == "basic":
         found["backbone_width"] = int(stem.shape[0])
     lay1 = sd.get("mask_head.lay1.weight")  # [C+heads, C+heads, 3, 3]
@@ -71,14 +63,10 @@ def shape_fields(sd: Mapping[str, Tensor]) -> dict[str, Any]:
 
 
 def _resnet(det: Mapping[str, Tensor]) -> str:
-    depths = tuple(count_indices(det, f"{BACKBONE_PREFIX}layer{i}.") for i in range(1, 5))
-    block = "bottleneck" if f"{BACKBONE_PREFIX}layer1.0.conv3.weight" in det else "basic"
-    for name, (kind, blocks, _) in RESNET_SHAPES.items():
-        if (kind, blocks) == (block, depths):
-            return name
-    raise NotDetr(
-        f"backbone weights are a {block} ResNet with blocks {list(depths)}, not ResNet-18/34/50/101"
-    )
+    try:
+        return resnet_of(det)
+    except ValueError as exc:
+        raise NotDetr(str(exc)) from None
 
 
 def hint_fields(hints: Hints) -> dict[str, Any]:
