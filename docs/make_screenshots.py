@@ -12,6 +12,17 @@ model predicts the first image) and walks through the loop, saving one PNG per s
    loss and AP curves and the before/after AP. "Use this model" then loads the fine-tuned model.
 4. ``loop-4-export.png``: the Export dock after exporting that model to ONNX, with the parity report and
    the latency.
+5. ``masks-1-polygon.png``: an annotation's polygon selected, with its vertices, and the Objects dock.
+6. ``masks-2-brush.png``: the brush (its circle at the cursor) after a stroke that grew the mask.
+7. ``masks-3-from-box.png``: mask from box: the model's own mask head gave the mask of the box drawn (the
+   shape's own label hidden in the Objects dock).
+8. ``panoptic-1-select.png``: the demo's panoptic val split, a small shape inside a large region picked by a
+   click on its pixels (highlighted), the segments listed in the Objects dock.
+9. ``panoptic-2-split.png``: the large region split in two by a polygon (K), the new part relabelled to
+   another stuff class (its digit key) and selected.
+
+``--steps masks,panoptic`` runs only those steps (after the first, which opens the demo project and loads
+the demo model); the editing steps undo their edits, so nothing is saved.
 
 Everything is written into a temporary folder (``$DETR_STUDIO_HOME`` and the window's settings file), so the
 user's demo project, recent projects and settings are not touched. Before each shot the window's state is
@@ -30,12 +41,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QPoint, QSettings, Qt, QTimer
+import numpy as np
+from PySide6.QtCore import QEventLoop, QPoint, QPointF, QRectF, QSettings, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QDockWidget, QListWidget, QScrollArea, QWidget
 
 from detr_studio.app import demo_project
-from detr_studio.app.canvas import PREDICTIONS
+from detr_studio.app.canvas import ANNOTATIONS, PREDICTIONS
 from detr_studio.app.main import APP_NAME, ORGANISATION, MainWindow, start_window
 from detr_studio.app.training_form import DEMO
 from detr_studio.train.events import Finished
@@ -44,6 +56,7 @@ WINDOW_SIZE = (1400, 900)
 QUEUE_WIDTH = 470  # the review queue's rows: "000123.jpg — wrong class: labelled …, predicted … 0.87"
 IMAGES_WIDTH = 240  # the image list beside the training and export docks (the canvas keeps some room)
 PANEL_WIDTH = 560  # the training curves and the export report
+OBJECTS_WIDTH = 360  # the Objects dock (under the image list): shown, locked, class, source, score, review
 START_TIMEOUT_S = 300  # writing the demo dataset and loading torch on a shared CPU
 PREDICT_ALL_TIMEOUT_S = 900
 TRAINING_TIMEOUT_S = 15 * 60
@@ -53,6 +66,7 @@ EXPORT_TIMEOUT_S = 900
 timeout_factor = 1.0  # --timeout-factor: every wait is this many times longer (a CPU shared with other work)
 
 HOLDOUT, EPOCHS, LR, BATCH, SIZE = 0.2, 3, "2e-5", 4, 128
+WORSE_QUESTION = "The trained model is worse"  # the Training dock asks before using a model that scores lower
 
 
 class StepFailed(Exception):
@@ -363,6 +377,184 @@ def step_export(window: MainWindow, out: Path, temp: Path) -> None:
         print(f"  {name}: {rows.get(name)}", flush=True)
 
 
+def view_point(window: MainWindow, x: float, y: float) -> QPoint:
+    return window.canvas.mapFromScene(QPointF(x, y))
+
+
+def mouse_drag(
+    window: MainWindow, points: list[tuple[float, float]], button=Qt.MouseButton.LeftButton
+) -> None:
+    """Press at the first image point, move through the others, release at the last (real mouse events)."""
+    viewport = window.canvas.viewport()
+    QTest.mousePress(viewport, button, Qt.KeyboardModifier.NoModifier, view_point(window, *points[0]))
+    for x, y in points[1:]:
+        QTest.mouseMove(viewport, view_point(window, x, y))
+        QApplication.processEvents()
+    QTest.mouseRelease(viewport, button, Qt.KeyboardModifier.NoModifier, view_point(window, *points[-1]))
+    QApplication.processEvents()
+
+
+def zoom_on(window: MainWindow, box: tuple[float, float, float, float], margin: float = 1.6) -> None:
+    """Fit the canvas on an xywh box, with room around it."""
+    x, y, w, h = box
+    cx, cy, side = x + w / 2, y + h / 2, max(w, h) * margin
+    window.canvas.fitInView(
+        QRectF(cx - side / 2, cy - side / 2, side, side), Qt.AspectRatioMode.KeepAspectRatio
+    )
+    window.canvas.zoom_by(1.0)  # the zoom-dependent parts (vertex margins, pixmap mode) follow
+    QApplication.processEvents()
+
+
+def show_objects(window: MainWindow) -> None:
+    """The Review and Objects docks in front, the predictions' layer hidden (their masks would cover the
+    document's)."""
+    window.presenter.set_layer_visible(PREDICTIONS, False)
+    show_docks(window, {window.images_dock: OBJECTS_WIDTH, window.review_dock: 290})
+    window.objects_dock.show()
+    window.objects_dock.raise_()
+    QApplication.processEvents()
+
+
+def step_masks(window: MainWindow, out: Path) -> None:
+    """5-7. The mask tools on the demo project: a polygon's vertices, a brush stroke, mask from box."""
+    session, canvas = window.session, window.canvas
+    doc = session.doc
+    show_objects(window)
+    polygons = [a for a in doc.annotations if isinstance(a.segmentation, list) and a.area > 600]
+    check(polygons, "the demo project has no polygon mask to edit")
+    ann = max(polygons, key=lambda a: a.area)
+    window.navigation.select_image(ann.image_id)
+    wait_until(lambda: canvas.image_id == ann.image_id and canvas.has_pixmap, 60, "the image to show", window)
+    settle(window)
+    steps = len(session.history)
+    canvas.select(ANNOTATIONS, [ann.id])
+    QApplication.processEvents()
+    polygon = canvas.polygon()
+    check(polygon is not None and polygon.vertex_count() >= 3, "the selected polygon shows no vertices")
+    zoom_on(window, ann.bbox)
+    save_shot(window, out, "masks-1-polygon.png")
+    print(f"  polygon of annotation {ann.id}: {polygon.vertex_count()} vertices", flush=True)
+
+    canvas.setFocus()
+    window.actions_by_name["brush"].trigger()
+    check(canvas.mode == "brush", "B did not start the brush")
+    x, y, w, h = ann.bbox
+    canvas.brush_radius = max(w, h) / 8
+    before = ann.area
+    mouse_drag(window, [(x + w * k / 10, y + h * 1.05) for k in range(2, 9)])
+    settle(window)
+    after = doc.annotation(ann.id)
+    check(len(session.history) == steps + 1 and after.area > before, "the brush stroke did not grow the mask")
+    QTest.mouseMove(canvas.viewport(), view_point(window, x + w * 0.5, y + h * 1.15))
+    QApplication.processEvents()
+    check(canvas.tools["brush"].circle.isVisible(), "the brush circle is not shown at the cursor")
+    save_shot(window, out, "masks-2-brush.png")
+    print(f"  brush stroke: mask area {before:.0f} -> {after.area:.0f} px", flush=True)
+    session.undo()
+    canvas.set_mode("select")
+
+    info = session.model_info
+    check(info is not None and info.supports_masks, "the model loaded has no mask head for mask from box")
+    others = [a for a in doc.annotations_for(ann.image_id) if a.area > 300]
+    target = max(others, key=lambda a: a.area)
+    session.set_hidden("annotation", [target.id])  # the Objects dock's "shown" box, unticked
+    fit(window)
+    answers: list[object] = []
+    window.worker.box_masked.connect(lambda _iid, result: answers.append(result))
+    window.actions_by_name["mask_from_box"].trigger()
+    x, y, w, h = target.bbox
+    count = len(doc.annotations)
+    mouse_drag(window, [(x - 2, y - 2), (x + w / 2, y + h / 2), (x + w + 2, y + h + 2)])
+    wait_until(
+        lambda: answers and len(doc.annotations) == count + 1, MODEL_TIMEOUT_S, "the mask from box", window
+    )
+    settle(window)
+    new = session.selection.annotation_ids
+    check(len(new) == 1 and doc.annotation(new[0]).segmentation, "mask from box added no masked annotation")
+    save_shot(window, out, "masks-3-from-box.png")
+    result = answers[0]
+    print(f"  mask from box: query {result.query_id}, IoU {result.iou:.2f}, {doc.annotation(new[0]).area:.0f} px",
+          flush=True)  # fmt: skip
+    while len(session.history) > steps:
+        session.undo()
+    session.set_hidden("annotation", [target.id], False)
+
+
+def step_panoptic(window: MainWindow, out: Path) -> None:
+    """8-9. The demo's panoptic split: pick a small shape inside a region by its pixels, split a region."""
+    from detr_studio.data.synthetic import SyntheticLayout
+
+    root = demo_project.demo_root().absolute()
+    layout = SyntheticLayout(root)
+    opened = []
+    window.project_opened.connect(lambda: opened.append(1))
+    window.session.set_project(None)  # the mask steps undid their edits: nothing to ask about
+    window.projects.open_coco(layout.panoptic_json("val"), layout.images_dir("val"))
+    wait_until(lambda: opened and window.session.doc is not None and window.session.doc.is_panoptic, START_TIMEOUT_S,
+               "the panoptic split to open", window)  # fmt: skip
+    session, canvas = window.session, window.canvas
+    doc = session.doc
+    check(session.panoptic_editable, "the panoptic split opened without its PNG folder")
+
+    def small_inside_large(image_id: int):
+        segments = doc.segments_for(image_id)
+        small = [s for s in segments if s.isthing and s.area and 80 < s.area < 900]
+        return min(small, key=lambda s: s.area) if small else None
+
+    image_id = next(i for i in doc.image_ids if small_inside_large(i) is not None)
+    window.navigation.select_image(image_id)
+    wait_until(lambda: canvas.image_id == image_id and canvas.has_pixmap, 60, "the image to show", window)
+    settle(window)
+    wait_until(lambda: window.presenter._segment_ids is not None, 60, "the segments to be drawn", window)
+    show_objects(window)
+    fit(window)
+    small = small_inside_large(image_id)
+    ids = doc.id_map(image_id)
+    ys, xs = np.nonzero(ids == small.id)
+    point = view_point(window, xs[len(xs) // 2] + 0.5, ys[len(ys) // 2] + 0.5)
+    canvas.setFocus()
+    QTest.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, point)
+    settle(window)
+    check(
+        session.selection.segment_ids == (small.id,),
+        f"the click picked {session.selection}, not the small shape",
+    )
+    wait_until(lambda: canvas.has_highlight, 30, "the selected segment's highlight", window)
+    save_shot(window, out, "panoptic-1-select.png")
+    name = doc.category(small.category_id).name
+    print(f"  picked segment {small.id} ({name}, {small.area:.0f} px) by a click on its pixels", flush=True)
+
+    steps = len(session.history)
+    region = max(doc.segments_for(image_id), key=lambda s: s.area or 0)
+    canvas.select(ANNOTATIONS, [region.id])
+    window.actions_by_name["split_segment"].trigger()
+    check(canvas.mode == "polygon", "K did not start the polygon for the split")
+    x, y, w, h = region.bbox
+    for px, py in ((x - 1, y - 1), (x + w / 2, y - 1), (x + w / 3, y + h + 1), (x - 1, y + h + 1)):
+        QTest.mouseClick(canvas.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                         view_point(window, px, py))  # fmt: skip
+    QTest.keyClick(canvas, Qt.Key.Key_Return)
+    settle(window)
+    new = session.selection.segment_ids
+    check(
+        len(session.history) == steps + 1 and len(new) == 1 and new[0] != region.id,
+        "the split made no segment",
+    )
+    here = {s.category_id for s in doc.segments_for(image_id)}
+    stuff = [c for c in doc.categories if c.isthing is False and c.id not in here]
+    check(stuff, "no other stuff class to relabel the new part to")
+    digit = next(i for i, c in enumerate(doc.categories) if c.id == stuff[0].id) + 1
+    QTest.keyClick(canvas, getattr(Qt.Key, f"Key_{digit}"))
+    settle(window)
+    relabelled = {s.id: s.category_id for s in doc.segments_for(image_id)}
+    check(relabelled.get(new[0]) == stuff[0].id, f"the new part is not {stuff[0].name}: {relabelled}")
+    wait_until(lambda: canvas.has_highlight, 30, "the new segment's highlight", window)
+    save_shot(window, out, "panoptic-2-split.png")
+    print(f"  split segment {new[0]} off {region.id} and relabelled it {stuff[0].name}", flush=True)
+    while len(session.history) > steps:
+        session.undo()
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -372,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
     parser.add_argument(
         "--timeout-factor", type=float, default=1.0, help="multiply every wait's time limit (a busy CPU)"
+    )
+    parser.add_argument(
+        "--steps", default="", help="only these steps after the first, e.g. masks,panoptic (default: all)"
     )
     args = parser.parse_args(argv)
     global timeout_factor
@@ -395,7 +590,12 @@ def main(argv: list[str] | None = None) -> int:
     window = start_window(["detr-studio"], settings)  # as `detr-studio` does: no recent project -> the demo
     window.services.error_dialogs = False  # errors fail the step instead of opening a message box in a shot
 
-    def ask(title: str, text: str, choices=("Yes", "No")) -> str:  # a modal question would block offscreen
+    def ask(title: str, text: str, choices=("Yes", "No"), default: str | None = None) -> str:
+        """A modal question would block offscreen: the one the walkthrough expects is answered, any other one
+        fails the step."""
+        if title == WORSE_QUESTION:  # 3 epochs on the CPU may score a little lower: the walkthrough uses it
+            print(f"  asked: {text} -> {choices[0]}", flush=True)
+            return choices[0]
         window.services.errors.append(f"unexpected question: {title}: {text}")
         return choices[-1]
 
@@ -404,12 +604,17 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     step = "start"
     try:
+        wanted = {name.strip() for name in args.steps.split(",") if name.strip()}
         for step, run in (
             ("1 demo", lambda: step_demo(window, out)),
             ("2 review", lambda: step_review(window, out)),
             ("3 training", lambda: step_training(window, out)),
             ("4 export", lambda: step_export(window, out, temp)),
+            ("5 masks", lambda: step_masks(window, out)),
+            ("6 panoptic", lambda: step_panoptic(window, out)),
         ):
+            if wanted and step != "1 demo" and step.split()[1] not in wanted:
+                continue
             t0 = time.monotonic()
             print(f"step {step}…", flush=True)
             run()

@@ -12,19 +12,23 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QWidget
 
 from detr_studio.session import Session
 
 from .canvas import ANNOTATIONS, ATTENTION, MASKS, PREDICTIONS, Canvas
 from .edit_commands import EditController
+from .mask_commands import MaskController
 from .navigation import Navigator
 from .opening import ProjectController
+from .panoptic_commands import PanopticController
 from .predicting import PredictionController
 from .presenter import ScenePresenter
 from .shortcuts import saved_keys
 
 Slot = Callable[..., object]
+TOOLS = {"select": "select_tool", "draw": "draw", "polygon": "polygon", "brush": "brush", "erase": "eraser",
+         "mask_box": "mask_from_box"}  # fmt: skip
 NEEDS_PROJECT = ("save", "save_as", "mark_reviewed", "next", "previous", "next_unreviewed", "predict_all")
 
 
@@ -54,7 +58,10 @@ class ActionRegistry:
         checked: bool = False,
         tip: str = "",
         built_in: str | None = None,
+        widget: QWidget | None = None,
     ) -> QAction:
+        """One action; ``widget`` given, its keys work only while that widget has the focus (Tab on the
+        canvas steps through objects, and still moves the focus everywhere else)."""
         action = QAction(text, self.window)
         keys = [shortcut] if isinstance(shortcut, str) else list(shortcut or [])
         self.defaults[name] = keys
@@ -74,7 +81,11 @@ class ActionRegistry:
                 action.toggled.connect(slot)
             else:
                 action.triggered.connect(lambda _checked=False: slot())
-        self.window.addAction(action)
+        if widget is not None:
+            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            widget.addAction(action)
+        else:
+            self.window.addAction(action)
         self.by_name[name] = action
         return action
 
@@ -90,6 +101,8 @@ class WindowParts:
     projects: ProjectController
     navigation: Navigator
     editing: EditController
+    masks: MaskController
+    segments: PanopticController
     predictions: PredictionController
     presenter: ScenePresenter
     canvas: Canvas
@@ -115,6 +128,8 @@ def define_actions(a: ActionRegistry, parts: WindowParts, autosave: bool) -> Non
     a.add("quit", "&Quit", parts.quit, "Ctrl+Q")
     a.add("undo", "&Undo", ed.undo, "Ctrl+Z")
     a.add("redo", "&Redo", ed.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+    a.add("select_tool", "Select", lambda: canvas.set_mode("select"),
+          tip="Select, move and resize (Esc leaves any other tool)")  # fmt: skip
     a.add("draw", "Draw Box", ed.start_drawing, "W", tip="Draw a box")
     a.add("delete", "Delete", ed.delete_selected, "Del")
     a.add("duplicate", "Duplicate", ed.duplicate_selected, "Ctrl+D")
@@ -125,6 +140,7 @@ def define_actions(a: ActionRegistry, parts: WindowParts, autosave: bool) -> Non
     a.add("reject", "Reject", pr.reject_selected, "X")
     a.add("accept_all", "Accept All Above Threshold", pr.accept_all, "Ctrl+Return")
     a.add("mark_reviewed", "Mark Reviewed", ed.toggle_reviewed, "R")
+    define_mask_actions(a, parts)
     a.add("next", "Next Image", nav.next_image, "D")
     a.add("previous", "Previous Image", nav.previous_image, "A")
     a.add("next_unreviewed", "Next Unreviewed", nav.next_unreviewed, "Shift+D")
@@ -155,23 +171,59 @@ def define_actions(a: ActionRegistry, parts: WindowParts, autosave: bool) -> Non
     # the other direction: the state shown by checkable actions follows the parts
     view.layer_toggled.connect(lambda layer, on: a[f"layer_{layer}"].setChecked(on))
     canvas.mode_changed.connect(lambda mode: a["probe"].setChecked(mode == "probe"))
+    for mode, name in TOOLS.items():  # a tool's button shows whether the canvas is in its mode
+        a[name].setCheckable(True)
+        a[name].setChecked(mode == canvas.mode)
+        canvas.mode_changed.connect(lambda now, mode=mode, name=name: a[name].setChecked(now == mode))
     ed.undo_redo = [a["undo"], a["redo"]]
     pr.predict_all_action = a["predict_all"]
 
 
+def define_mask_actions(a: ActionRegistry, parts: WindowParts) -> None:
+    """The mask tools (in the spirit of labelme and CVAT: N polygon, B brush, [ ] its size)."""
+    m, canvas = parts.masks, parts.canvas
+    a.add("polygon", "Draw Polygon", lambda: m.start("polygon"), "N",
+          tip="Click the vertices; click the first, double-click or press Enter to close")  # fmt: skip
+    a.add("brush", "Brush", lambda: m.start("brush"), "B", tip="Paint into the selected mask")
+    a.add("eraser", "Eraser", lambda: m.start("erase"), "Shift+B", tip="Erase from the selected mask")
+    a.add("brush_smaller", "Smaller Brush", m.brush_smaller, "[")
+    a.add("brush_larger", "Larger Brush", m.brush_larger, "]")
+    a.add("mask_from_box", "Mask from Box", lambda: m.start("mask_box"), "M",
+          tip="Draw a box: the model's mask head gives the mask of the object in it")  # fmt: skip
+    a.add("fill_holes", "Fill Holes", m.fill_holes, "H", tip="Fill the holes of the selected masks")
+    a.add("to_polygons", "Mask to Polygons", m.to_polygons, "Shift+P",
+          tip="Trace the selected masks into polygons (the panel's tolerance)")  # fmt: skip
+    a.add("to_rle", "Mask to RLE", m.to_rle, "Shift+R", tip="Store the selected masks as RLE")
+    a.add("merge_segments", "Merge Segments", parts.segments.merge, "G",
+          tip="Merge the selected panoptic segments into one")  # fmt: skip
+    a.add("split_segment", "Split Segment", parts.segments.start_split, "K",
+          tip="The next polygon or brush stroke cuts the selected segment in two")  # fmt: skip
+    a.add("next_object", "Next Object Under Cursor", m.next_object, "Tab", widget=canvas)
+    a.add("previous_object", "Previous Object Under Cursor", m.previous_object, "Shift+Tab", widget=canvas)
+
+
 def action_states(session: Session) -> dict[str, bool]:
-    """Which actions can do something now: editing ones need an editable document, and those that act on
-    the selection need one (accept and reject a prediction, delete, duplicate and relabel an annotation)."""
+    """Which actions can do something now: editing ones need an editable document (instances: boxes and
+    masks; panoptic: segments), and those that act on the selection need one (accept and reject a prediction,
+    delete, duplicate and relabel an annotation or segment, the mask commands, merge and split)."""
     editable, selection = session.editable, session.selection
+    segments = session.panoptic_editable
     visible = session.visible_predictions() if session.doc is not None else None
+    annotations = editable and bool(selection.annotation_ids)
+    chosen = annotations or (segments and bool(selection.segment_ids))
     return {
         **dict.fromkeys(NEEDS_PROJECT, session.doc is not None),
         "mark_reviewed": session.doc is not None and not session.doc.read_only,
         "draw": editable,
-        **dict.fromkeys(("delete", "duplicate", "relabel"), editable and bool(selection.annotation_ids)),
-        "accept": editable and bool(selection.query_ids),
+        "duplicate": annotations,
+        **dict.fromkeys(("delete", "relabel"), chosen),
+        **dict.fromkeys(("fill_holes", "to_polygons", "to_rle"), annotations),
+        **dict.fromkeys(("polygon", "brush", "eraser", "mask_from_box"), editable or segments),
+        "merge_segments": segments and len(selection.segment_ids) > 1,
+        "split_segment": segments and len(selection.segment_ids) == 1,
+        "accept": (editable or segments) and bool(selection.query_ids),
         "reject": bool(selection.query_ids),
-        "accept_all": editable and visible is not None and len(visible) > 0,
+        "accept_all": (editable or segments) and visible is not None and len(visible) > 0,
     }
 
 
@@ -188,6 +240,10 @@ def build_menus(window: QMainWindow, a: ActionRegistry, projects: ProjectControl
     _fill(bar.addMenu("&Edit"), a, ("undo", "redo", None, "draw", "delete", "duplicate", "relabel", None,
                                     "accept", "reject", "accept_all", "mark_reviewed", None, "classes",
                                     "shortcuts"))  # fmt: skip
+    _fill(bar.addMenu("&Tools"), a, ("select_tool", "draw", "polygon", "brush", "eraser", "mask_from_box", None,
+                                     "brush_smaller", "brush_larger", "fill_holes", "to_polygons", "to_rle", None,
+                                     "merge_segments", "split_segment", None, "next_object",
+                                     "previous_object"))  # fmt: skip
     _fill(bar.addMenu("&View"), a, ("fit", "actual_size", "zoom_in", "zoom_out", None, "layer_annotations",
                                     "layer_predictions", "layer_masks", "layer_attention", "probe", None,
                                     "dark_theme"))  # fmt: skip
@@ -203,9 +259,14 @@ def build_toolbar(window: QMainWindow, a: ActionRegistry) -> None:
     bar = window.addToolBar("Main")
     bar.setObjectName("main-toolbar")
     bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
-    for name in ("open_folder", "open_coco", "save", None, "undo", "redo", None, "draw", "fit",
+    for name in ("open_folder", "open_coco", "save", None, "undo", "redo", None, "fit",
                  "actual_size", None, "choose_model", "predict", "predict_all"):  # fmt: skip
         bar.addAction(a[name]) if name else bar.addSeparator()
+    tools = window.addToolBar("Tools")
+    tools.setObjectName("tools-toolbar")
+    tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+    for name in ("select_tool", "draw", "polygon", "brush", "eraser", "mask_from_box"):
+        tools.addAction(a[name])
 
 
 def add_dock_toggles(menu: QMenu, docks: Sequence[QDockWidget]) -> None:

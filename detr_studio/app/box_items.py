@@ -1,8 +1,9 @@
-"""The items the canvas draws for boxes: `BoxItem` (an annotation, prediction or ghost), its resize
-`HandleItem`s and its `LabelItem` tab, with what a box is made from (`BoxSpec`) and the layer names.
+"""The items the canvas draws for boxes: `BoxItem` (an annotation, panoptic segment, prediction or ghost),
+its resize `HandleItem`s and its `LabelItem` tab, with what a box is made from (`BoxSpec`) and the layer names.
 
-Scene coordinates are image pixels. A box never changes the document: when the user drags it, it tells its
-`BoxHost` (the canvas), which turns that into a request for the window.
+Scene coordinates are image pixels. A box never changes the document: when the user drags it (the select
+tool moves it, its handles resize it), it tells its `BoxHost` (the canvas), which turns that into a request
+for the window.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
 
 ANNOTATIONS, PREDICTIONS, MASKS, ATTENTION = "annotations", "predictions", "masks", "attention"
 LAYERS = (ANNOTATIONS, PREDICTIONS, MASKS, ATTENTION)
+SEGMENTS = "segments"  # the kind of a panoptic segment's box (in the annotations layer)
 MIN_BOX_PX = 2.0  # a drawn box smaller than this (image pixels) is a click, not a box
 HANDLE_PX = 8.0
 
@@ -51,7 +53,8 @@ _CURSORS = {
 
 @dataclass(frozen=True)
 class BoxSpec:
-    """One box to show: ``key`` is the annotation id (annotations) or the query id (predictions)."""
+    """One box to show: ``key`` is the annotation id (annotations), segment id (segments) or query id
+    (predictions); ``area`` (default: the box's) orders the objects under the cursor, smallest first."""
 
     key: int
     xyxy: tuple[float, float, float, float]
@@ -59,6 +62,15 @@ class BoxSpec:
     label: str
     tooltip: str = ""
     editable: bool = True
+    area: float | None = None
+
+    @property
+    def size(self) -> float:
+        """The area that orders picking: ``area``, else the box's."""
+        if self.area is not None:
+            return self.area
+        x0, y0, x1, y1 = self.xyxy
+        return abs(x1 - x0) * abs(y1 - y0)
 
 
 class BoxHost(Protocol):
@@ -69,8 +81,6 @@ class BoxHost(Protocol):
     def image_bounds(self) -> QRectF: ...
 
     def box_changed(self, key: int, rect: QRectF) -> None: ...
-
-    def box_double_clicked(self, kind: str) -> None: ...
 
 
 _TABS: dict[tuple[str, int, float], QPixmap] = {}  # label tabs by (text, colour, pixel ratio)
@@ -157,7 +167,9 @@ class HandleItem(QGraphicsRectItem):
 
 
 class BoxItem(QGraphicsRectItem):
-    """An annotation, prediction or ghost (below-threshold prediction) box."""
+    """An annotation, segment, prediction or ghost (below-threshold prediction) box. Selection and moving come
+    from the select tool (`tool_select`); the item only draws itself and follows `begin_edit`, `drag_to` and
+    `finish_edit`."""
 
     def __init__(self, host: BoxHost, kind: str, spec: BoxSpec):
         x0, y0, x1, y1 = spec.xyxy
@@ -169,6 +181,7 @@ class BoxItem(QGraphicsRectItem):
         self.colour = QColor(*spec.colour)
         self.editable = spec.editable and kind == ANNOTATIONS
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)  # the select tool picks and drags boxes
         if spec.tooltip:
             self.setToolTip(spec.tooltip)
         self._handles: list[HandleItem] = []
@@ -188,15 +201,19 @@ class BoxItem(QGraphicsRectItem):
         colour = QColor(self.colour)
         if self.kind == "ghost":
             colour.setAlpha(140 if selected else 90)
-        pen = QPen(colour, 3.0 if selected else 2.0)
+        pen = QPen(colour, 3.0 if selected else (1.0 if self.kind == SEGMENTS else 2.0))
         pen.setCosmetic(True)
-        if self.kind == PREDICTIONS:
+        if self.kind == SEGMENTS:
+            pen.setStyle(Qt.PenStyle.SolidLine if selected else Qt.PenStyle.DotLine)
+        elif self.kind == PREDICTIONS:
             pen.setStyle(Qt.PenStyle.DashLine)
         elif self.kind == "ghost":
             pen.setStyle(Qt.PenStyle.DotLine)
         self.setPen(pen)
         fill = QColor(self.colour)
         fill.setAlpha(60 if selected else (22 if self.kind == ANNOTATIONS else 0))
+        if self.kind == SEGMENTS:
+            fill.setAlpha(0)  # a segment's pixels show its selection (the highlight layer), not its box
         self.setBrush(QBrush(fill))
 
     def place_label(self) -> None:
@@ -206,7 +223,7 @@ class BoxItem(QGraphicsRectItem):
             return
         rect, bounds = self.rect(), self.host.image_bounds()
         tab = self.label.height_px / max(self.host.zoom, 1e-6)  # in image pixels
-        if self.kind == ANNOTATIONS:
+        if self.kind in (ANNOTATIONS, SEGMENTS):
             inside = rect.top() - tab < bounds.top() - 0.5
             offset = 0.0 if inside else -self.label.height_px
         else:
@@ -219,7 +236,7 @@ class BoxItem(QGraphicsRectItem):
     def _layout_children(self) -> None:
         rect = self.rect()
         if self.label is not None:
-            self.label.setPos(rect.topLeft() if self.kind == ANNOTATIONS else rect.bottomLeft())
+            self.label.setPos(rect.topLeft() if self.kind in (ANNOTATIONS, SEGMENTS) else rect.bottomLeft())
             self._label_inside = None
             self.place_label()
         for handle in self._handles:
@@ -291,23 +308,3 @@ class BoxItem(QGraphicsRectItem):
         self._drag = None
         if self.rect() != before:
             self.host.box_changed(self.key, QRectF(self.rect()))
-
-    def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        super().mousePressEvent(event)  # selection, with Ctrl to add
-        if event.button() == Qt.MouseButton.LeftButton:
-            self.begin_edit(event.scenePos(), None)
-            event.accept()
-
-    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        if self._drag is not None:
-            self.drag_to(event.scenePos())
-        else:
-            super().mouseMoveEvent(event)
-
-    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        super().mouseReleaseEvent(event)
-        self.finish_edit()
-
-    def mouseDoubleClickEvent(self, event: QGraphicsSceneMouseEvent) -> None:
-        self.host.box_double_clicked(self.kind)
-        event.accept()

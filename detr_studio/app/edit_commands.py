@@ -1,6 +1,7 @@
 """The editing commands of the window: draw, move, resize, nudge, delete, duplicate, relabel, mark reviewed,
 undo and redo, and the class manager. Each one builds its edit with `session.editing` and makes it through
-the session, as one undo step; what is selected is the session's selection.
+the session, as one undo step; what is selected is the session's selection. In a panoptic dataset, delete
+and relabel act on the selected segments (``segments``, the `PanopticController`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from detr_studio.common.text import plural
 from detr_studio.data.coco import Relabel, RemoveAnnotations, SetImageReviewed
 from detr_studio.session import Session
 from detr_studio.session import editing as edits
+from detr_studio.session.objects import ANNOTATION
 
 from .canvas import ANNOTATIONS
 from .class_manager import ClassManager
+from .panoptic_commands import PanopticController
 from .presenter import ScenePresenter
 from .services import Services
 from .views import Controller, Views
@@ -38,6 +41,7 @@ class EditController(Controller):
         self.dialog_parent = views.window
         self.undo_redo: list[QAction] = []
         self.class_manager: ClassManager | None = None
+        self.segments: PanopticController | None = None
         canvas.box_drawn.connect(self.add_box)
         canvas.box_edited.connect(self._on_box_edited)
         canvas.delete_requested.connect(self.delete_selected)
@@ -51,12 +55,19 @@ class EditController(Controller):
         if not self.session.editable:
             doc = self.session.doc
             reason = doc.read_only_reason if doc is not None and doc.read_only else None
-            self.services.status(reason or "Panoptic datasets are shown read-only in this version", 5_000)
+            self.services.status(
+                reason or "A panoptic dataset is edited by its segments: select one by its pixels", 5_000
+            )
             return False
         return True
 
-    def _selected(self) -> list[int]:
-        return list(self.session.selection.annotation_ids)
+    def _on_segments(self) -> bool:
+        """Whether the commands act on segments (a panoptic dataset) rather than annotations."""
+        return self.segments is not None and self.session.doc is not None and self.session.doc.is_panoptic
+
+    def editable_selection(self) -> list[int]:
+        """The selected annotations that may change: locked ones are left out (and the status bar says so)."""
+        return self.unlocked(ANNOTATION, self.session.selection.annotation_ids, "annotations")
 
     def start_drawing(self) -> None:
         if self._editable():
@@ -92,7 +103,7 @@ class EditController(Controller):
             self.presenter.refresh_boxes()
 
     def nudge_selected(self, dx: float, dy: float) -> None:
-        ids = self._selected()
+        ids = self.editable_selection()
         if not ids or not self._editable():
             return
         doc, iid = self.session.doc, self.session.current_image_id
@@ -101,12 +112,18 @@ class EditController(Controller):
         self.session.apply(edit, "nudge", merge_key=(edits.NUDGE, tuple(sorted(ids))))
 
     def delete_selected(self) -> None:
-        ids = self._selected()
+        """Del: the vertex under the cursor of the selected polygon, else the selected annotations."""
+        if self.canvas.delete_vertex():
+            return
+        if self._on_segments():
+            self.segments.delete()  # type: ignore[union-attr]
+            return
+        ids = self.editable_selection()
         if ids and self._editable():
             self.session.apply(RemoveAnnotations(ids), f"delete {plural(len(ids), 'box', 'boxes')}")
 
     def duplicate_selected(self) -> None:
-        ids = self._selected()
+        ids = self.editable_selection()
         if not ids or not self._editable():
             return
         doc, iid = self.session.doc, self.session.current_image_id
@@ -116,7 +133,14 @@ class EditController(Controller):
             self.canvas.select(ANNOTATIONS, copies)
 
     def relabel_selected(self, category_id: int) -> bool:
-        ids = self._selected()
+        if self._on_segments():
+            ok = self.segments.relabel(category_id)  # type: ignore[union-attr]
+            if ok:
+                self.review_panel.class_combo.setCurrentIndex(
+                    self.review_panel.class_combo.findData(category_id)
+                )
+            return ok
+        ids = self.editable_selection()
         if not ids or not self._editable():
             return False
         name = self.presenter.palette().category_name(category_id)
@@ -131,11 +155,18 @@ class EditController(Controller):
             self.relabel_selected(doc.categories[index].id)
 
     def relabel_dialog(self) -> None:
-        doc, ids = self.session.doc, self._selected()
+        doc = self.session.doc
+        segments = self._on_segments()
+        ids = self.segments.selected() if segments else self.editable_selection()  # type: ignore[union-attr]
         if doc is None or not ids:
             return
         names = [c.name for c in doc.categories]
-        current = doc.annotation(ids[0]).category_id
+        if segments:
+            current = next(
+                s.category_id for s in doc.segments_for(self.session.current_image_id) if s.id == ids[0]
+            )
+        else:
+            current = doc.annotation(ids[0]).category_id
         start = next((i for i, c in enumerate(doc.categories) if c.id == current), 0)
         name, ok = QInputDialog.getItem(
             self.dialog_parent, "Relabel", "Class (type to search, or a new name):", names, start, True
@@ -146,6 +177,10 @@ class EditController(Controller):
         match = next((c for c in doc.categories if c.name == name), None)
         if match is not None:
             self.relabel_selected(match.id)
+        elif segments:
+            self.services.status(
+                "Add the class first (Edit › Classes…), then relabel the segment to it", 6_000
+            )
         elif self._editable():
             self.session.apply(edits.relabelled(doc, ids, name), f"relabel to {name}")
 

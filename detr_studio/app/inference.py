@@ -1,8 +1,9 @@
 """The inference worker of the window: the session's `InferenceEngine` on one background `Lane`.
 
-Requests, newest first in importance: a model load (it cancels a running batch), a single prediction (the
-newest request wins, and one for an image no longer shown is dropped), and one batch job that lets single
-requests run between its images, so "Predict" stays responsive during "Predict all". Outcomes come back as
+Requests, newest first in importance: a model load (it cancels a running batch), a single prediction or a
+mask for a drawn box (the newest request wins, and one for an image no longer shown is dropped), and one
+batch job that lets single requests run between its images, so "Predict" stays responsive during "Predict
+all". Outcomes come back as
 Qt signals on the Qt thread. torch is imported by the lane's thread on the first model load, never at start-up.
 """
 
@@ -31,6 +32,8 @@ class InferenceWorker(QObject):
     batch_progress = Signal(int, int)  # done, total
     batch_results = Signal(object, str)  # {image id: Detections}, model name
     batch_finished = Signal(object)  # BatchSummary
+    box_masked = Signal(int, object)  # image id, BoxMask: the model's mask for a drawn box
+    box_mask_failed = Signal(int, str)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -65,6 +68,19 @@ class InferenceWorker(QObject):
             wanted=lambda: image_id == self.current_image,  # the user has not moved on
             done=lambda dets: self.predicted.emit(image_id, dets, self._model_name()),
             failed=lambda exc: self.predict_failed.emit(image_id, str(exc)),
+        )
+
+    def mask_from_box(self, image_id: int, path: Path, box_xyxy: tuple[float, float, float, float]) -> None:
+        """The model's mask for a box drawn on the image (its mask head run for the best-matching query)."""
+        self.lane.submit(
+            self.engine.mask_from_box,
+            Path(path),
+            box_xyxy,
+            key="mask_box",
+            urgent=True,
+            wanted=lambda: image_id == self.current_image,
+            done=lambda result: self.box_masked.emit(image_id, result),
+            failed=lambda exc: self.box_mask_failed.emit(image_id, str(exc)),
         )
 
     def predict_all(self, items: list[tuple[int, Path]], batch_size: int = 1) -> None:

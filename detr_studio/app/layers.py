@@ -8,16 +8,15 @@ thread (`mask_jobs`) and drawn on a background thread (`draw_masks`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PySide6.QtGui import QImage
 
-from detr_studio.data.coco import CocoDocument, rgb2id
-from detr_studio.data.images import load_image
+from detr_studio.data.coco import CocoDocument, DatasetError, id_map_problems, read_id_png
 from detr_studio.data.labels import label_name
 from detr_studio.infer.detections import Detections
 from detr_studio.model.classes import coco_panoptic_classes, generated_color
@@ -25,7 +24,15 @@ from detr_studio.model.kinds import SAMPLING_POINTS, ImageAttention
 from detr_studio.session.predictions import ImagePredictions
 
 from .box_items import BoxSpec
-from .overlays import heatmap_rgba, masks_rgba, sampling_points_rgba, segments_rgba, to_qimage, vary
+from .overlays import (
+    heatmap_rgba,
+    masks_rgba,
+    sampling_points_rgba,
+    segments_rgba,
+    selection_rgba,
+    to_qimage,
+    vary,
+)
 
 if TYPE_CHECKING:
     from detr_studio.model.deformable_detr.attention import SamplingAttention
@@ -75,20 +82,31 @@ class Palette:
         return coco_colours().get(name) or generated_color(int(label))
 
 
-def annotation_specs(doc: CocoDocument, image_id: int, palette: Palette) -> list[BoxSpec]:
-    """Boxes of an image's annotations (editable), or of its panoptic segments (read-only)."""
+def annotation_specs(
+    doc: CocoDocument,
+    image_id: int,
+    palette: Palette,
+    hidden: Collection[int] = (),
+    locked: Collection[int] = (),
+) -> list[BoxSpec]:
+    """Boxes of an image's annotations (or, panoptic, its segments), leaving out the ``hidden`` ids; ``locked``
+    ones (and every segment: segments change by their pixels) cannot be moved."""
     specs = []
     if doc.is_panoptic:
         for seg in doc.segments_for(image_id):
-            if seg.bbox is not None:
+            if seg.bbox is not None and seg.id not in hidden:
                 x, y, w, h = seg.bbox
                 colour, name = (
                     palette.category_colour(seg.category_id),
                     palette.category_name(seg.category_id),
                 )
-                specs.append(BoxSpec(seg.id, (x, y, x + w, y + h), colour, name, editable=False))
+                tip = f"segment {seg.id}: {name}" + (" (stuff)" if seg.isthing is False else "")
+                box = (x, y, x + w, y + h)
+                specs.append(BoxSpec(seg.id, box, colour, name, tip, editable=False, area=seg.area))
         return specs
     for ann in doc.annotations_for(image_id):
+        if ann.id in hidden:
+            continue
         name = palette.category_name(ann.category_id)
         label = name
         if ann.source == "model" and ann.score is not None:
@@ -98,8 +116,11 @@ def annotation_specs(doc: CocoDocument, image_id: int, palette: Palette) -> list
         tip = f"annotation {ann.id}: {name}, {ann.source}"
         if ann.model:
             tip += f" ({ann.model}" + (f", score {ann.score:.3f})" if ann.score is not None else ")")
+        if ann.id in locked:
+            tip += "; locked"
         colour = palette.category_colour(ann.category_id)
-        specs.append(BoxSpec(ann.id, ann.xyxy, colour, label, tip, editable=not doc.read_only))
+        editable = ann.id not in locked and not doc.read_only
+        specs.append(BoxSpec(ann.id, ann.xyxy, colour, label, tip, editable=editable))
     return specs
 
 
@@ -135,21 +156,29 @@ def mask_jobs(
     palette: Palette,
     predictions: ImagePredictions | None,
     visible: Detections | None,
+    hidden: Collection[int] = (),
 ) -> list[MaskJob]:
     """Plain data for `draw_masks`: the annotations' masks (or the panoptic PNG), then the predicted masks
-    (a panoptic result, or the instance masks of the ``visible`` rows) when ``predictions`` is given."""
+    (a panoptic result, or the instance masks of the ``visible`` rows) when ``predictions`` is given. The
+    ``hidden`` annotations (or segments) are left out."""
     jobs: list[MaskJob] = []
     if doc.is_panoptic:
-        png = doc.panoptic_png(image_id)
-        if png is not None:
-            colours = {
-                seg.id: vary(palette.category_colour(seg.category_id), k)
-                for k, seg in enumerate(doc.segments_for(image_id))
-            }
-            jobs.append(("id_png", (png, colours)))
+        segments = doc.segments_for(image_id)
+        colours = {
+            seg.id: vary(palette.category_colour(seg.category_id), k)
+            for k, seg in enumerate(segments)
+            if seg.id not in hidden
+        }
+        if doc.is_edited_map(image_id):  # edited here: the map in memory (a copy), not the file
+            jobs.append(("doc_ids", (doc.id_map(image_id), colours)))
+        else:
+            png = doc.panoptic_png(image_id)
+            if png is not None:  # checked where it is read, on the lane (opening does not read every PNG)
+                size = doc.image_size(image_id)
+                jobs.append(("id_png", (png, colours, {seg.id for seg in segments}, size)))
     else:
         for k, ann in enumerate(doc.annotations_for(image_id)):
-            if ann.segmentation:
+            if ann.segmentation and ann.id not in hidden:
                 jobs.append(
                     ("segmentation", (ann.segmentation, vary(palette.category_colour(ann.category_id), k)))
                 )
@@ -165,32 +194,60 @@ def mask_jobs(
     return jobs
 
 
-def draw_masks(jobs: list[MaskJob], height: int, width: int) -> QImage | None:
+@dataclass(frozen=True)
+class MaskLayer:
+    """What `draw_masks` made: the picture (None: nothing to show) and the [H, W] segment ids of the
+    document's panoptic PNG it drew (None for instances), which the canvas picks segments with."""
+
+    picture: QImage | None
+    segment_ids: np.ndarray | None = None
+
+
+def draw_masks(jobs: list[MaskJob], height: int, width: int) -> MaskLayer:
     """The mask layer from `mask_jobs` (runs on a background thread); later jobs paint over earlier ones."""
     layers: list[np.ndarray] = []
     masks: list[tuple[np.ndarray, Rgb]] = []
+    segment_ids = None
     for kind, payload in jobs:
         if kind == "segmentation":
             from detr_studio.data.dataset import segmentation_to_mask
 
             segmentation, colour = payload  # type: ignore[misc]
             masks.append((segmentation_to_mask(segmentation, height, width).astype(bool), colour))
-        elif kind in ("id_png", "ids"):
-            source, colours = payload  # type: ignore[misc]
-            ids = rgb2id(np.asarray(load_image(source))) if isinstance(source, Path) else source  # [H, W]
+        elif kind == "id_png":
+            png, colours, listed, size = payload  # type: ignore[misc]
+            ids = read_id_png(png)  # [H, W]
+            problems = id_map_problems(ids, listed, size, png)
+            if problems:
+                raise DatasetError("; ".join(problems))
+            layers.append(segments_rgba(ids, colours))
+            segment_ids = ids
+        elif kind in ("doc_ids", "ids"):
+            ids, colours = payload  # type: ignore[misc]
             if ids.shape == (height, width):
                 layers.append(segments_rgba(ids, colours))
+                if kind == "doc_ids":
+                    segment_ids = ids
         elif kind == "mask":
             masks.append(payload)  # type: ignore[arg-type]
     if masks:
         layers.append(masks_rgba(masks, height, width))
     if not layers:
-        return None
+        return MaskLayer(None, segment_ids)
     out = layers[0].copy()
     for layer in layers[1:]:
         covered = layer[..., 3] > 0
         out[covered] = layer[covered]
-    return to_qimage(out)
+    return MaskLayer(to_qimage(out), segment_ids)
+
+
+def highlight_picture(ids: np.ndarray, selected: Collection[int]) -> QImage | None:
+    """The selected segments' pixels of a [H, W] id map, light with a dark outline (runs on a background
+    thread); None when none of them is in the map."""
+    if not selected:
+        return None
+    rgba = selection_rgba(ids, selected)
+    return to_qimage(rgba) if rgba is not None else None
 
 
 def attention_picture(

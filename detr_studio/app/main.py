@@ -42,9 +42,12 @@ from .edit_commands import EditController
 from .export_panel import ExportDock
 from .image_list import ImageListPanel
 from .inference import InferenceWorker
+from .mask_commands import MaskController
 from .navigation import Navigator
+from .object_list import ObjectListDock
 from .opening import ProjectController
 from .panels import ReviewPanel
+from .panoptic_commands import PanopticController
 from .predicting import PredictionController
 from .presenter import ScenePresenter
 from .review_queue import ReviewQueueDock
@@ -93,6 +96,11 @@ class MainWindow(QMainWindow):
         self.navigation = Navigator(session, services, views, self)
         self.projects = ProjectController(session, services, views, self)
         self.editing = EditController(session, services, views, self.presenter)
+        self.segments = PanopticController(session, services, views, self.editing.new_box_category, self)
+        self.editing.segments = self.segments
+        self.masks = MaskController(
+            session, services, views, self.presenter, self.editing, self.segments, self
+        )
         self.predictions = PredictionController(session, services, views, self)
         define_actions(self.actions, self._parts(), self.projects.autosave)
         self.actions_by_name = self.actions.by_name
@@ -111,6 +119,8 @@ class MainWindow(QMainWindow):
             projects=self.projects,
             navigation=self.navigation,
             editing=self.editing,
+            masks=self.masks,
+            segments=self.segments,
             predictions=self.predictions,
             presenter=self.presenter,
             canvas=self.canvas,
@@ -130,6 +140,9 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.review_panel)
         self.review_dock = self._dock("Review", "review-dock", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.objects_dock = ObjectListDock(self.session, self.presenter.palette, self)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.objects_dock)
+        self.splitDockWidget(self.images_dock, self.objects_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.images_dock, self.review_dock], [250, 320], Qt.Orientation.Horizontal)
         self.training_dock = TrainingDock(self.session, self.services, self)
         self.export_dock = ExportDock(self.session, self.services, self)
@@ -137,8 +150,8 @@ class MainWindow(QMainWindow):
         for dock, beside in ((self.training_dock, self.review_dock), (self.export_dock, self.review_dock),
                              (self.queue_dock, self.images_dock)):  # fmt: skip
             self.tabifyDockWidget(beside, dock)
-        add_dock_toggles(docks_menu, [self.images_dock, self.review_dock, self.training_dock, self.export_dock,
-                                      self.queue_dock])  # fmt: skip
+        add_dock_toggles(docks_menu, [self.images_dock, self.review_dock, self.objects_dock, self.training_dock,
+                                      self.export_dock, self.queue_dock])  # fmt: skip
         self.review_dock.raise_()
         self.images_dock.raise_()
 

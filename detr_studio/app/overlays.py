@@ -45,6 +45,24 @@ def segments_rgba(ids: np.ndarray, colours: dict[int, Rgb]) -> np.ndarray:
     return lut[inverse.reshape(ids.shape)]
 
 
+def selection_rgba(ids: np.ndarray, selected: Iterable[int]) -> np.ndarray | None:
+    """[H, W] segment ids -> [H, W, 4] RGBA of the ``selected`` segments: a light veil over their pixels and a
+    dark line along their border; None when none of them is in ``ids``."""
+    inside = np.isin(ids, np.fromiter(selected, dtype=np.int64))  # [H, W]
+    if not inside.any():
+        return None
+    ys, xs = np.nonzero(inside)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    part = np.pad(inside[y0:y1, x0:x1], 1)  # only the selection's bounds are worked on
+    core = part[1:-1, 1:-1]
+    border = core & ~(part[:-2, 1:-1] & part[2:, 1:-1] & part[1:-1, :-2] & part[1:-1, 2:])
+    out = np.zeros((*ids.shape, 4), dtype=np.uint8)
+    window = out[y0:y1, x0:x1]
+    window[core] = (255, 255, 255, 70)
+    window[border] = (20, 20, 20, 255)
+    return out
+
+
 def vary(colour: Rgb, index: int) -> Rgb:
     """A slightly different shade of ``colour`` per instance, so touching instances of a class separate."""
     if index == 0:

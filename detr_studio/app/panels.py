@@ -8,6 +8,7 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -19,6 +20,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from detr_studio.data.coco.contours import DEFAULT_TOLERANCE
 
 from .wheel_guard import guard_wheel
 
@@ -60,6 +63,14 @@ class ReviewPanel(QWidget):
         self.inspector.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.inspector.setMinimumHeight(90)
         self.class_combo = QComboBox(self)
+        self.tolerance_spin = QDoubleSpinBox(self)
+        self.tolerance_spin.setRange(0.0, 20.0)
+        self.tolerance_spin.setSingleStep(0.25)
+        self.tolerance_spin.setValue(DEFAULT_TOLERANCE)
+        self.tolerance_spin.setSuffix(" px")
+        self.tolerance_spin.setToolTip(
+            "How far a traced polygon may stray from the mask's pixels (RLE → polygons)"
+        )
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal, self)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(45)
@@ -97,6 +108,16 @@ class ReviewPanel(QWidget):
         edit_buttons.addWidget(_button(actions["mark_reviewed"], self))
         edit_layout.addRow(edit_buttons)
 
+        mask_box = QGroupBox("Masks", self)
+        mask_layout = QGridLayout(mask_box)
+        for i, name in enumerate(("polygon", "brush", "eraser", "mask_from_box", "fill_holes", "to_polygons",
+                                  "to_rle")):  # fmt: skip
+            mask_layout.addWidget(_button(actions[name], self), i // 2, i % 2)
+        tolerance_row = QHBoxLayout()
+        tolerance_row.addWidget(QLabel("Polygon tolerance", self))
+        tolerance_row.addWidget(self.tolerance_spin, 1)
+        mask_layout.addLayout(tolerance_row, 4, 0, 1, 2)
+
         layers_box = QGroupBox("Layers", self)
         layers_layout = QGridLayout(layers_box)
         for i, name in enumerate(
@@ -111,7 +132,7 @@ class ReviewPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        for box in (model_box, review_box, edit_box, layers_box):
+        for box in (model_box, review_box, edit_box, mask_box, layers_box):
             layout.addWidget(box)
         layout.addStretch(1)
 

@@ -1,31 +1,61 @@
 """The scene presenter: draws the session on the canvas and keeps the two in step.
 
 It listens to the session's events (a new project or image, an edit, new predictions, the threshold, ghosts,
-the selection) and redraws what they change: boxes, the mask overlay (drawn on a background lane, the newest
-request winning), the attention heatmap, the inspector and the class lists. The canvas's own selection is
-the session's selection: a click on the canvas selects in the session, and a selection made elsewhere (the
-review queue) is shown on the canvas. Attention head and probe point are views of this presenter only.
+the selection, hidden and locked objects) and redraws what they change: boxes (or a panoptic image's
+segments), the polygon of the selected annotation with its vertices, the mask overlay and the highlight of
+the selected segments (both drawn on a background lane, the newest request winning), the attention heatmap,
+the inspector and the class lists. The canvas's own selection is the session's selection: a click on the
+canvas selects in the session, and a selection made elsewhere (the object list, the review queue) is shown
+on the canvas. Hidden objects are not drawn; locked ones are drawn but cannot be moved. Attention head and
+probe point are views of this presenter only.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from detr_studio.common.text import plural
+from detr_studio.data.coco import Segment
+from detr_studio.data.coco.mask_edits import is_box_mask
 from detr_studio.session import Selection, Session
 from detr_studio.session.history import HistoryChange
+from detr_studio.session.objects import ANNOTATION, PREDICTION, SEGMENT
 from detr_studio.session.project import Project
 
 from .background import Lane
-from .canvas import ATTENTION, PREDICTIONS
-from .layers import Palette, annotation_specs, attention_picture, draw_masks, mask_jobs, prediction_specs
+from .box_items import SEGMENTS
+from .canvas import ANNOTATIONS, ATTENTION, PREDICTIONS
+from .layers import (
+    MaskLayer,
+    Palette,
+    annotation_specs,
+    attention_picture,
+    draw_masks,
+    highlight_picture,
+    mask_jobs,
+    prediction_specs,
+)
 from .services import Services
 from .views import Controller, Views
 
 NO_SELECTION = "Select a detection to see its query, top classes and no-object probability."
+
+
+def segment_text(seg: Segment, name: str) -> str:
+    """The inspector's text for one panoptic segment."""
+    kind = "stuff" if seg.isthing is False else "thing"
+    lines = [f"<b>Segment {seg.id}</b> — {name} ({kind})"]
+    if seg.area is not None:
+        lines.append(f"area: {seg.area:.0f} px")
+    if seg.bbox is not None:
+        x, y, w, h = seg.bbox
+        lines.append(f"box {x:.0f}, {y:.0f}, {w:.0f} × {h:.0f}")
+    lines.append("L relabels, Del deletes (void), K splits, G merges with others selected")
+    return "<br>".join(lines)
 
 
 class ScenePresenter(Controller):
@@ -45,6 +75,9 @@ class ScenePresenter(Controller):
         self.probe_point: tuple[float, float] | None = None
         self.overlays = Lane("overlays", parent=self)
         self._overlay_generation = 0
+        self._highlight_generation = 0
+        self._segment_ids: np.ndarray | None = None  # the id map of the panoptic image shown, once drawn
+        self._polygon_shown: tuple | None = None
         self._categories_seen: tuple = ()
         events = session.events
         events.project.connect(self._on_project)
@@ -55,6 +88,7 @@ class ScenePresenter(Controller):
         events.threshold.connect(self._on_threshold)
         events.ghosts.connect(lambda _on: self.refresh_boxes())
         events.selection.connect(self._on_session_selection)
+        events.objects.connect(lambda _iid: self._on_objects())
         canvas.selection_changed.connect(self._on_canvas_selection)
         canvas.pixel_clicked.connect(self.probe_at)
         review_panel.opacity_slider.valueChanged.connect(lambda v: canvas.set_mask_opacity(v / 100.0))
@@ -82,6 +116,7 @@ class ScenePresenter(Controller):
     def _on_image(self, image_id: int | None) -> None:
         doc = self.session.doc
         self.probe_point = None
+        self._segment_ids = None
         if doc is None or image_id is None:
             self.canvas.show_image(None, 0, 0)
             return
@@ -109,32 +144,73 @@ class ScenePresenter(Controller):
         self.refresh_boxes()
         self.refresh_masks()
 
+    def _on_objects(self) -> None:
+        self.refresh_boxes()
+        self.refresh_masks()
+
     # ---- selection: the canvas and the session share one ----------------------------------------------
 
     def _on_canvas_selection(self) -> None:
         self.session.select(
             annotation_ids=self.canvas.selected_annotation_ids(),
             query_ids=self.canvas.selected_prediction_ids(),
+            segment_ids=self.canvas.selected_segment_ids(),
         )
+        self.refresh_polygon()
+        self.refresh_highlight()
         self.refresh_attention()
         self.update_inspector()
 
     def _on_session_selection(self, selection: Selection) -> None:
-        shown = (tuple(self.canvas.selected_annotation_ids()), tuple(self.canvas.selected_prediction_ids()))
-        if shown != (selection.annotation_ids, selection.query_ids):
-            self.canvas.select_keys(selection.annotation_ids, selection.query_ids)
+        canvas = self.canvas
+        shown = (
+            tuple(canvas.selected_annotation_ids()),
+            tuple(canvas.selected_prediction_ids()),
+            tuple(canvas.selected_segment_ids()),
+        )
+        if shown != (selection.annotation_ids, selection.query_ids, selection.segment_ids):
+            canvas.select_keys(selection.annotation_ids, selection.query_ids, selection.segment_ids)
 
     # ---- drawing -----------------------------------------------------------------------------------------
 
     def refresh_boxes(self) -> None:
         """Rebuild the canvas boxes of the current image from the document and the prediction cache."""
-        doc, iid = self.session.doc, self.session.current_image_id
+        session = self.session
+        doc, iid = session.doc, session.current_image_id
         if doc is None or iid is None:
             return
         palette = self.palette()
-        self.canvas.set_annotations(annotation_specs(doc, iid, palette))
-        shown, ghosts = self.session.visible_predictions(), self.session.ghost_predictions()
-        self.canvas.set_predictions(prediction_specs(shown, palette), prediction_specs(ghosts, palette))
+        kind = SEGMENT if doc.is_panoptic else ANNOTATION
+        specs = annotation_specs(doc, iid, palette, session.hidden_keys(kind), session.locked_keys(kind))
+        self.canvas.set_annotations(specs, SEGMENTS if doc.is_panoptic else ANNOTATIONS)
+        hidden = session.hidden_keys(PREDICTION)
+        shown, ghosts = session.visible_predictions(), session.ghost_predictions()
+        self.canvas.set_predictions(
+            [s for s in prediction_specs(shown, palette) if s.key not in hidden],
+            [s for s in prediction_specs(ghosts, palette) if s.key not in hidden],
+        )
+        self.refresh_polygon()
+
+    def refresh_polygon(self) -> None:
+        """The polygon, with its vertices, of the one selected annotation when its mask is polygons (not just
+        its box's outline, which the box's handles edit)."""
+        session, doc = self.session, self.session.doc
+        ids = self.canvas.selected_annotation_ids()
+        shown = None
+        if doc is not None and not doc.is_panoptic and len(ids) == 1:
+            ann = doc.annotation(ids[0])
+            box_only = is_box_mask(doc.index.annotation_record(ann.id))  # its handles edit it
+            if isinstance(ann.segmentation, list) and ann.segmentation and not box_only:
+                editable = session.editable and ann.id not in session.locked_keys(ANNOTATION)
+                colour = self.palette().category_colour(ann.category_id)
+                shown = (ann.id, ann.segmentation, colour, editable)
+        if shown == self._polygon_shown and (shown is None or self.canvas.polygon() is not None):
+            return
+        self._polygon_shown = shown
+        if shown is None:
+            self.canvas.set_polygon(None)
+        else:
+            self.canvas.set_polygon(*shown)
 
     def refresh_categories(self, force: bool = False) -> None:
         """The class lists (new-box class, image filter) follow the document's categories."""
@@ -168,7 +244,11 @@ class ScenePresenter(Controller):
         store = self.session.store
         predictions = store.get(iid) if self.canvas.visible_layers[PREDICTIONS] else None
         visible = self.session.visible_predictions() if predictions is not None else None
-        jobs = mask_jobs(doc, iid, self.palette(), predictions, visible)
+        if visible is not None:
+            hidden = self.session.hidden_keys(PREDICTION)
+            visible = visible.select(np.array([int(q) not in hidden for q in visible.query_ids], dtype=bool))
+        kind = SEGMENT if doc.is_panoptic else ANNOTATION
+        jobs = mask_jobs(doc, iid, self.palette(), predictions, visible, self.session.hidden_keys(kind))
         self._overlay_generation += 1
         if not jobs:
             self.canvas.set_mask_overlay(None)
@@ -182,11 +262,34 @@ class ScenePresenter(Controller):
             failed=lambda exc: self.services.report_error(f"masks: {exc}"),
         )  # fmt: skip
 
-    def _on_overlay(self, image_id: int, generation: int, image: QImage | None) -> None:
+    def _on_overlay(self, image_id: int, generation: int, layer: MaskLayer) -> None:
         if image_id != self.session.current_image_id or generation != self._overlay_generation:
             return
-        self.canvas.set_mask_overlay(image)
+        self.canvas.set_mask_overlay(layer.picture)
+        if layer.segment_ids is not None:
+            self._segment_ids = layer.segment_ids
+            self.canvas.set_segment_map(layer.segment_ids)
+            self.refresh_highlight()
         self.overlays_ready.emit()
+
+    def refresh_highlight(self) -> None:
+        """Draw the selected segments' pixels (on the overlay lane) over the mask layer."""
+        self._highlight_generation += 1
+        selected = self.session.selection.segment_ids
+        ids, iid = self._segment_ids, self.session.current_image_id
+        if ids is None or not selected or iid is None:
+            self.canvas.set_highlight(None)
+            return
+        generation = self._highlight_generation
+        self.overlays.submit(
+            highlight_picture, ids, tuple(selected), key="highlight",
+            done=lambda image: self._on_highlight(iid, generation, image),
+            failed=lambda exc: self.services.report_error(f"highlight: {exc}"),
+        )  # fmt: skip
+
+    def _on_highlight(self, image_id: int, generation: int, image: QImage | None) -> None:
+        if image_id == self.session.current_image_id and generation == self._highlight_generation:
+            self.canvas.set_highlight(image)
 
     def refresh_attention(self) -> None:
         """Decoder attention of the one selected prediction, or encoder attention at the probed pixel."""
@@ -239,6 +342,7 @@ class ScenePresenter(Controller):
         doc, iid = self.session.doc, self.session.current_image_id
         predicted = self.canvas.selected_prediction_ids()
         annotated = self.canvas.selected_annotation_ids()
+        segments = self.canvas.selected_segment_ids()
         store = self.session.store
         entry = store.get(iid) if iid is not None else None
         if len(predicted) == 1 and entry is not None and iid is not None:
@@ -258,6 +362,12 @@ class ScenePresenter(Controller):
             lines.append(f"review: {ann.review}")
             lines.append(f"box {x:.0f}, {y:.0f}, {w:.0f} × {h:.0f}")
             text = "<br>".join(lines)
+        elif len(segments) == 1 and doc is not None and doc.is_panoptic and iid is not None:
+            seg = next((s for s in doc.segments_for(iid) if s.id == segments[0]), None)
+            if seg is not None:
+                text = segment_text(seg, self.palette().category_name(seg.category_id))
+        elif segments:
+            text = f"{len(segments)} segments selected (G merges them)"
         elif predicted or annotated:
             text = (
                 f"{plural(len(annotated), 'annotation')} and {plural(len(predicted), 'prediction')} selected"

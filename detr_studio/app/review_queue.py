@@ -3,7 +3,8 @@
 - *Uncertain*: images ordered by how unsure the model is about its most doubtful query (entropy, top-2
   margin or no-object mass of its class distribution);
 - *Mistakes*: where the open predictions above the threshold disagree with the trusted labels (misses,
-  extra boxes, wrong classes).
+  extra boxes, wrong classes, masks that disagree; on panoptic datasets missed, extra and wrongly classed
+  segments), and the annotations whose mask is only their box.
 
 The measures and the matching are `infer.review`, the lists over the session `session.review`. Each row is a
 click away from the canvas: ``show_object(image id, layer, key)`` shows the image and selects the box.
@@ -28,7 +29,15 @@ from PySide6.QtWidgets import (
 )
 
 from detr_studio.common.text import plural
-from detr_studio.infer.review import EXTRA, MISS, WRONG_CLASS
+from detr_studio.infer.review import (
+    BOX_ONLY,
+    EXTRA,
+    EXTRA_SEGMENT,
+    MASK_DISAGREES,
+    MISS,
+    WRONG_CLASS,
+    Mistake,
+)
 from detr_studio.infer.uncertainty import MEASURES
 from detr_studio.session import Session
 from detr_studio.session.review import find_mistakes, uncertain_images
@@ -127,17 +136,32 @@ class ReviewQueuePanel(QWidget):
                       u.image_id, PREDICTIONS, u.query_id)  # fmt: skip
         mistakes = find_mistakes(doc, store, threshold, names)
         for m in mistakes[:MAX_ROWS]:
-            layer, key = (PREDICTIONS, m.query_id) if m.kind == EXTRA else (ANNOTATIONS, m.annotation_id)
+            layer, key = self._target(m)
             self._add(
                 self.mistakes_list, f"{self._name(m.image_id)} — {m.kind}: {m.detail}", m.image_id, layer, key
             )
-        counts = {kind: sum(m.kind == kind for m in mistakes) for kind in (MISS, EXTRA, WRONG_CLASS)}
+        kinds = (MISS, EXTRA, EXTRA_SEGMENT, WRONG_CLASS, MASK_DISAGREES, BOX_ONLY)
+        counts = {kind: sum(m.kind == kind for m in mistakes) for kind in kinds}
         self.tabs.setTabText(1, f"Mistakes ({len(mistakes)})")
-        self.summary_label.setText(
+        extra = counts[EXTRA_SEGMENT] if doc.is_panoptic else counts[EXTRA]
+        extra_what = ("extra segment", "extra segments") if doc.is_panoptic else ("extra box", "extra boxes")
+        text = (
             f"{plural(len(ranked), 'image')} with predictions; {plural(counts[MISS], 'miss', 'misses')}, "
-            f"{plural(counts[EXTRA], 'extra box', 'extra boxes')}, {plural(counts[WRONG_CLASS], 'wrong class', 'wrong classes')}"
-            f" at threshold {threshold:.2f}"
+            f"{plural(extra, *extra_what)}, {plural(counts[WRONG_CLASS], 'wrong class', 'wrong classes')}"
         )
+        if not doc.is_panoptic:
+            text += (
+                f", {plural(counts[MASK_DISAGREES], 'mask that disagrees', 'masks that disagree')},"
+                f" {plural(counts[BOX_ONLY], 'box without a mask', 'boxes without a mask')}"
+            )
+        self.summary_label.setText(f"{text} at threshold {threshold:.2f}")
+
+    @staticmethod
+    def _target(m: Mistake) -> tuple[str, int | None]:
+        """The layer and key a row selects: the prediction for extras, else the label (or segment)."""
+        if m.kind in (EXTRA, EXTRA_SEGMENT):
+            return PREDICTIONS, m.query_id
+        return ANNOTATIONS, m.segment_id if m.segment_id is not None else m.annotation_id
 
     @staticmethod
     def _selected(widget: QListWidget) -> tuple | None:

@@ -20,7 +20,7 @@ LOSS_COLOURS = {
     "loss_mask": (200, 140, 20),
     "loss_dice": (150, 60, 190),
 }
-AP_COLOURS = {"AP": (220, 60, 60), "AP50": (40, 110, 220)}
+AP_COLOURS = {"AP": (220, 60, 60), "AP50": (40, 110, 220), "segm_AP": (150, 60, 200), "PQ": (30, 160, 90)}
 OTHER_COLOUR = (120, 120, 120)
 MIN_LABEL_PX = 36  # the least room one epoch label has on the axis
 EPOCH_STEPS = (1, 2, 5)  # label every 1, 2, 5, 10, 20, 50, … epochs

@@ -1,5 +1,6 @@
-"""The Training dock's choices: the base model, the classes and images to train on, the held-out fraction
-and the options, read as `TrainingOptions` (checked, with a message naming what is wrong)."""
+"""The Training dock's choices: the base model, what to train (boxes, boxes then masks, the mask head alone),
+the classes and images to train on, the held-out fraction and the options, read as `TrainingOptions`
+(checked, with a message naming what is wrong)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ from PySide6.QtWidgets import (
 )
 
 from detr_studio.common.text import plural
+from detr_studio.data.coco.mask_edits import has_masks
 from detr_studio.model import zoo
 from detr_studio.session import Session
 from detr_studio.train.runs import (
     ANNOTATED,
+    BOXES,
     REVIEWED,
+    TASKS,
     TrainingOptions,
     TrainingSetupError,
     choose_images,
@@ -97,6 +101,12 @@ class TrainingForm:
         self.max_size_spin.setToolTip("The images' longer side at most, in pixels")
         self.device_combo = QComboBox(parent)
         self.device_combo.addItems(DEVICES)
+        self.task_combo = QComboBox(parent)
+        for key, text in TASKS.items():
+            self.task_combo.addItem(text, key)
+        self.task_combo.setToolTip(
+            "Masks follow the official recipe: boxes first, then the mask head on the frozen detector"
+        )
 
         self.gpus_spin = QSpinBox(parent)
         self.gpus_spin.setRange(1, 64)
@@ -125,7 +135,9 @@ class TrainingForm:
         options_grid = QGridLayout(options_box)
         options_grid.setContentsMargins(*BOX_MARGINS)
         options_grid.addWidget(QLabel("Base", parent), 0, 0)
-        options_grid.addWidget(self.base_combo, 0, 1, 1, 3)
+        options_grid.addWidget(self.base_combo, 0, 1)
+        options_grid.addWidget(QLabel("Train", parent), 0, 2)
+        options_grid.addWidget(self.task_combo, 0, 3)
         options_grid.addWidget(self.file_row, 1, 0, 1, 4)
         pairs = (
             ("Epochs", self.epochs_spin, "Batch", self.batch_spin),
@@ -140,12 +152,12 @@ class TrainingForm:
             options_grid.addWidget(right_widget, row, 3)
         options_grid.setColumnStretch(1, 1)
         options_grid.setColumnStretch(3, 1)
-        for combo in (self.images_combo, self.device_combo):
+        for combo in (self.base_combo, self.images_combo, self.device_combo, self.task_combo):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(4)
         guard_wheel(parent, (self.base_combo, self.images_combo, self.holdout_spin, self.epochs_spin,
                              self.batch_spin, self.size_spin, self.max_size_spin, self.device_combo,
-                             self.gpus_spin))  # fmt: skip
+                             self.gpus_spin, self.task_combo))  # fmt: skip
 
         self.boxes = (data_box, options_box)
 
@@ -173,7 +185,7 @@ class TrainingForm:
         if demo is not None:
             add("Demo model", DEMO, str(demo))
         for entry in zoo.list_entries():
-            if entry.task == "detection":
+            if entry.task in ("detection", "panoptic"):
                 size = f" {entry.size_mb} MB" if entry.size_mb else ""
                 where = "" if zoo.cached_path(entry) is not None else f", download{size}"
                 add(f"Zoo: {entry.name} ({entry.backbone_label}{where})", ZOO, entry.name)
@@ -239,10 +251,22 @@ class TrainingForm:
         ]
         return None if len(ticked) == len(names) else ticked
 
+    def update_tasks(self) -> None:
+        """Mask training only where there are masks: a panoptic dataset, or instances with masks."""
+        doc = self.session.doc
+        masks = doc is not None and (doc.is_panoptic or has_masks(doc))
+        model = self.task_combo.model()
+        for row in range(self.task_combo.count()):
+            item = model.item(row)  # type: ignore[attr-defined]
+            item.setEnabled(masks or self.task_combo.itemData(row) == BOXES)
+        if not masks:
+            self.task_combo.setCurrentIndex(self.task_combo.findData(BOXES))
+
     def update_counts(self) -> None:
         doc = self.session.doc
-        if doc is None or doc.is_panoptic:
-            self.count_label.setText("Open an instances dataset to train on it.")
+        self.update_tasks()
+        if doc is None:
+            self.count_label.setText("Open a dataset to train on it.")
             return
         which = self.images_combo.currentData()
         ids = choose_images(doc, which)
@@ -269,6 +293,7 @@ class TrainingForm:
             device=self.device_combo.currentText(),
             size=self.size_spin.value(),
             max_size=max(self.max_size_spin.value(), self.size_spin.value()),
+            task=self.task_combo.currentData(),
         )
         for name, value in self.extra_options.items():
             setattr(values, name, value)

@@ -3,9 +3,11 @@
 The user picks a base model, the classes and images to train on, a held-out fraction and the usual
 options (`TrainingForm`); Start writes a snapshot of the document into a new run folder
 (`train.runs.prepare_run`) and starts a `TrainingJob` (a child ``detr-studio train`` process). Live curves
-show the loss and its parts per step and AP per epoch. When a run finishes, the base and the trained model
-are evaluated on the held-out images on a background lane, and "Use this model" makes the trained one the
-session's model. Runs stay in the project folder (``.detr-studio/runs/``) and are listed, so an interrupted
+show the loss and its parts per step and AP per epoch. The dock trains boxes, or masks by the official
+two-stage recipe (boxes, then the mask head on the frozen detector: one Start runs both, the second when
+the first finishes), or the mask head alone from a box model, on instances or panoptic datasets. When a
+run finishes, the base and the trained model are evaluated on the held-out images on a background lane
+(box AP, and mask AP or PQ), and "Use this model" makes the trained one the session's model. Runs stay in the project folder (``.detr-studio/runs/``) and are listed, so an interrupted
 one can be resumed and an old one reused.
 """
 
@@ -45,18 +47,21 @@ from detr_studio.train.events import (
 from detr_studio.train.runs import (
     AFTER,
     BEFORE,
+    MASK_STAGE,
     RunRecord,
     TrainingSetupError,
     ap_change,
-    held_out_ap,
+    cluster_command,
+    final_weights,
+    held_out_metrics,
     list_runs,
+    next_stage,
     prepare_run,
     project_folder,
     read_comparison,
     read_events,
     store_comparison,
     summarize_run,
-    torchrun_command,
 )
 
 from .background import Lane
@@ -72,8 +77,17 @@ USE_WORSE = "Use the trained model"
 
 
 def evaluate_run_model(weights: str, run_dir: Path, record: RunRecord) -> dict[str, float]:
-    """AP of the checkpoint ``weights`` on the run's held-out images (on the evaluation lane)."""
-    return held_out_ap(load_network(weights), run_dir, record)
+    """AP (and mask AP or PQ) of the checkpoint ``weights`` on the run's held-out images (on the evaluation
+    lane)."""
+    return held_out_metrics(load_network(weights), run_dir, record)
+
+
+def resumable_stage(run_dir: Path) -> Path | None:
+    """The folder of the run's stage that Resume goes on with (it saved a checkpoint and did not finish)."""
+    for stage in (run_dir / MASK_STAGE, run_dir):
+        if (stage / "last.pth").is_file() and summarize_run(stage).state != "finished":
+            return stage
+    return None
 
 
 class TrainingPanel(QWidget):
@@ -253,8 +267,9 @@ class TrainingPanel(QWidget):
         target = Path(run_dir) if run_dir is not None else self.run_dir
         if target is None or self.job.running:
             return
+        stage = resumable_stage(target) or target
         try:
-            self.job.resume(target)
+            self.job.resume(stage)
         except TrainingSetupError as exc:
             self.services.report_error(f"Cannot resume: {exc}")
             return
@@ -280,7 +295,7 @@ class TrainingPanel(QWidget):
             self.refresh_runs()
             record = RunRecord.load(prepared[0])
         assert record is not None
-        line = torchrun_command(record.args, self.form.gpus_spin.value())
+        line = cluster_command(record, self.form.gpus_spin.value())
         QApplication.clipboard().setText(line)
         self.services.status("Copied the torchrun command to the clipboard", 5_000)
         return line
@@ -291,7 +306,7 @@ class TrainingPanel(QWidget):
         unless they choose otherwise. True when the trained model is chosen."""
         if self.run_dir is None:
             return False
-        weights = self.run_dir / "best.safetensors"
+        weights = final_weights(self.run_dir)
         if not weights.is_file():
             self.services.report_error(f"{self.run_dir}: the run has not saved a model yet")
             return False
@@ -341,8 +356,9 @@ class TrainingPanel(QWidget):
     def show_run(self, run_dir: Path) -> None:
         """Show a run's curves and results from its files."""
         self._show_empty(Path(run_dir))
-        for event in read_events(Path(run_dir) / "events.jsonl"):
-            self._apply(event, live=False)
+        for events in (Path(run_dir) / "events.jsonl", Path(run_dir) / MASK_STAGE / "events.jsonl"):
+            for event in read_events(events):
+                self._apply(event, live=False)
         self._redraw()
         self._update_buttons()
         for i in range(self.runs_list.count()):
@@ -357,9 +373,10 @@ class TrainingPanel(QWidget):
         if isinstance(event, Started):
             self._epochs, self._steps_per_epoch = event.epochs, max(event.steps_per_epoch, 1)
             self.progress.setRange(0, self._epochs * self._steps_per_epoch)
+            stage = "Stage 2 of 2, the mask head: " if Path(event.out_dir).name == MASK_STAGE else ""
             self.status_label.setText(
-                f"Training on {plural(event.train_images, 'image')} ({event.val_images} held out) on {event.device}, "
-                f"epochs {event.start_epoch + 1}–{event.epochs}"
+                f"{stage}Training on {plural(event.train_images, 'image')} ({event.val_images} held out) on "
+                f"{event.device}, epochs {event.start_epoch + 1}–{event.epochs}"
             )
         elif isinstance(event, Step):
             x = event.epoch - 1 + event.step / max(event.steps, 1)
@@ -408,7 +425,13 @@ class TrainingPanel(QWidget):
         elif isinstance(end.final, Failed):
             self.services.report_error(f"Training failed: {end.final.message}")
         elif isinstance(end.final, Finished) and not end.final.cancelled and self.run_dir is not None:
-            self._evaluate(self.run_dir, AFTER, str(self.run_dir / "best.safetensors"))
+            stage = next_stage(self.run_dir)
+            if stage is not None:  # a two-stage run: the mask head now, on the frozen detector
+                self.job.start(*stage)
+                self.status_label.setText("Stage 2 of 2: training the mask head on the frozen detector…")
+                self._update_buttons()
+                return
+            self._evaluate(self.run_dir, AFTER, str(final_weights(self.run_dir)))
         self.refresh_runs()
         self._update_buttons()
 
@@ -452,8 +475,13 @@ class TrainingPanel(QWidget):
 
         def shown(key: str) -> str:
             value = data.get(key)
+            if isinstance(value, dict) and "PQ" in value:
+                return f"PQ {value['PQ']:.3f} (things {value.get('PQ_th', 0.0):.3f}, stuff {value.get('PQ_st', 0.0):.3f})"
             if isinstance(value, dict) and "AP" in value:
-                return f"AP {value['AP']:.3f} (AP50 {value.get('AP50', 0.0):.3f})"
+                text = f"AP {value['AP']:.3f} (AP50 {value.get('AP50', 0.0):.3f})"
+                if "segm_AP" in value:
+                    text += f", mask AP {value['segm_AP']:.3f}"
+                return text
             if isinstance(value, dict) and "error" in value:
                 return f"not measured ({value['error']})"
             return "measuring…" if pending else "—"
@@ -474,9 +502,7 @@ class TrainingPanel(QWidget):
         run = self.run_dir
         self.start_button.setEnabled(has_doc and not running)
         self.cancel_button.setEnabled(running)
-        resumable = (
-            run is not None and (run / "last.pth").is_file() and summarize_run(run).state != "finished"
-        )
+        resumable = run is not None and resumable_stage(run) is not None
         self.resume_button.setEnabled(not running and resumable)
         self.use_button.setEnabled(not running and run is not None and (run / "best.safetensors").is_file())
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..data.images import ImageReadError, load_image
 from ..data.preprocess import prepare, resize_image, resized_size
+from .box_mask import BoxMask
 from .detections import Detections
 from .memory import ForwardPlan
 
@@ -35,6 +36,11 @@ class BasePredictor:
 
     def _run(self, prepared: list[Prepared], *, attention: bool, panoptic: bool) -> list[Detections]:
         raise NotImplementedError
+
+    def mask_from_box(self, image: ImageLike, box_xyxy: tuple[float, float, float, float]) -> BoxMask:
+        """The model's mask for a drawn box (`infer.box_mask`); backends that cannot run the mask head for
+        one query refuse."""
+        raise ValueError("a mask from a box needs the PyTorch model: its mask head runs for the chosen query")
 
     def _check_request(self, attention: bool, panoptic: bool) -> None:
         """Refuse a request this backend or model cannot serve (ValueError with a clear message)."""

@@ -43,10 +43,19 @@ class PanopticResult:
 
     Only the compressed PNG is kept (a few kB, where the id map of a 640x480 image is 1.2 MB), so that a window
     holding the results of many images does not grow by an id map each; ``ids`` decodes it when drawn.
+    ``query_ids`` names the decoder query behind each entry of ``segments_info`` (None when not known), so
+    that accepting a query can keep its segment as its mask.
     """
 
     segments_info: list[dict]
     png: bytes
+    query_ids: tuple[int, ...] | None = None
+
+    def query_mask(self, query_id: int) -> np.ndarray | None:
+        """[H, W] bool pixels of the segment query ``query_id`` made; None when it made none."""
+        if self.query_ids is None or query_id not in self.query_ids:
+            return None
+        return self.ids == self.segments_info[self.query_ids.index(query_id)]["id"]
 
     @property
     def ids(self) -> np.ndarray:
@@ -137,6 +146,15 @@ class Detections:
         real = self.class_probs[row]
         order = np.argsort(-real, kind="stable")[:k]
         return [(int(c), float(real[c])) for c in order]
+
+    def row_mask(self, row: int) -> np.ndarray | None:
+        """[H, W] bool mask of one row: its instance mask, else the panoptic segment its query made; None
+        when the model gave it neither (no mask head, or a query below the panoptic threshold)."""
+        if self.masks is not None:
+            return np.asarray(self.masks[row], dtype=bool)
+        if self.panoptic is not None:
+            return self.panoptic.query_mask(int(self.query_ids[row]))
+        return None
 
     def to_coco(self, image_id: int) -> list[dict]:
         """COCO results entries (bbox as x, y, w, h)."""

@@ -24,7 +24,8 @@ from ..model.fuse import fold_frozen_batchnorm
 from ..model.loading import LoadedModel, load_model
 from ..model.registry import family_of
 from . import device as devices
-from .base import BasePredictor, Prepared
+from .base import BasePredictor, ImageLike, Prepared
+from .box_mask import BoxMask, QueryChooser
 from .detections import Detections
 from .memory import ForwardPlan, default_budget, plan_forward
 from .results import outputs_to_detections
@@ -118,6 +119,41 @@ class Predictor(BasePredictor):
     def description(self) -> str:
         return f"torch {devices.describe(self.device)} {self.precision}" + (
             " channels-last" if self.channels_last else ""
+        )
+
+    # ------------------------------------------------------------------------------------ mask from box
+
+    @torch.inference_mode()
+    def mask_from_box(self, image: ImageLike, box_xyxy: tuple[float, float, float, float]) -> BoxMask:
+        """The mask of the query whose predicted box best matches ``box_xyxy`` (pixels of ``image``), from the
+        model's own mask head run for that query only (`infer.box_mask`). ValueError for a model without a
+        mask head; ImageReadError for an unreadable file."""
+        if self.panoptic is None:
+            raise ValueError(
+                f"{self.family.title} model {self.name or ''}: no mask head, so no mask from a box"
+            )
+        prepared = self._prepare(image)
+        samples = make_batch([prepared.tensor]).to(self.device)
+        if self.channels_last:
+            samples.tensors = samples.tensors.contiguous(memory_format=torch.channels_last)
+        chooser = QueryChooser(tuple(float(v) for v in box_xyxy), prepared.original)
+        with devices.autocast(self.device, self.precision):
+            out = self.model(samples, select=chooser)
+        input_hw = torch.tensor([list(prepared.tensor.shape[-2:])])  # [1, 2] (h, w) before padding
+        original_hw = torch.tensor([list(prepared.original)])  # [1, 2]
+        logits = out["pred_masks"].float()[None]  # [1, 1, h/4, w/4]: the chosen query only
+        (mask,) = self.family.instance_masks({"pred_masks": logits}, original_hw, input_hw)  # [1, 1, H, W]
+        scores = self.family.score_queries(out["pred_logits"].float().cpu())
+        rows = (scores.query_index[0] == chooser.query).nonzero()[:, 0]
+        best = rows[torch.argmax(scores.scores[0, rows])]
+        assert chooser.box is not None
+        return BoxMask(
+            mask=mask[0, 0].cpu().numpy().astype(bool),
+            query_id=chooser.query,
+            label=int(scores.labels[0, best]),
+            score=float(scores.scores[0, best]),
+            box=tuple(float(v) for v in chooser.box.cpu().tolist()),  # type: ignore[arg-type]
+            iou=chooser.iou,
         )
 
     # ------------------------------------------------------------------------------------ running

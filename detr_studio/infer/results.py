@@ -55,5 +55,10 @@ def outputs_to_detections(
 
 
 def panoptic_result(raw: dict) -> PanopticResult:
-    """The post-processor's {"png_string", "segments_info"} -> ``PanopticResult``."""
-    return PanopticResult(segments_info=raw["segments_info"], png=raw["png_string"])
+    """The post-processor's {"png_string", "segments_info", "query_ids"} -> ``PanopticResult``."""
+    queries = raw.get("query_ids")
+    return PanopticResult(
+        segments_info=raw["segments_info"],
+        png=raw["png_string"],
+        query_ids=tuple(int(q) for q in queries) if queries is not None else None,
+    )

@@ -1,5 +1,10 @@
 """The document edits behind the editing commands of the window (draw, move, nudge, duplicate, relabel),
 built from plain numbers: boxes are COCO ``[x, y, w, h]`` in image pixels, rounded to 1/100 px.
+
+Masks go with their boxes: moving, resizing or nudging a box carries its mask along and sets bbox and area
+to the moved mask's (`data.coco.mask_edits.moved_box_edit`); a duplicate copies the mask. In a dataset with
+masks, a drawn box gets its outline as a polygon, marked as a box mask, so that pycocotools reads every
+annotation and the review queue can list the boxes that still need a real mask.
 """
 
 from __future__ import annotations
@@ -7,13 +12,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from detr_studio.data.coco import (
+    OUR_KEY,
     AddAnnotations,
     AddCategory,
     Batch,
     CocoDocument,
     Edit,
     Relabel,
-    UpdateAnnotation,
+)
+from detr_studio.data.coco.mask_edits import (
+    box_mask_fields,
+    has_masks,
+    is_box_mask,
+    mark_box_mask,
+    moved_box_edit,
+    shifted_box_edit,
 )
 
 Box = tuple[float, float, float, float]
@@ -37,42 +50,52 @@ def new_box(
         cid = 1
         steps.append(AddCategory({"id": cid, "name": FIRST_CLASS}))
     record = doc.new_annotation(image_id, cid, rounded(box))
+    if has_masks(doc):
+        with_box_mask(doc, record)
     steps.append(AddAnnotations([record]))
     edit = steps[0] if len(steps) == 1 else Batch(steps, "draw box")
     return edit, int(record["id"])
 
 
+def with_box_mask(doc: CocoDocument, record: dict) -> dict:
+    """A new annotation record (``record``, changed in place and returned) given its box's outline as its
+    mask, marked as such: what a box without a mask gets in a dataset with masks."""
+    width, height = doc.image_size(record["image_id"])
+    record.update(box_mask_fields(record["bbox"], height, width))
+    record[OUR_KEY] = mark_box_mask(record[OUR_KEY])
+    return record
+
+
 def moved_box(doc: CocoDocument, annotation_id: int, box: Sequence[float]) -> Edit:
-    """A new box for an annotation (a move or a resize); a box without a mask gets the box's area."""
-    bbox = rounded(box)
-    fields: dict = {"bbox": bbox}
-    if not doc.annotation(annotation_id).segmentation:
-        fields["area"] = round(bbox[2] * bbox[3], 4)
-    return UpdateAnnotation(annotation_id, fields)
+    """A new box for an annotation (a move or a resize), its mask moved with it; bbox and area agree with
+    the moved mask (a box without a mask gets the box's area)."""
+    return moved_box_edit(doc, annotation_id, box)
 
 
 def nudged(doc: CocoDocument, image_id: int, annotation_ids: Sequence[int], dx: float, dy: float) -> Edit:
-    """Move boxes by (dx, dy) pixels, each kept inside the image."""
-    info = doc.image(image_id)
-    steps: list[Edit] = []
-    for aid in annotation_ids:
-        x, y, w, h = doc.annotation(aid).bbox
-        x = min(max(x + dx, 0.0), max(info.width - w, 0.0))
-        y = min(max(y + dy, 0.0), max(info.height - h, 0.0))
-        steps.append(UpdateAnnotation(aid, {"bbox": [round(x, 2), round(y, 2), w, h]}))
+    """Move boxes (and their masks) by (dx, dy) pixels, each box kept inside the image."""
+    steps: list[Edit] = [shifted_box_edit(doc, aid, dx, dy) for aid in annotation_ids]
     return steps[0] if len(steps) == 1 else Batch(steps, NUDGE)
 
 
 def duplicates(doc: CocoDocument, image_id: int, annotation_ids: Sequence[int]) -> tuple[Edit, list[int]]:
-    """(copies of the boxes shifted down-right inside the image, the copies' ids)."""
+    """(copies of the boxes shifted down-right inside the image, with their masks, the copies' ids)."""
     info = doc.image(image_id)
+    masks = has_masks(doc)
     records = []
     for aid in annotation_ids:
         ann = doc.annotation(aid)
         x, y, w, h = ann.bbox
         x = min(x + DUPLICATE_OFFSET_PX, max(info.width - w, 0.0))
         y = min(y + DUPLICATE_OFFSET_PX, max(info.height - h, 0.0))
-        records.append(doc.new_annotation(ann.image_id, ann.category_id, (x, y, w, h)))
+        record = doc.new_annotation(ann.image_id, ann.category_id, (x, y, w, h))
+        source = doc.index.anns[aid]
+        if ann.segmentation and not is_box_mask(source):
+            moved = moved_box_edit(doc, aid, (x, y, w, h)).fields  # the mask carried to the copy's box
+            record.update(segmentation=moved["segmentation"], bbox=moved["bbox"], area=moved["area"])
+        elif masks:
+            with_box_mask(doc, record)
+        records.append(record)
     return AddAnnotations(records), [int(r["id"]) for r in records]
 
 

@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detr_studio.infer.detections import Detections
 
 from .model_loading import ModelChoice, ModelInfo, describe_error, load_predictor
+
+if TYPE_CHECKING:  # torch: the window imports this module at start, torch comes later
+    from detr_studio.infer.box_mask import BoxMask
 
 RESULT_INTERVAL_S = 0.3  # how often a batch posts its results
 PROGRESS_INTERVAL_S = 0.1
@@ -64,6 +67,16 @@ class InferenceEngine:
             return self._predictor.predict(
                 [path], attention=self.info.has_attention, panoptic=self._predictor.supports_masks
             )[0]
+        except Exception as exc:
+            raise RuntimeError(describe_error(exc)) from exc
+
+    def mask_from_box(self, path: Path, box_xyxy: tuple[float, float, float, float]) -> BoxMask:
+        """The loaded model's mask for a box drawn on the image at ``path`` (`Predictor.mask_from_box`); raises
+        with a message when there is no model, no mask head, or the image cannot be read."""
+        if self._predictor is None:
+            raise NoModelError(NO_MODEL)
+        try:
+            return self._predictor.mask_from_box(path, box_xyxy)
         except Exception as exc:
             raise RuntimeError(describe_error(exc)) from exc
 

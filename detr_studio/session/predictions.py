@@ -4,7 +4,10 @@ turning accepted queries into document edits.
 The window shows one box per decoder query: its best row. (A sigmoid model such as Deformable DETR may report a
 query in several rows, one per class it scores high; the others stay in the query's class probabilities.)
 A query that the user accepts becomes an annotation (with provenance ``source="model"``, its score and the
-model name) and leaves the prediction layer; a rejected query just leaves the layer. Marks change through
+model name) and leaves the prediction layer. It keeps the model's mask (`Detections.row_mask`: the instance
+mask, or the panoptic segment the query made) in the form the file uses (polygons when its masks are
+polygons, else RLE), with bbox and area those of the mask; in a dataset with masks, a query without one
+gets its box's outline, marked as a box mask; a rejected query just leaves the layer. Marks change through
 `MarkChange`, an undoable change of the session's history like the document's edits. The threshold is a
 view (`Detections.above`), so moving the slider never runs the model.
 """
@@ -16,7 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detr_studio.data.coco import AddAnnotations, AddCategory, Batch, CocoDocument, Edit
+from detr_studio.data.coco import OUR_KEY, AddAnnotations, AddCategory, Batch, CocoDocument, Edit
+from detr_studio.data.coco.mask_edits import (
+    box_mask_fields,
+    has_masks,
+    mark_box_mask,
+    mask_fields,
+    preferred_form,
+)
+from detr_studio.data.coco.mask_geometry import to_form
 from detr_studio.data.labels import category_for_label
 from detr_studio.infer.detections import Detections
 
@@ -152,27 +163,47 @@ def accept_edit(
     class_names: Mapping[int, str],
 ) -> Edit:
     """One undoable edit that adds the given rows of ``detections`` as accepted model annotations (boxes
-    clipped to the image and rounded as drawn boxes are), adding categories the document lacks first
-    (`data.labels.category_for_label`)."""
+    clipped to the image and rounded as drawn boxes are, masks kept: see the module docstring), adding
+    categories the document lacks first (`data.labels.category_for_label`)."""
     info = doc.image(image_id)
+    width, height = doc.image_size(image_id)
+    rows = list(rows)
+    masks = [_mask_at_image_size(detections.row_mask(row), height, width) for row in rows]
+    masks = [m if m is not None and m.any() else None for m in masks]
+    masks_here = has_masks(doc) or any(m is not None for m in masks)
+    form = preferred_form(doc)
     new_categories: dict[int, dict] = {}
     records = []
-    for row in rows:
+    for row, mask in zip(rows, masks):
         x0, y0, x1, y1 = (float(v) for v in detections.boxes[row])
         x0, x1 = min(max(x0, 0.0), info.width), min(max(x1, 0.0), info.width)
         y0, y1 = min(max(y0, 0.0), info.height), min(max(y1, 0.0), info.height)
         cid = category_for_label(doc.categories, int(detections.labels[row]), class_names, new_categories)
-        records.append(
-            doc.new_annotation(
-                image_id,
-                cid,
-                rounded((x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0))),
-                source="model",
-                score=float(detections.scores[row]),
-                model=model,
-                review="accepted",
-            )
+        box = tuple(rounded((x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0))))
+        record = doc.new_annotation(
+            image_id,
+            cid,
+            box,
+            source="model",
+            score=float(detections.scores[row]),
+            model=model,
+            review="accepted",
         )
+        if mask is not None:
+            record.update(mask_fields(to_form(mask, form), height, width, box))
+        elif masks_here:
+            record.update(box_mask_fields(box, height, width))
+            record[OUR_KEY] = mark_box_mask(record[OUR_KEY])
+        records.append(record)
     steps: list[Edit] = [AddCategory(rec) for rec in new_categories.values()]
     steps.append(AddAnnotations(records))
     return Batch(steps, "accept predictions")
+
+
+def _mask_at_image_size(mask: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
+    """``mask`` [h, w] bool, nearest-resized to the document's [height, width] when the two differ."""
+    if mask is None or mask.shape == (height, width):
+        return mask
+    rows = np.minimum((np.arange(height) + 0.5) * mask.shape[0] // height, mask.shape[0] - 1).astype(np.int64)
+    cols = np.minimum((np.arange(width) + 0.5) * mask.shape[1] // width, mask.shape[1] - 1).astype(np.int64)
+    return mask[np.ix_(rows, cols)]

@@ -92,7 +92,9 @@ def open_images(paths: Iterable[str | os.PathLike[str]]) -> Project:
 
 
 def open_coco(path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None) -> Project:
-    doc = CocoDocument.load(path, image_root=image_root)
+    """A COCO instances or panoptic file. A panoptic dataset's PNGs are not all read up front (5,000 of them
+    would take half a minute): each is checked against its entry when its image is shown or edited."""
+    doc = CocoDocument.load(path, image_root=image_root, check_masks=False)
     return Project(doc, COCO, Path(path), None)
 
 

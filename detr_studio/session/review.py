@@ -7,7 +7,15 @@ from collections.abc import Mapping
 
 from detr_studio.data.coco import Annotation, CocoDocument
 from detr_studio.data.labels import is_trusted
-from detr_studio.infer.review import MATCH_IOU, Mistake, UncertainImage, image_mistakes, rank_uncertain
+from detr_studio.infer.review import (
+    MATCH_IOU,
+    Mistake,
+    UncertainImage,
+    box_only_masks,
+    image_mistakes,
+    rank_uncertain,
+    segment_mistakes,
+)
 
 from .predictions import PredictionStore
 
@@ -29,9 +37,11 @@ def find_mistakes(
     iou_threshold: float = MATCH_IOU,
 ) -> list[Mistake]:
     """Disagreements on every image with cached predictions that is reviewed or has trusted labels, in the
-    document's image order (the open predictions above ``threshold`` against the trusted labels)."""
+    document's image order (the open predictions above ``threshold`` against the trusted labels), then the
+    annotations whose mask is only their box. Panoptic documents: segment mistakes on every image with
+    predicted segments."""
     if doc.is_panoptic:
-        return []
+        return _segment_mistakes(doc, store, threshold, model_names)
     trusted: dict[int, list[Annotation]] = {}
     for ann in doc.annotations:
         if is_trusted(ann):
@@ -44,4 +54,16 @@ def find_mistakes(
         if visible is None:
             continue
         found += image_mistakes(doc, info.id, trusted.get(info.id, []), visible, model_names, iou_threshold)
+    return found + box_only_masks(doc)
+
+
+def _segment_mistakes(
+    doc: CocoDocument, store: PredictionStore, threshold: float, model_names: Mapping[int, str]
+) -> list[Mistake]:
+    found: list[Mistake] = []
+    for iid in doc.image_ids:
+        visible = store.visible(iid, threshold) if iid in store else None
+        if visible is None or visible.panoptic is None:
+            continue
+        found += segment_mistakes(doc, iid, visible, model_names, {int(q) for q in visible.query_ids})
     return found

@@ -6,23 +6,37 @@ the current image. Every change goes through a method here, which then emits one
 views (canvas, image list, docks) listen to those events and never hold state of their own that the session
 should have. Session methods are called on one thread only (the Qt thread in the window).
 
-Editing: `apply` makes a document edit as one undo step; `accept` makes the annotation and marks the query
-accepted in one transaction; `reject` marks queries rejected. Undo and redo cover all three alike.
+Editing: `apply` makes a document edit as one undo step; `accept` makes the annotation (on a panoptic
+document: the segments the queries made, `session.panoptic`) and marks the query accepted in one
+transaction; `reject` marks queries rejected. Undo and redo cover all three alike. Panoptic documents are
+editable when their PNG folder is known (the segment edits are `data.coco.segment_edits`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from detr_studio.common.text import plural
-from detr_studio.data.coco import CocoDocument, Edit
+from detr_studio.data.coco import CocoDocument, CocoEditError, Edit
 from detr_studio.infer.detections import Detections
 
 from .events import Emitter
 from .history import DocumentChange, History, HistoryChange
 from .model_loading import ModelChoice, ModelInfo
+from .objects import (
+    ANNOTATION,
+    PREDICTION,
+    SEGMENT,
+    ObjectFlags,
+    ObjectKey,
+    ObjectRow,
+    document_rows,
+    prediction_rows,
+    with_flags,
+)
+from .panoptic import accept_segments_edit
 from .predictions import ACCEPTED, REJECTED, MarkChange, PredictionStore, accept_edit
 from .project import Project
 
@@ -58,6 +72,7 @@ class SessionEvents:
         self.ghosts: Emitter[bool] = Emitter("ghosts")
         self.selection: Emitter[Selection] = Emitter("selection")
         self.image: Emitter[int | None] = Emitter("image")
+        self.objects: Emitter[int | None] = Emitter("objects")  # hidden or locked objects changed (image id)
 
 
 class Session:
@@ -74,6 +89,7 @@ class Session:
         self.show_ghosts = False
         self.selection = Selection()
         self.current_image_id: int | None = None
+        self.flags = ObjectFlags()
 
     # ---- the project -------------------------------------------------------------------------------------
 
@@ -83,10 +99,19 @@ class Session:
 
     @property
     def editable(self) -> bool:
-        """Whether the open document can be edited here: not when another window has its file (it opened
-        read-only), and panoptic datasets are shown read-only."""
+        """Whether the open document's boxes and masks can be edited here (an instances dataset, not opened
+        read-only because another window has its file); panoptic datasets are edited by segment
+        (`panoptic_editable`)."""
         doc = self.doc
         return doc is not None and not doc.is_panoptic and not doc.read_only
+
+    @property
+    def panoptic_editable(self) -> bool:
+        """Whether the open document is a panoptic dataset whose segments can be edited (its folder of PNGs
+        is known, and it did not open read-only): relabel, merge, split, paint, delete, accept predicted
+        segments."""
+        doc = self.doc
+        return doc is not None and doc.is_panoptic and doc.panoptic_root is not None and not doc.read_only
 
     def set_project(self, project: Project | None) -> None:
         """Show ``project`` (None: nothing): a fresh history, no predictions, no image, nothing selected. The
@@ -99,6 +124,7 @@ class Session:
         self.history.changed.connect(self.events.edited.emit)
         self.history.failed.connect(self.events.failed.emit)
         self.store.clear()
+        self.flags.clear()
         self.current_image_id = None
         self.selection = Selection()
         self.events.project.emit(project)
@@ -154,6 +180,53 @@ class Session:
         if selection != self.selection:
             self.selection = selection
             self.events.selection.emit(selection)
+
+    # ---- the objects of an image: listed, hidden, locked (a view: not saved, not undone) ------------------
+
+    def image_objects(self, image_id: int | None = None) -> list[ObjectRow]:
+        """Every object of an image (default: the current one): its annotations or segments, then the
+        predictions shown (above the threshold, then the ghosts when they are shown), with their flags."""
+        iid = self.current_image_id if image_id is None else image_id
+        doc = self.doc
+        if doc is None or iid is None:
+            return []
+        rows = document_rows(doc, iid)
+        rows += prediction_rows(self.visible_predictions(iid), self.class_names, "open")
+        rows += prediction_rows(self.ghost_predictions(iid), self.class_names, "ghost")
+        return with_flags(rows, self.flags, iid)
+
+    def set_hidden(self, kind: str, keys: Iterable[int], hidden: bool = True) -> None:
+        """Hide (or show again) objects of the current image; a hidden object leaves the selection."""
+        keys = [int(k) for k in keys]
+        self._set_flag("hidden", kind, keys, hidden)
+        if hidden:
+            sel = self.selection
+            gone = set(keys)
+            self.select(
+                [a for a in sel.annotation_ids if not (kind == ANNOTATION and a in gone)],
+                [q for q in sel.query_ids if not (kind == PREDICTION and q in gone)],
+                [s for s in sel.segment_ids if not (kind == SEGMENT and s in gone)],
+            )
+
+    def set_locked(self, kind: str, keys: Iterable[int], locked: bool = True) -> None:
+        """Lock (or unlock) objects of the current image: they stay drawn and selectable but cannot be moved
+        or edited."""
+        self._set_flag("locked", kind, keys, locked)
+
+    def hidden_keys(self, kind: str, image_id: int | None = None) -> set[int]:
+        iid = self.current_image_id if image_id is None else image_id
+        return self.flags.keys_of("hidden", iid, kind) if iid is not None else set()
+
+    def locked_keys(self, kind: str, image_id: int | None = None) -> set[int]:
+        iid = self.current_image_id if image_id is None else image_id
+        return self.flags.keys_of("locked", iid, kind) if iid is not None else set()
+
+    def _set_flag(self, which: str, kind: str, keys: Iterable[int], on: bool) -> None:
+        iid = self.current_image_id
+        if iid is None:
+            return
+        if self.flags.set(which, (ObjectKey(iid, kind, int(k)) for k in keys), on):
+            self.events.objects.emit(iid)
 
     # ---- the model and its predictions -------------------------------------------------------------------
 
@@ -216,17 +289,37 @@ class Session:
             return False
         return self.history.record(text, [DocumentChange(self.doc, edit)], merge_key=merge_key)
 
+    def apply_steps(self, builds: Iterable[Callable[[], Edit]], text: str) -> bool:
+        """Build and make edits one after the other, each on the document the one before left, as one undo
+        step; False (and ``failed``) when the document refuses one, with none of them kept."""
+        if self.history is None or self.doc is None:
+            return False
+        doc = self.doc
+        with self.history.transaction(text) as tx:
+            for build in builds:
+                tx.apply(DocumentChange(doc, build()))
+        return tx.ok
+
     def accept(self, query_ids: Sequence[int], text: str | None = None) -> bool:
         """Turn predictions of the current image into annotations with the model's provenance, and mark
         them accepted: one undo step."""
         iid = self.current_image_id
         entry = self.store.get(iid) if iid is not None else None
         doc = self.doc
-        if not query_ids or entry is None or doc is None or self.history is None or not self.editable:
+        if not query_ids or entry is None or doc is None or self.history is None:
+            return False
+        if not (self.editable or self.panoptic_editable):
             return False
         assert iid is not None
-        rows = [self.store.row_of(iid, q) for q in query_ids]
-        edit = accept_edit(doc, iid, entry.detections, rows, entry.model, self.class_names)
+        if doc.is_panoptic:
+            try:
+                edit, _ = accept_segments_edit(doc, iid, entry.detections, query_ids, self.class_names)
+            except CocoEditError as exc:
+                self.events.failed.emit(f"accept: {exc}")
+                return False
+        else:
+            rows = [self.store.row_of(iid, q) for q in query_ids]
+            edit = accept_edit(doc, iid, entry.detections, rows, entry.model, self.class_names)
         label = text or (
             "accept prediction" if len(query_ids) == 1 else f"accept {plural(len(query_ids), 'prediction')}"
         )

@@ -8,6 +8,13 @@ itself writes ``last.pth``, ``best.safetensors`` + ``.json``, ``events.jsonl`` a
 We add ``command.json`` (the ``detr-studio train`` arguments, so a run can be resumed even when it died
 before the trainer wrote anything), ``run.json`` (`RunRecord`) and ``comparison.json`` (AP of the base and
 the trained model). Nothing here imports torch at module level: the window plans runs on its own thread.
+
+Masks (``TrainingOptions.task``): `BOXES` trains the detector; `MASKS` is the official two-stage recipe, boxes
+first (in the run folder), then the mask head on the frozen detector (``--masks --stage masks`` from the
+first stage's model, in ``<run>/masks``: `next_stage` tells the window what to start when the first stage
+finishes); `MASK_HEAD` is the second stage alone, from a box model. Panoptic documents train the same way on
+their segments (``--panoptic``; their PNGs are part of the snapshot, `panoptic_snapshot`). The comparison is
+then mask AP (instances) or PQ (panoptic) beside box AP, on the held-out images (`held_out_metrics`).
 """
 
 from __future__ import annotations
@@ -29,10 +36,18 @@ from ..data.labels import is_trusted
 from ..data.sizes import scaled_recipe
 from .config import split_ids
 from .events import EpochEnd, Evaluated, Event, Failed, Finished, Started, from_json
+from .panoptic_snapshot import annotated_panoptic_images, write_panoptic_files
 
 RUNS_FOLDER = Path(".detr-studio") / "runs"
 REVIEWED, ANNOTATED = "reviewed", "annotated"
 BEFORE, AFTER = "before", "after"
+BOXES, MASKS, MASK_HEAD = "boxes", "masks", "mask-head"
+TASKS = {
+    BOXES: "Boxes",
+    MASKS: "Boxes, then masks (two stages)",
+    MASK_HEAD: "Mask head only, from a box model",
+}
+MASK_STAGE = "masks"  # the folder of a two-stage run's second stage
 
 
 class TrainingSetupError(ValueError):
@@ -60,6 +75,7 @@ class TrainingOptions:
     workers: int = 2
     seed: int = 42
     augment: bool = True
+    task: str = BOXES  # BOXES, MASKS (two stages) or MASK_HEAD (the second stage alone)
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,7 @@ class Snapshot:
     image_root: Path
     train_ids: list[int]
     val_ids: list[int]
+    panoptic_root: Path | None = None  # the PNG folder of a panoptic snapshot
 
 
 def project_folder(doc: CocoDocument, location: Path | None = None) -> Path:
@@ -106,7 +123,10 @@ def choose_images(doc: CocoDocument, which: str) -> list[int]:
     if which == REVIEWED:
         return reviewed
     keep = set(reviewed)
-    keep.update(a.image_id for a in doc.annotations if is_trusted(a))
+    if doc.is_panoptic:
+        keep.update(annotated_panoptic_images(doc))
+    else:
+        keep.update(a.image_id for a in doc.annotations if is_trusted(a))
     return [i for i in doc.image_ids if i in keep]
 
 
@@ -121,11 +141,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 def write_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -> Snapshot:
     """Write the chosen images of ``doc`` (as they are in memory now) into ``run_dir`` as COCO files."""
+    if options.task not in TASKS:
+        raise TrainingSetupError(f"unknown training task {options.task!r}")
     if doc.is_panoptic:
-        raise TrainingSetupError(
-            "training from the window needs an instances dataset; train panoptic data with "
-            "`detr-studio train --panoptic`"
-        )
+        return _panoptic_snapshot(doc, run_dir, options)
     data = doc.to_json()
     categories = data["categories"]
     if options.classes is not None:
@@ -133,15 +152,7 @@ def write_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -
         categories = [c for c in categories if c["name"] in wanted]
     if not categories:
         raise TrainingSetupError("no classes chosen: the project has no categories, or none is ticked")
-    ids = choose_images(doc, options.images)
-    if not ids:
-        hint = (
-            "mark images as reviewed (R) or train on all annotated images"
-            if options.images == REVIEWED
-            else "label some images first"
-        )
-        raise TrainingSetupError(f"no {options.images} images to train on: {hint}")
-    train_ids, val_ids = split_images(ids, options.holdout, options.seed)
+    train_ids, val_ids = split_images(_chosen_ids(doc, options), options.holdout, options.seed)
     category_ids = {int(c["id"]) for c in categories}
     trusted = {a.id for a in doc.annotations if is_trusted(a) and a.category_id in category_ids}
     labels = [a for a in data["annotations"] if int(a["id"]) in trusted]
@@ -170,19 +181,54 @@ def write_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -
     )
 
 
+def _chosen_ids(doc: CocoDocument, options: TrainingOptions) -> list[int]:
+    """The images ``options`` chooses; `TrainingSetupError` with a hint when there are none."""
+    ids = choose_images(doc, options.images)
+    if not ids:
+        hint = (
+            "mark images as reviewed (R) or train on all annotated images"
+            if options.images == REVIEWED
+            else "label some images first"
+        )
+        raise TrainingSetupError(f"no {options.images} images to train on: {hint}")
+    return ids
+
+
+def _panoptic_snapshot(doc: CocoDocument, run_dir: Path, options: TrainingOptions) -> Snapshot:
+    if options.classes is not None:
+        raise TrainingSetupError("a panoptic dataset trains on all of its classes: tick them all")
+    train_ids, val_ids = split_images(_chosen_ids(doc, options), options.holdout, options.seed)
+    files, folder = write_panoptic_files(doc, run_dir, {"train": train_ids, "val": val_ids})
+    root = Path(doc.image_root).resolve() if doc.image_root is not None else Path.cwd()
+    return Snapshot(run_dir, files["train"], files.get("val"), root, train_ids, val_ids, folder)
+
+
 def training_scales(size: int) -> list[int]:
     """Multi-scale training sides up to ``size``: the reference recipe scaled (`data.sizes.scaled_recipe`)."""
     return list(scaled_recipe(size)["scales"])
 
 
-def train_arguments(snapshot: Snapshot, options: TrainingOptions, *, local: bool = True) -> list[str]:
-    """The ``detr-studio train`` arguments of a run (``local=False`` leaves out what a GPU cluster picks
-    for itself: device and loader processes)."""
+def train_arguments(
+    snapshot: Snapshot, options: TrainingOptions, *, local: bool = True, stage: int = 1
+) -> list[str]:
+    """The ``detr-studio train`` arguments of a run's ``stage`` (1, or 2: a two-stage run's mask head;
+    ``local=False`` leaves out what a GPU cluster picks for itself: device and loader processes)."""
     args = ["train", "--data", str(snapshot.train_json), "--images", str(snapshot.image_root)]
     if snapshot.val_json is not None:
         args += ["--val-data", str(snapshot.val_json)]
-    if options.base_weights:
-        args += ["--weights", options.base_weights]
+    if snapshot.panoptic_root is not None:
+        args += ["--panoptic", "--panoptic-masks", str(snapshot.panoptic_root)]
+    out = snapshot.run_dir
+    weights = options.base_weights
+    if options.task == MASKS and stage == 2:
+        out = snapshot.run_dir / MASK_STAGE
+        weights = str(snapshot.run_dir / "best.safetensors")  # the first stage's detector
+    if options.task == MASK_HEAD or (options.task == MASKS and stage == 2):
+        if not weights:
+            raise TrainingSetupError("training the mask head alone needs a box model to start from")
+        args += ["--masks", "--stage", "masks"]
+    if weights:
+        args += ["--weights", weights]
     args += [
         "--epochs", str(options.epochs),
         "--lr", f"{options.lr:g}",
@@ -192,7 +238,7 @@ def train_arguments(snapshot: Snapshot, options: TrainingOptions, *, local: bool
         "--max-size", str(options.max_size),
         "--val-size", str(options.size),
         "--seed", str(options.seed),
-        "--out", str(snapshot.run_dir),
+        "--out", str(out),
     ]  # fmt: skip
     if not options.augment:
         args.append("--no-augment")
@@ -205,6 +251,33 @@ def torchrun_command(args: Sequence[str], processes: int) -> str:
     """The same run on ``processes`` GPUs of one machine, as a shell line."""
     line = ["torchrun", f"--nproc_per_node={processes}", "-m", "detr_studio", *args]
     return shlex.join(line)
+
+
+def cluster_command(record: RunRecord, processes: int) -> str:
+    """The run (both stages of a two-stage run, one after the other) on ``processes`` GPUs, as a shell line."""
+    lines = [torchrun_command(record.args, processes)]
+    if record.mask_stage_args:
+        lines.append(torchrun_command(record.mask_stage_args, processes))
+    return " && ".join(lines)
+
+
+def next_stage(run_dir: Path) -> tuple[Path, list[str]] | None:
+    """(folder, arguments) of the stage to start now that the run's first stage finished: a two-stage run's
+    mask head, when it has not started yet; None otherwise."""
+    stage = run_dir / MASK_STAGE
+    if not (stage / "command.json").is_file() or summarize_run(stage).state != "new":
+        return None
+    if summarize_run(run_dir).state != "finished" or not (run_dir / "best.safetensors").is_file():
+        return None
+    return stage, load_command(stage)
+
+
+def final_weights(run_dir: Path) -> Path:
+    """The model a run ends with: a two-stage run's mask stage, else its own ``best.safetensors``."""
+    stage = run_dir / MASK_STAGE
+    if (stage / "command.json").is_file():
+        return stage / "best.safetensors"
+    return run_dir / "best.safetensors"
 
 
 def child_command(args: Sequence[str]) -> list[str]:
@@ -228,6 +301,14 @@ class RunRecord:
     val_images: int
     image_root: str = ""
     args: list[str] = field(default_factory=list)  # the run for a GPU machine (no device, no loaders)
+    panoptic_root: str = ""  # the snapshot's PNG folder (panoptic runs)
+    mask_stage_args: list[str] = field(
+        default_factory=list
+    )  # a two-stage run's second stage, for a GPU machine
+
+    @property
+    def task(self) -> str:
+        return str(self.options.get("task", BOXES))
 
     def save(self, run_dir: Path) -> None:
         _write_json(run_dir / "run.json", asdict(self))
@@ -248,6 +329,11 @@ def prepare_run(doc: CocoDocument, folder: Path, options: TrainingOptions) -> tu
         snapshot = write_snapshot(doc, run_dir, options)
         args = train_arguments(snapshot, options)
         save_command(run_dir, args)
+        second: list[str] = []
+        if options.task == MASKS:
+            (run_dir / MASK_STAGE).mkdir()
+            save_command(run_dir / MASK_STAGE, train_arguments(snapshot, options, stage=2))
+            second = train_arguments(snapshot, options, local=False, stage=2)
         RunRecord(
             created=run_dir.name,
             base_weights=options.base_weights,
@@ -256,6 +342,8 @@ def prepare_run(doc: CocoDocument, folder: Path, options: TrainingOptions) -> tu
             val_images=len(snapshot.val_ids),
             image_root=str(snapshot.image_root),
             args=train_arguments(snapshot, options, local=False),
+            mask_stage_args=second,
+            panoptic_root=str(snapshot.panoptic_root or ""),
         ).save(run_dir)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # the folder this attempt made, nothing else
@@ -438,19 +526,29 @@ def ap_change(comparison: dict[str, Any]) -> ApChange | None:
     return ApChange(float(values[0]), float(values[1]))  # type: ignore[arg-type]
 
 
-def held_out_ap(loaded: Any, run_dir: Path, record: RunRecord) -> dict[str, float]:
-    """Box AP of a `LoadedModel` on the run's held-out images (``val.json``), at the run's input size and
-    on its device, through the same core as ``detr-studio eval``. For a background thread."""
+def held_out_metrics(loaded: Any, run_dir: Path, record: RunRecord) -> dict[str, float]:
+    """Box AP, and mask AP (a run that trains masks) or PQ (a panoptic run), of a `LoadedModel` on the run's
+    held-out images (``val.json``), at the run's input size and on its device, through the same core as
+    ``detr-studio eval``. For a background thread. A model without a mask head is measured on boxes, and on a
+    panoptic run raises ValueError (panoptic quality needs masks)."""
     from ..infer.device import pick_device
     from .measure import evaluation_dataset, measure
 
     options = record.options
     device = str(options.get("device", "auto"))
+    has_masks = loaded.family.has_masks(loaded.config)
+    panoptic = bool(record.panoptic_root)
+    if panoptic and not has_masks:
+        raise ValueError("no mask head, so no panoptic quality")
+    masks = has_masks and record.task != BOXES and not panoptic
     dataset = evaluation_dataset(
         run_dir / "val.json",
         record.image_root,
         int(options.get("size", 800)),
         int(options.get("max_size", 1333)),
+        masks=masks,
+        panoptic=panoptic,
+        panoptic_masks=record.panoptic_root or None,
     )
     target = pick_device(None if device in ("", "auto") else device)
-    return measure(loaded.model, loaded.family, dataset, target, batch_size=2).flat()
+    return measure(loaded.model, loaded.family, dataset, target, batch_size=2, masks=masks).flat()

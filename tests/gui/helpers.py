@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
 from detr_studio.app.canvas import ANNOTATIONS, PREDICTIONS
 from detr_studio.app.main import MainWindow
+from detr_studio.data.coco.mask_geometry import decode, mask_stats
 from detr_studio.session.model_loading import ModelChoice
 
 CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
@@ -88,6 +91,16 @@ def drag(
         )
     qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=b)
     QApplication.processEvents()
+
+
+def checked_mask(window: MainWindow, annotation_id: int) -> np.ndarray:
+    """The annotation's mask [H, W] bool, after checking that its bbox and area are COCO's for that mask."""
+    doc = window.session.doc
+    ann = doc.annotation(annotation_id)
+    width, height = doc.image_size(ann.image_id)
+    bbox, area = mask_stats(ann.segmentation, height, width)
+    assert list(ann.bbox) == pytest.approx(bbox) and ann.area == area
+    return decode(ann.segmentation, height, width)
 
 
 def shot(window: MainWindow, folder: Path, name: str) -> Path:

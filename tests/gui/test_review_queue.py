@@ -72,3 +72,19 @@ def test_rows_take_the_user_to_the_image_and_select_the_box(qtbot, window, datas
     panel.refresh()
     assert panel.mistakes_list.currentItem().data(Qt.ItemDataRole.UserRole) == chosen
     assert panel.mistakes_list.currentItem().isSelected()
+
+
+def test_a_box_drawn_in_a_dataset_with_masks_is_listed_until_it_gets_a_mask(qtbot, window, dataset):
+    open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
+    window.queue_dock.show()
+    panel = window.queue_dock.panel
+    new_id = window.editing.add_box(window.canvas.image_bounds().adjusted(4, 4, -30, -30))
+    assert window.session.doc.annotation(new_id).box_mask
+    panel.refresh()
+    texts = [panel.mistakes_list.item(i).text() for i in range(panel.mistakes_list.count())]
+    row = next(i for i, t in enumerate(texts) if "box as mask" in t)
+    assert "1 box without a mask" in panel.summary_label.text()
+    item = panel.mistakes_list.item(row)
+    assert item.data(Qt.ItemDataRole.UserRole)[1:] == (ANNOTATIONS, new_id)
+    panel.mistakes_list.itemClicked.emit(item)
+    assert window.canvas.selected_annotation_ids() == [new_id]

@@ -44,18 +44,18 @@ def test_the_dialog_lists_every_action_with_its_keys_and_no_default_clashes(wind
 def test_a_new_key_works_at_once_and_after_a_restart(qtbot, make_window, window, dataset, settings):
     open_and_wait(qtbot, window, window.projects.open_coco, dataset.instances_json("train"))
     dialog = dialog_for(window)
-    assert dialog.set_keys("draw", ["B"])
+    assert dialog.set_keys("draw", ["J"])
     dialog.accept()
-    assert keys_of(window, "draw") == ["B"] and settings.value(f"{GROUP}/draw") == "B"
-    assert window.actions_by_name["draw"].toolTip() == "Draw a box (B)"
+    assert keys_of(window, "draw") == ["J"] and settings.value(f"{GROUP}/draw") == "J"
+    assert window.actions_by_name["draw"].toolTip() == "Draw a box (J)"
     window.canvas.setFocus()
     qtbot.keyClick(window.canvas, Qt.Key.Key_W)
     assert window.canvas.mode == "select"
-    qtbot.keyClick(window.canvas, Qt.Key.Key_B)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_J)
     assert window.canvas.mode == "draw"
 
     restarted = make_window()
-    assert keys_of(restarted, "draw") == ["B"]
+    assert keys_of(restarted, "draw") == ["J"]
     assert keys_of(restarted, "save") == ["Ctrl+S"]
 
 
@@ -82,7 +82,7 @@ def test_clashing_bindings_cannot_be_accepted(window):
 
 def test_reset_puts_the_defaults_back_and_forgets_the_stored_bindings(make_window, window, settings):
     dialog = dialog_for(window)
-    dialog.set_keys("next", ["N"])
+    dialog.set_keys("next", ["J"])
     dialog.set_keys("redo", ["Ctrl+R"])
     dialog.accept()
     assert keys_of(window, "redo") == ["Ctrl+R"]

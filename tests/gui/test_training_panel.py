@@ -8,18 +8,23 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from detr_studio.app.training_form import FILE
 from detr_studio.data.synthetic import generate
+from detr_studio.model.checkpoint import save_checkpoint
+from detr_studio.model.detr.build import build_detr
+from detr_studio.model.detr.config import tiny_config
 from detr_studio.train.events import Failed, Finished, Started, Step
-from detr_studio.train.runs import RUNS_FOLDER, read_events
+from detr_studio.train.runs import MASK_STAGE, MASKS, RUNS_FOLDER, read_events
 
-from .helpers import load_tiny_model, open_and_wait, predict_and_wait
+from .helpers import CLASS_NAMES, load_tiny_model, open_and_wait, predict_and_wait
 
 pytestmark = pytest.mark.slow  # real training children
 CHILD_TIMEOUT_MS = 180_000  # a child imports torch; the machine may be busy
@@ -187,3 +192,39 @@ def test_fine_tune_from_the_panel_through_cancel_and_a_crash_to_a_better_model(
     entry = window.session.store.get(window.session.current_image_id)
     assert entry.model == "best.safetensors"
     assert not np.allclose(entry.detections.probs, before.probs)  # the trained weights predict differently
+
+
+@pytest.fixture(scope="module")
+def wide_box_checkpoint(tmp_path_factory):
+    """A tiny box model wide enough for a mask head (128 channels, the smallest the mask head allows)."""
+    torch.manual_seed(0)
+    config = tiny_config(num_classes=6, hidden_dim=128, nheads=8, dim_feedforward=128)
+    return save_checkpoint(build_detr(config), tmp_path_factory.mktemp("wide") / "boxes", config, CLASS_NAMES)
+
+
+def test_one_start_trains_boxes_then_the_mask_head_and_compares_mask_ap(
+    qtbot, window, project, wide_box_checkpoint, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    open_and_wait(qtbot, window, window.projects.open_coco, project)
+    panel = window.training_dock.panel
+    window.training_dock.show()
+    set_up(panel, wide_box_checkpoint, epochs=1, holdout=0.2)
+    form = panel.form
+    form.task_combo.setCurrentIndex(form.task_combo.findData(MASKS))
+    assert form.task_combo.currentData() == MASKS  # the shapes have masks: the mask tasks are offered
+    stages = []
+    panel.job.event.connect(lambda e: stages.append(e.out_dir) if isinstance(e, Started) else None)
+    with qtbot.waitSignal(panel.job.ended, timeout=CHILD_TIMEOUT_MS):
+        click(qtbot, panel.start_button)
+    run = panel.run_dir
+    qtbot.waitUntil(lambda: len(stages) == 2, timeout=CHILD_TIMEOUT_MS)  # the second stage starts by itself
+    assert "mask head" in panel.status_label.text()
+    qtbot.waitUntil(lambda: not panel.job.running, timeout=CHILD_TIMEOUT_MS)
+    assert isinstance(panel.last_end.final, Finished), (panel.last_end, window.services.errors)
+    assert [Path(s) for s in stages] == [run, run / MASK_STAGE]
+    qtbot.waitUntil(lambda: "after" in panel.comparison() and "before" in panel.comparison(), timeout=60_000)
+    after, before = panel.comparison()["after"], panel.comparison()["before"]
+    assert 0.0 <= after["segm_AP"] <= 1.0 and "segm_AP" not in before  # the base model has no mask head
+    assert "mask AP" in panel.compare_label.text()
+    assert (run / MASK_STAGE / "best.safetensors").is_file()

@@ -227,7 +227,7 @@ def test_an_unreadable_image_is_reported_by_name(qtbot, window, dataset):
     qtbot.waitUntil(lambda: window.canvas.has_pixmap, timeout=10_000)
 
 
-def test_a_panoptic_dataset_shows_segments_and_masks_read_only(qtbot, window, dataset):
+def test_a_panoptic_dataset_shows_segments_and_masks_with_the_box_tools_off(qtbot, window, dataset):
     with qtbot.waitSignal(window.overlays_ready, timeout=20_000):
         window.projects.open_coco(dataset.panoptic_json("train"))
     assert window.session.doc.is_panoptic

@@ -9,7 +9,14 @@ The package, one concept per module (each imports its siblings directly, never t
   only code that changes the records;
 - `records`: the typed views `ImageInfo`, `Category`, `Annotation`, `Segment` and our own fields;
 - `edits`: every change as an `Edit` with its inverse;
+- `mask_geometry`, `contours`, `polygons`, `brush`, `mask_edits`: instance masks in their stored form
+  (decode, encode, COCO's bbox and area, carried along with a moved box), tracing masks into polygons
+  (holes bridged or filled), polygon vertex editing, region-local brush strokes, and the edits that change a
+  mask with its bbox and area;
 - `panoptic`: the PNGs of segment ids, their check, and the conversion to instances;
+- `id_maps`, `panoptic_edits`, `segment_edits`, `panoptic_save`: editing panoptic segments (the id maps
+  held per edited image, the pixel and ``segments_info`` edits with region-only inverses, relabel / merge /
+  split / paint / delete / add), and saving the changed PNGs and the JSON as one atomic unit;
 - `journal`, `lock`, `persistence`: the crash journal, one lock per open file, atomic saving with backups
   and conflict detection;
 - `queries`, `document`: `CocoDocument`, the one way the window, ``train`` and ``eval`` read COCO.

@@ -125,6 +125,12 @@ def check_our_annotation_fields(value: Any, where: str, ck: Checker) -> None:
     model = value.get("model")
     if model is not None and not isinstance(model, str):
         ck.error(where, f"'{OUR_KEY}.model' must be a string or null, got {describe(model)}")
+    mask = value.get("mask", MISSING)
+    if mask is not MISSING and mask != "box":
+        ck.error(
+            where,
+            f"'{OUR_KEY}.mask' can only be \"box\" (the mask is the box's outline), got {describe(mask)}",
+        )
 
 
 def check_category_fields(cat: dict, where: str, ck: Checker) -> None:

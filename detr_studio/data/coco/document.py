@@ -38,7 +38,15 @@ from .edits import (
     UpdateCategory,
 )
 from .journal import set_aside
-from .panoptic import check_pngs, instances_data
+from .panoptic import check_pngs, checked_id_map, instances_data
+from .panoptic_save import (
+    discard,
+    name_entries,
+    referenced,
+    remove_unreferenced,
+    save_marker,
+    write_changed,
+)
 from .paths import name_problem, resolve_inside
 from .persistence import Persistence, read_coco_json, sha256
 from .problems import CocoEditError, CocoFormatError, CocoSaveError, Problem, format_error
@@ -84,6 +92,20 @@ class CocoDocument(CocoQueries):
             check_pngs(self._index, panoptic_root, ck)
         ck.raise_format_error(strict)
         self.warnings: list[Problem] = ck.warnings
+        if self._index.is_panoptic:
+            self._index.id_maps.load = self._read_id_map
+
+    def _read_id_map(self, image_id: int) -> Any:
+        """The checked [H, W] ids of an image's PNG, for the first edit of its segments."""
+        if self.panoptic_root is None:
+            raise CocoEditError(
+                f"{self._index.source}: the folder of panoptic PNGs is not known: open the dataset with it"
+                " to edit segments"
+            )
+        try:
+            return checked_id_map(self._index, image_id, self.panoptic_root)
+        except CocoFormatError as exc:
+            raise CocoEditError(str(exc)) from None
 
     # ---- reading files -----------------------------------------------------------------------------------
 
@@ -124,6 +146,10 @@ class CocoDocument(CocoQueries):
         if image_root is None:
             doc.image_root = doc._guess_image_root(path)
         doc.warnings.extend(doc._file.opened(path, raw, lock))
+        marker = save_marker(path)
+        if doc.is_panoptic and doc.panoptic_root is not None and not doc.read_only and marker.exists():
+            remove_unreferenced(doc.panoptic_root, referenced(doc._index, path))  # after a killed save
+            marker.unlink(missing_ok=True)
         doc._find_journal()
         return doc
 
@@ -397,14 +423,40 @@ class CocoDocument(CocoQueries):
         target = Path(path) if path is not None else self._file.file
         if target is None:
             raise CocoSaveError("this document has never been saved: give save() a file name")
+        index = self._index
+        writes = []
+        pngs = index.is_panoptic and self.panoptic_root is not None
+        if index.is_panoptic and index.id_maps.changed and self.panoptic_root is None:
+            raise CocoSaveError(
+                f"{target}: cannot save edited segments: the folder of panoptic PNGs is not known"
+            )
+        if pngs:
+            self._file.check_writable(target, overwrite)
+            try:
+                save_marker(target).touch()  # until the PNGs no file names are removed (backups rotate too)
+            except OSError as exc:
+                raise CocoSaveError(f"{target}: cannot save beside it ({exc})") from exc
+            writes = write_changed(index, self.panoptic_root)  # under new names: see panoptic_save
+            name_entries(index, writes, new=True)
         try:
-            payload = json.dumps(self._output(), ensure_ascii=False).encode("utf-8")
-        except CocoEditError as exc:
-            raise CocoSaveError(f"{target}: cannot save: {exc}") from None
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise CocoSaveError(f"{target}: cannot encode the document as JSON ({exc})") from None
-        self._file.save(target, payload, overwrite)
-        self._index.source = str(target)
+            try:
+                payload = json.dumps(self._output(), ensure_ascii=False).encode("utf-8")
+            except CocoEditError as exc:
+                raise CocoSaveError(f"{target}: cannot save: {exc}") from None
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise CocoSaveError(f"{target}: cannot encode the document as JSON ({exc})") from None
+            self._file.save(target, payload, overwrite)
+        except BaseException:
+            if writes:
+                name_entries(index, writes, new=False)
+                discard(writes, self.panoptic_root)
+            raise
+        if pngs:
+            assert self.panoptic_root is not None
+            index.id_maps.saved()
+            remove_unreferenced(self.panoptic_root, referenced(index, target))
+            save_marker(target).unlink(missing_ok=True)
+        index.source = str(target)
         self.pending_journal = []
         self.dirty = False
         return target

@@ -473,6 +473,12 @@ class MergeCategories(Edit):
         return Batch(steps, f"merge into {self.target_id}").apply(index)
 
 
+def register_edits(*types: type[Edit]) -> None:
+    """Make edits of other modules (the panoptic ones) readable from the journal by their ``op``."""
+    for cls in types:
+        _EDIT_TYPES[cls.op] = cls
+
+
 _EDIT_TYPES: dict[str, type[Edit]] = {
     cls.op: cls
     for cls in (

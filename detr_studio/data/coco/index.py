@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .checks import image_size_of
+from .id_maps import IdMaps
 from .problems import CocoEditError
 from .records import ImageInfo, image_info
 
@@ -35,6 +36,7 @@ class CocoIndex:
         self.anns_by_image: dict[int, list[int]] = {}
         self.panoptic: dict[int, dict] = {}  # image id -> its panoptic entry
         self.next_ann_id = 1
+        self.id_maps = IdMaps()  # panoptic: the id maps being edited
         self._image_infos: dict[int, ImageInfo] = {}  # made on first read, dropped when the record changes
 
     # ---- reading -----------------------------------------------------------------------------------------
@@ -187,6 +189,26 @@ class CocoIndex:
         index = next(i for i, cat in enumerate(lst) if cat is rec)
         del lst[index]
         return index
+
+    def replace_segments(self, image_id: int, segments: list[dict]) -> list[dict]:
+        """Give the panoptic entry of ``image_id`` these ``segments_info``; returns the ones it had."""
+        entry = self.panoptic[image_id]
+        old = entry["segments_info"]
+        entry["segments_info"] = segments
+        return old
+
+    def insert_panoptic_entry(self, entry: dict, position: int | None) -> None:
+        lst = self.data["annotations"]
+        lst.insert(position if position is not None else len(lst), entry)
+        self.panoptic[entry["image_id"]] = entry
+
+    def delete_panoptic_entry(self, image_id: int) -> tuple[dict, int]:
+        """Remove the panoptic entry of ``image_id``; returns it and its former list position."""
+        entry = self.panoptic.pop(image_id)
+        lst = self.data["annotations"]
+        position = next(i for i, rec in enumerate(lst) if rec is entry)
+        del lst[position]
+        return entry, position
 
     def _reindex_images(self, image_ids: set[int]) -> None:
         for iid in image_ids:

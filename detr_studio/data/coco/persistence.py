@@ -157,19 +157,26 @@ class Persistence:
         own = self.file
         return own is not None and os.path.realpath(own) == os.path.realpath(target)
 
+    def check_writable(self, target: Path, overwrite: bool) -> None:
+        """Refuse a save over the document's own file that `save` would refuse (read-only, changed on disk),
+        before anything else is written for it."""
+        if not self._holds(target):
+            return
+        if self.read_only_reason is not None:
+            raise CocoReadOnlyError(
+                f"{target}: cannot save: {self.read_only_reason.removeprefix(f'{target}: ')}"
+            )
+        if not overwrite and self.changed_on_disk():
+            raise CocoConflictError(
+                f"{target}: the file changed on disk since it was opened (another program or window wrote"
+                " it); reload it, save under another name, or overwrite it"
+            )
+
     def save(self, target: Path, payload: bytes, overwrite: bool) -> None:
         """Write ``payload`` to ``target`` atomically (see the module docstring for what is refused)."""
         new_lock: DocumentLock | None = None
         if self._holds(target):
-            if self.read_only_reason is not None:
-                raise CocoReadOnlyError(
-                    f"{target}: cannot save: {self.read_only_reason.removeprefix(f'{target}: ')}"
-                )
-            if not overwrite and self.changed_on_disk():
-                raise CocoConflictError(
-                    f"{target}: the file changed on disk since it was opened (another program or window wrote"
-                    " it); reload it, save under another name, or overwrite it"
-                )
+            self.check_writable(target, overwrite)
         else:
             try:
                 new_lock = acquire(target)

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from detr_studio.data.images import ImageReadError, image_size
 
 from .index import CocoIndex
@@ -234,10 +236,21 @@ class CocoQueries:
         return resolve_inside(self.panoptic_root, ann["file_name"], PNG_FOLDER)
 
     def id_map(self, image_id: int, size: tuple[int, int] | None = None) -> Any:
-        """The [H, W] segment ids of an image's PNG (in ``panoptic_root``), checked against its entry and
-        against ``size`` (width, height; default: the image record's); `CocoFormatError` names the file."""
+        """The [H, W] segment ids of an image: as edited when its segments were edited (a copy), all void
+        (0) when it has no panoptic entry, else its PNG's (in ``panoptic_root``), checked against its entry and against ``size`` (width, height;
+        default: the image record's); `CocoFormatError` names the file."""
         self._index.require_panoptic("read panoptic PNGs")
+        edited = self._index.id_maps.maps.get(image_id)
+        if edited is not None:
+            return edited.copy()
+        if image_id not in self._index.panoptic:  # no entry (yet): every pixel void
+            width, height = size if size is not None else self.image_size(image_id)
+            return np.zeros((height, width), dtype=np.int32)
         return checked_id_map(self._index, image_id, self.panoptic_root, size)
+
+    def is_edited_map(self, image_id: int) -> bool:
+        """Whether the image's segments were edited since it was opened (draw `id_map`, not its PNG file)."""
+        return image_id in self._index.id_maps.maps
 
     def json_subset(self, image_ids: Iterable[int], *, rejected: bool = True) -> dict[str, Any]:
         """The document restricted to ``image_ids`` (in the order given) as JSON data: every top-level key,

@@ -2,8 +2,9 @@
 stored JSON objects, and our own fields inside them.
 
 Our own fields live under one key. Per annotation: ``"detr_studio": {"source": "model"|"human", "score":
-float|None, "review": "pending"|"accepted"|"rejected", "model": str|None}``; per image: ``"detr_studio":
-{"reviewed": bool}``. Annotations without the key count as human-made and accepted.
+float|None, "review": "pending"|"accepted"|"rejected", "model": str|None}``, plus ``"mask": "box"`` when the
+annotation's ``segmentation`` is only its box's outline (a box without a mask in a dataset with masks); per
+image: ``"detr_studio": {"reviewed": bool}``. Annotations without the key count as human-made and accepted.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Annotation:
     score: float | None = None
     review: str = "accepted"
     model: str | None = None
+    box_mask: bool = False  # the segmentation is only the box's outline (our "mask": "box")
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
@@ -121,6 +123,7 @@ def annotation_info(ann: dict) -> Annotation:
         score=float(score) if score is not None else None,
         review=ours.get("review", "pending" if source == "model" else "accepted"),
         model=ours.get("model"),
+        box_mask=ours.get("mask") == "box",
     )
 
 

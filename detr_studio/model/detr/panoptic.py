@@ -92,7 +92,9 @@ def panoptic_from_kept(
     classes: [N] their class ids (``panoptic_scores`` classes at the kept queries).
     processed_size: (h, w) network input size before padding; target_size: (h, w) of the result
     (defaults to processed_size). -> {"png_string": PNG bytes of the RGB id image,
-    "segments_info": [{"id", "isthing", "category_id", "area"}, ...]}, exactly as the reference.
+    "segments_info": [{"id", "isthing", "category_id", "area"}, ...]}, exactly as the reference, plus
+    "kept": for each segment, the position of its mask in ``masks`` (not the reference's: which query made
+    it, once the caller maps positions to queries).
     """
     if masks.ndim != 3:
         raise ValueError(f"panoptic_from_kept: masks must be [N, h, w], got shape {tuple(masks.shape)}")
@@ -119,12 +121,14 @@ def panoptic_from_kept(
     merge = [group for group in stuff_groups.values() if len(group) > 1]
 
     image, areas = _ids_and_areas(flat, hw, target_hw, merge, void)
+    positions = list(range(len(class_ids)))
     # Drop tiny segments (merged duplicates end with area 0) until none is left; as in the reference,
     # these later passes do not merge stuff duplicates again.
     while any(a <= SMALL_SEGMENT_AREA for a in areas):
         survivors = [i for i, a in enumerate(areas) if a > SMALL_SEGMENT_AREA]
         flat = flat[survivors]
         class_ids = [class_ids[i] for i in survivors]
+        positions = [positions[i] for i in survivors]
         image, areas = _ids_and_areas(flat, hw, target_hw, [], void)
 
     segments_info = [
@@ -134,7 +138,14 @@ def panoptic_from_kept(
     with io.BytesIO() as buffer:
         image.save(buffer, format="PNG")
         png = buffer.getvalue()
-    return {"png_string": png, "segments_info": segments_info}
+    return {"png_string": png, "segments_info": segments_info, "kept": positions}
+
+
+def _with_queries(result: dict, keep: Tensor) -> dict:
+    """``result`` with "query_ids": the query that made each segment (``keep`` [Q] the kept queries)."""
+    kept_queries = keep.nonzero()[:, 0].tolist()
+    result["query_ids"] = [kept_queries[p] for p in result.pop("kept")]
+    return result
 
 
 class PostProcessPanoptic:
@@ -170,7 +181,8 @@ class PostProcessPanoptic:
         target_sizes: Sequence[SizeLike] | Tensor | None = None,
     ) -> list[dict]:
         """outputs: "pred_logits" [B, Q, C+1], "pred_masks" [B, Q, h, w] (masks of every query).
-        processed_sizes / target_sizes: B (h, w) pairs. -> per image {"png_string", "segments_info"}."""
+        processed_sizes / target_sizes: B (h, w) pairs. -> per image {"png_string", "segments_info",
+        "query_ids"} (the query behind each segment)."""
         logits, masks = outputs["pred_logits"], outputs["pred_masks"]  # [B, Q, C+1], [B, Q, h, w]
         if masks.ndim != 4 or masks.shape[:2] != logits.shape[:2]:
             raise ValueError(
@@ -182,9 +194,8 @@ class PostProcessPanoptic:
         for cur_logits, cur_masks, size, target in zip(logits, masks, processed_sizes, target_sizes):
             keep = panoptic_keep(cur_logits, self.threshold)  # [Q]
             classes = panoptic_scores(cur_logits)[1][keep]
-            results.append(
-                panoptic_from_kept(cur_masks[keep], classes, size, target, self.is_thing_map, self.void)
-            )
+            result = panoptic_from_kept(cur_masks[keep], classes, size, target, self.is_thing_map, self.void)
+            results.append(_with_queries(result, keep))
         return results
 
     @torch.no_grad()
@@ -213,7 +224,8 @@ class PostProcessPanoptic:
             logits, keep, masks.split(counts), processed_sizes, target_sizes
         ):
             classes = panoptic_scores(cur_logits)[1][cur_keep]
-            results.append(panoptic_from_kept(cur_masks, classes, size, target, self.is_thing_map, self.void))
+            result = panoptic_from_kept(cur_masks, classes, size, target, self.is_thing_map, self.void)
+            results.append(_with_queries(result, cur_keep))
         return results
 
     @staticmethod
