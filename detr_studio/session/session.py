@@ -121,13 +121,19 @@ class Session:
             old.doc.close()
         self.project = project
         self.history = History(saved=project is None or not project.doc.dirty)
-        self.history.changed.connect(self.events.edited.emit)
+        self.history.changed.connect(self._history_changed)
         self.history.failed.connect(self.events.failed.emit)
         self.store.clear()
         self.flags.clear()
         self.current_image_id = None
         self.selection = Selection()
         self.events.project.emit(project)
+
+    def _history_changed(self, change: HistoryChange) -> None:
+        doc = self.doc
+        if change.touches_document and doc is not None and doc.dirty and self.at_saved_state:
+            doc.mark_unchanged()
+        self.events.edited.emit(change)
 
     def mark_saved(self, path: Path) -> None:
         """The document was written to ``path``."""

@@ -367,7 +367,8 @@ def test_autosave_does_not_write_when_undo_brought_the_document_back_to_its_file
     window.projects.autosave = True
     window.editing.add_box(window.canvas.image_bounds().adjusted(2, 2, -40, -40))
     window.editing.undo()
-    assert window.session.at_saved_state and window.session.doc.dirty
+    assert window.session.at_saved_state and not window.session.doc.dirty  # and its journal holds no edits
+    assert "*" not in window.windowTitle()
     before = path.stat().st_mtime_ns
     window.projects.autosave_now()
     window.navigation.next_image()

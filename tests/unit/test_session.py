@@ -279,6 +279,27 @@ def test_a_project_with_recovered_edits_starts_away_from_its_saved_state():
     assert not session.at_saved_state
 
 
+def test_undo_back_to_the_saved_state_leaves_no_edits_to_recover(tmp_path):
+    path = tmp_path / "labels.json"
+    make_doc().save(path)
+    doc = CocoDocument.load(path, tmp_path)
+    session = Session()
+    session.set_project(Project(doc, COCO, path, None))
+    record = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}
+    assert session.apply(AddAnnotations([record]), "add 1 box")
+    assert session.apply(UpdateAnnotation(7, {"bbox": [2, 2, 5, 5]}), "move 1 box")
+    session.undo()
+    session.undo()
+    assert session.at_saved_state and not doc.dirty and not session.has_unsaved_changes
+    session.redo()  # away from the saved state again: dirty and journaled as before
+    assert doc.dirty and session.has_unsaved_changes
+    session.undo()
+    doc.close()
+    again = CocoDocument.load(path, tmp_path)
+    assert again.pending_journal == []  # the edits and their undos cancel out: nothing to offer
+    again.close()
+
+
 def test_a_refused_edit_is_reported_through_the_session(session):
     failures = recorder(session.events.failed)
     assert not session.apply(RemoveAnnotations([123]), "delete 1 box")

@@ -461,6 +461,12 @@ class CocoDocument(CocoQueries):
         self.dirty = False
         return target
 
+    def mark_unchanged(self) -> None:
+        """Undo has brought the document back to exactly what its file holds: it is no longer dirty and its
+        journal holds no edits (a crash would otherwise offer to recover edits that cancel out)."""
+        self.dirty = False
+        self._file.journal.clear()
+
     def reload(self) -> CocoDocument:
         """The document read afresh from its file (the one on disk now), with the same folders; this one is
         closed. Edits not saved are dropped. `CocoFormatError` when the file cannot be read; then this

@@ -105,6 +105,12 @@ class Journal:
         except OSError as exc:
             self.error = f"{self.path}: cannot rewrite the journal ({_reason(exc)})"
 
+    def clear(self) -> None:
+        """The document is back to what its file holds (undo): the journal keeps its header and no edits,
+        so a crash now offers nothing to recover. A journal found at open and not replayed is left alone."""
+        if self.adopted and self.error is None:
+            self.rewrite([], keep_old=False)
+
     def after_save(self, target: Path) -> None:
         """The document was saved to ``target``: its own journal is done, and one beside ``target`` described
         the file just replaced."""
